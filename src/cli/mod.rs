@@ -1,0 +1,84 @@
+//! The command line: clap definitions here, one file per verb.
+
+mod check;
+mod diff;
+mod history;
+mod query;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Result;
+
+/// tidemark: turn "load everything and rebuild" feeds into incremental ones.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark", version, about, long_about = None)]
+pub struct Cli {
+    /// Options every command accepts.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of every command.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output on stderr (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Use this store instead of the pipeline's `store` (a folder).
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every table of a pipeline, commit new baseline versions, write deltas.
+    Run(run::RunArgs),
+    /// Validate a pipeline file and that every source exists with the declared columns.
+    Check(check::CheckArgs),
+    /// Diff two files by key, without a store.
+    Diff(diff::DiffArgs),
+    /// Run SQL over the store.
+    Query(query::QueryArgs),
+    /// List the versions of the pipeline's tables.
+    History(history::HistoryArgs),
+}
+
+/// Run the parsed command; returns the exit code.
+pub async fn execute(cli: Cli) -> Result<u8> {
+    let store = cli.global.store.as_deref();
+    match cli.command {
+        Command::Run(args) => run::execute(args, store).await,
+        Command::Check(args) => check::execute(args, store).await,
+        Command::Diff(args) => diff::execute(args).await,
+        Command::Query(args) => query::execute(args, store).await,
+        Command::History(args) => history::execute(args, store).await,
+    }
+}
+
+/// Output formats of `query` and `diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A text table for people.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// JSON lines.
+    Json,
+    /// Parquet (needs --output).
+    Parquet,
+}
+
+/// Resolve the pipeline file argument.
+fn pipeline_path(path: &std::path::Path) -> PathBuf {
+    path.to_path_buf()
+}

@@ -1,0 +1,126 @@
+//! `tidemark query PIPELINE.yaml "SQL"`: SQL over the store.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
+
+use super::OutputFormat;
+use crate::error::{Error, Result, exit_code};
+use crate::source::SourceFormat;
+use crate::store::Store;
+use crate::{query, sink, spec};
+
+/// Arguments of `query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// The SQL; without it, statements are read from the prompt (or stdin), one per `;`.
+    pub sql: Option<String>,
+    /// Output format; default from --output's extension, else a table.
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+    /// Write the result here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+pub(super) async fn execute(args: QueryArgs, store: Option<&str>) -> Result<u8> {
+    let plan = spec::load(&args.pipeline, store)?;
+    let store = Store::open(&plan.store, false)?;
+    let ctx = query::session(&store).await?;
+    let format = args.format.unwrap_or_else(|| {
+        match args.output.as_ref().and_then(|p| SourceFormat::from_extension(&p.to_string_lossy())) {
+            Some(SourceFormat::Parquet) => OutputFormat::Parquet,
+            Some(SourceFormat::Json) => OutputFormat::Json,
+            Some(SourceFormat::Csv) => OutputFormat::Csv,
+            _ => OutputFormat::Table,
+        }
+    });
+    match &args.sql {
+        Some(sql) => {
+            let (schema, batches) = run_sql(&ctx, sql).await?;
+            emit(&schema, &batches, format, args.output.as_deref())?;
+        }
+        None => prompt(&ctx, format).await?,
+    }
+    Ok(exit_code::OK)
+}
+
+async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let frame = ctx.sql(sql).await.map_err(|e| Error::Usage {
+        message: format!("query failed: {e}. Tables: each pipeline table T, T_history, T_changes, and runs; quote mixed-case names with double quotes."),
+    })?;
+    let schema: SchemaRef = std::sync::Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(|e| Error::engine("running the query", e))?;
+    Ok((schema, batches))
+}
+
+/// Statements separated by `;`, read until end of input.
+async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
+    let interactive = std::io::stdin().is_terminal();
+    let mut statement = String::new();
+    let stdin = std::io::stdin();
+    if interactive {
+        eprint!("tidemark> ");
+    }
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| Error::io("stdin", e))?;
+        statement.push_str(&line);
+        statement.push('\n');
+        if line.trim_end().ends_with(';') {
+            let sql = statement.trim().trim_end_matches(';').to_string();
+            statement.clear();
+            if !sql.is_empty() {
+                match run_sql(ctx, &sql).await {
+                    Ok((schema, batches)) => emit(&schema, &batches, format, None)?,
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            }
+        }
+        if interactive {
+            eprint!("{}", if statement.is_empty() { "tidemark> " } else { "       -> " });
+            let _ = std::io::stderr().flush();
+        }
+    }
+    Ok(())
+}
+
+/// Print or write a result in `format`.
+pub fn emit(schema: &SchemaRef, batches: &[RecordBatch], format: OutputFormat, output: Option<&Path>) -> Result<()> {
+    let as_source = match format {
+        OutputFormat::Table => {
+            let text = pretty_format_batches(batches).map_err(|e| Error::engine("formatting the result", e.into()))?;
+            let text = if batches.is_empty() { header_only(schema) } else { text.to_string() };
+            return match output {
+                Some(path) => std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e)),
+                None => {
+                    println!("{text}");
+                    Ok(())
+                }
+            };
+        }
+        OutputFormat::Csv => SourceFormat::Csv,
+        OutputFormat::Json => SourceFormat::Json,
+        OutputFormat::Parquet => SourceFormat::Parquet,
+    };
+    match output {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+            sink::write_to(std::io::BufWriter::new(file), as_source, schema, batches)
+        }
+        None if as_source == SourceFormat::Parquet => Err(Error::Usage {
+            message: "--format parquet needs --output FILE.parquet".into(),
+        }),
+        None => sink::write_to(std::io::BufWriter::new(std::io::stdout()), as_source, schema, batches),
+    }
+}
+
+fn header_only(schema: &SchemaRef) -> String {
+    let empty = RecordBatch::new_empty(schema.clone());
+    pretty_format_batches(&[empty]).map(|t| t.to_string()).unwrap_or_default()
+}

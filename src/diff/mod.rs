@@ -1,0 +1,217 @@
+//! The diff core: the row hash UDF and the classification of every key as NEW, CHANGED,
+//! DELETED or UNCHANGED, with a reason, by the SQL in `sql/`.
+//!
+//! Callers register four tables on the session before calling [`classify`]:
+//! `incoming` and `baseline` (all columns) and `incoming_hashes` and `baseline_hashes` (key
+//! columns and `_row_hash`, computed over the same compared columns on both sides).
+
+pub mod row_hash;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use crate::error::{Error, Result};
+use crate::spec::ChangeKind;
+
+const CLASSIFY_SQL: &str = include_str!("../../sql/classify.sql");
+const DELTA_SQL: &str = include_str!("../../sql/delta.sql");
+
+/// Name of the change type column in the delta as computed (renamed on output).
+pub const CHANGE_TYPE_COLUMN: &str = "_change_type";
+/// Name of the change reason column in the delta as computed (renamed on output).
+pub const CHANGE_REASON_COLUMN: &str = "_change_reason";
+
+/// What to compare and what to return.
+#[derive(Debug, Clone)]
+pub struct DiffSettings {
+    /// Key columns.
+    pub key: Vec<String>,
+    /// Compared columns present on both sides, in table order (for reasons).
+    pub compared: Vec<String>,
+    /// Columns of the delta, in order (the new snapshot's columns).
+    pub columns: Vec<String>,
+    /// Columns of `columns` that the baseline has (DELETED rows carry null for the others).
+    pub baseline_columns: Vec<String>,
+    /// Whether UNCHANGED rows are returned too.
+    pub include_unchanged: bool,
+}
+
+/// Row counts by change kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Rows in the new snapshot.
+    pub rows_in: u64,
+    /// NEW rows.
+    pub new: u64,
+    /// CHANGED rows.
+    pub changed: u64,
+    /// DELETED rows.
+    pub deleted: u64,
+    /// UNCHANGED rows.
+    pub unchanged: u64,
+}
+
+impl Counts {
+    /// The count of one kind.
+    pub fn of(&self, kind: ChangeKind) -> u64 {
+        match kind {
+            ChangeKind::New => self.new,
+            ChangeKind::Changed => self.changed,
+            ChangeKind::Deleted => self.deleted,
+            ChangeKind::Unchanged => self.unchanged,
+        }
+    }
+}
+
+/// The result of a diff.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    /// Schema of the delta: the columns, then `_change_type` and `_change_reason`.
+    pub schema: SchemaRef,
+    /// The rows, ordered by key.
+    pub batches: Vec<RecordBatch>,
+    /// Counts by kind.
+    pub counts: Counts,
+}
+
+/// Quote an SQL identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quote an SQL string literal.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn qualified(table: &str, column: &str) -> String {
+    format!("{table}.{}", ident(column))
+}
+
+fn key_equal(key: &[String], left: &str, right: &str) -> String {
+    key.iter()
+        .map(|k| format!("{} = {}", qualified(left, k), qualified(right, k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Fill the classification query's placeholders.
+pub fn classify_sql(settings: &DiffSettings) -> String {
+    let key_columns = settings
+        .key
+        .iter()
+        .map(|k| format!("coalesce({}, {}) AS {}", qualified("incoming", k), qualified("baseline", k), ident(k)))
+        .collect::<Vec<_>>()
+        .join(",\n    ");
+    let row_filter = if settings.include_unchanged {
+        "TRUE"
+    } else {
+        "baseline._row_hash IS DISTINCT FROM incoming._row_hash"
+    };
+    CLASSIFY_SQL
+        .replace("{key_columns}", &key_columns)
+        .replace("{key_join}", &key_equal(&settings.key, "baseline", "incoming"))
+        .replace("{row_filter}", row_filter)
+}
+
+/// Fill the delta query's placeholders.
+pub fn delta_sql(settings: &DiffSettings) -> String {
+    let values = settings
+        .columns
+        .iter()
+        .map(|c| {
+            if settings.key.contains(c) {
+                format!("{} AS {}", qualified("classified", c), ident(c))
+            } else if settings.baseline_columns.contains(c) {
+                format!(
+                    "CASE WHEN classified._change_type = 'DELETED' THEN {} ELSE {} END AS {}",
+                    qualified("baseline", c),
+                    qualified("incoming", c),
+                    ident(c)
+                )
+            } else {
+                format!("{} AS {}", qualified("incoming", c), ident(c))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",\n    ");
+    let changes: Vec<String> = settings
+        .compared
+        .iter()
+        .map(|c| {
+            let (old, new) = (qualified("baseline", c), qualified("incoming", c));
+            format!(
+                "CASE WHEN {old} IS DISTINCT FROM {new} THEN {} || coalesce(CAST({old} AS VARCHAR), 'null') || ' to ' || coalesce(CAST({new} AS VARCHAR), 'null') END",
+                literal(&format!("{c} changed from "))
+            )
+        })
+        .collect();
+    let column_changes = if changes.is_empty() {
+        "''".to_string()
+    } else {
+        format!("concat_ws('; ',\n            {})", changes.join(",\n            "))
+    };
+    let key_order = settings
+        .key
+        .iter()
+        .map(|k| qualified("classified", k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    DELTA_SQL
+        .replace("{values}", &values)
+        .replace("{column_changes}", &column_changes)
+        .replace("{incoming_join}", &key_equal(&settings.key, "classified", "incoming"))
+        .replace("{baseline_join}", &key_equal(&settings.key, "classified", "baseline"))
+        .replace("{key_order}", &key_order)
+}
+
+/// Classify and build the delta. `rows_in` is the number of rows of `incoming`.
+pub async fn classify(ctx: &SessionContext, settings: &DiffSettings, rows_in: u64) -> Result<Delta> {
+    let classified = ctx
+        .sql(&classify_sql(settings))
+        .await
+        .map_err(|e| Error::engine("planning the classification", e))?;
+    let schema: SchemaRef = Arc::new(classified.schema().as_arrow().clone());
+    let batches = classified
+        .collect()
+        .await
+        .map_err(|e| Error::engine("classifying rows", e))?;
+
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    for batch in &batches {
+        let kinds = batch
+            .column_by_name(CHANGE_TYPE_COLUMN)
+            .expect("the classification query returns _change_type");
+        let kinds = datafusion::arrow::compute::cast(kinds, &datafusion::arrow::datatypes::DataType::Utf8)
+            .map_err(|e| Error::engine("counting changes", e.into()))?;
+        let kinds = kinds.as_string::<i32>();
+        for i in 0..kinds.len() {
+            *by_kind.entry(kinds.value(i).to_string()).or_default() += 1;
+        }
+    }
+    let count = |k: ChangeKind| by_kind.get(k.canonical()).copied().unwrap_or(0);
+    let counts = Counts {
+        rows_in,
+        new: count(ChangeKind::New),
+        changed: count(ChangeKind::Changed),
+        deleted: count(ChangeKind::Deleted),
+        unchanged: rows_in - count(ChangeKind::New) - count(ChangeKind::Changed),
+    };
+
+    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::engine("holding the classified keys", e))?;
+    ctx.deregister_table("classified").map_err(|e| Error::engine("registering tables", e))?;
+    ctx.register_table("classified", Arc::new(table))
+        .map_err(|e| Error::engine("registering tables", e))?;
+    let delta = ctx
+        .sql(&delta_sql(settings))
+        .await
+        .map_err(|e| Error::engine("planning the delta", e))?;
+    let schema: SchemaRef = Arc::new(delta.schema().as_arrow().clone());
+    let batches = delta.collect().await.map_err(|e| Error::engine("building the delta", e))?;
+    Ok(Delta { schema, batches, counts })
+}

@@ -1,0 +1,224 @@
+//! The one error type of the library. Every variant carries the context a user needs (table,
+//! file, row, column, version) as fields, renders a message that says what to do, and maps to
+//! exactly one exit code of SPEC section 1.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Exit codes of the command line (SPEC 1).
+pub mod exit_code {
+    /// Success, also when nothing changed.
+    pub const OK: u8 = 0;
+    /// A run failed: I/O, engine or source error.
+    pub const FAILED: u8 = 1;
+    /// Invalid pipeline file or arguments.
+    pub const INVALID: u8 = 2;
+    /// Refused: a guard or validation limit tripped; nothing was committed.
+    pub const REFUSED: u8 = 3;
+    /// Conflict: another run committed that table's next version first.
+    pub const CONFLICT: u8 = 4;
+}
+
+/// Everything that can go wrong, each with the context to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline file is not valid YAML or does not match the pipeline schema.
+    #[error("{path}:{line}:{column}: {message}")]
+    PipelineSyntax {
+        /// The pipeline file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// 1-based column.
+        column: u64,
+        /// What is wrong and what to do.
+        message: String,
+    },
+
+    /// The pipeline file parsed but its content is inconsistent; every problem is listed.
+    #[error("{path}: the pipeline file is invalid:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    PipelineInvalid {
+        /// The pipeline file.
+        path: PathBuf,
+        /// One line per problem, each naming its line where known.
+        problems: Vec<String>,
+    },
+
+    /// A command-line argument is wrong.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong and what to do.
+        message: String,
+    },
+
+    /// A table's source file (or glob) matches nothing.
+    #[error("table {table}: source {pattern} matches no file. Check `source.path` in the pipeline file, or pass today's file with --source {table}=PATH.")]
+    SourceMissing {
+        /// Table name.
+        table: String,
+        /// The path or glob as resolved.
+        pattern: String,
+    },
+
+    /// A source file exists but holds no data rows (not even a header for CSV).
+    #[error("{path}: the file is empty (no header and no rows). A truncated download? tidemark refuses to treat it as an empty snapshot; nothing was committed.")]
+    SourceEmpty {
+        /// The source file.
+        path: PathBuf,
+    },
+
+    /// A source file cannot be read as the format it claims to be.
+    #[error("{path}{}: {message}", location_suffix(*row, column.as_deref()))]
+    SourceData {
+        /// The source file.
+        path: PathBuf,
+        /// 1-based row (line for CSV, sheet row for Excel) when known.
+        row: Option<u64>,
+        /// Column name when known.
+        column: Option<String>,
+        /// What is wrong and what to do.
+        message: String,
+    },
+
+    /// A column the pipeline names is not in the data.
+    #[error("table {table}: column \"{column}\" named in `{setting}` is not in {origin}. Columns present: {}.", available.join(", "))]
+    MissingColumn {
+        /// Table name.
+        table: String,
+        /// The missing column.
+        column: String,
+        /// The pipeline setting that names it (key, compare, ...).
+        setting: String,
+        /// Where it was looked for (a file or "the transform's result").
+        origin: String,
+        /// The columns that exist.
+        available: Vec<String>,
+    },
+
+    /// Two rows of the new snapshot share a key.
+    #[error("table {table}: key {key} appears {count} times in the new snapshot (first at {origin} row {first_row}). Fix the source, or set `duplicates: keep_first` or `keep_last`. Nothing was committed.")]
+    DuplicateKey {
+        /// Table name.
+        table: String,
+        /// The key, rendered as column=value pairs.
+        key: String,
+        /// How often it occurs.
+        count: u64,
+        /// Source file, or "the transform's result".
+        origin: String,
+        /// 1-based data row of its first occurrence.
+        first_row: u64,
+    },
+
+    /// A key column holds a null.
+    #[error("table {table}: key column \"{column}\" is empty at {origin} row {row}. Every row needs a key; fix the source or filter such rows in `transform`. Nothing was committed.")]
+    NullKey {
+        /// Table name.
+        table: String,
+        /// The key column.
+        column: String,
+        /// Source file, or "the transform's result".
+        origin: String,
+        /// 1-based data row.
+        row: u64,
+    },
+
+    /// The table's SQL transform failed.
+    #[error("table {table}: the transform failed: {message}")]
+    Transform {
+        /// Table name.
+        table: String,
+        /// The engine's message.
+        message: String,
+    },
+
+    /// The query engine failed.
+    #[error("{context}: {source}")]
+    Engine {
+        /// What tidemark was doing.
+        context: String,
+        /// The engine's error.
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The store could not be read or written.
+    #[error("store {location}: {message}")]
+    Store {
+        /// The store object or prefix.
+        location: String,
+        /// What failed and what to do.
+        message: String,
+    },
+
+    /// Another run committed this table's next version first.
+    #[error("table {table}: another run committed version {version} first; nothing of this run was committed. Run again to diff against the new baseline.")]
+    Conflict {
+        /// Table name.
+        table: String,
+        /// The version both runs tried to create.
+        version: u64,
+    },
+
+    /// One or more tables of a pipeline run failed; each has been reported already.
+    #[error("{failed} of {total} tables failed")]
+    TablesFailed {
+        /// Number of failed tables.
+        failed: usize,
+        /// Number of tables in the run.
+        total: usize,
+        /// The highest exit code among the failures.
+        code: u8,
+    },
+}
+
+fn location_suffix(row: Option<u64>, column: Option<&str>) -> String {
+    match (row, column) {
+        (Some(r), Some(c)) => format!(", row {r}, column \"{c}\""),
+        (Some(r), None) => format!(", row {r}"),
+        (None, Some(c)) => format!(", column \"{c}\""),
+        (None, None) => String::new(),
+    }
+}
+
+impl Error {
+    /// The exit code of SPEC section 1 for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::PipelineSyntax { .. } | Error::PipelineInvalid { .. } | Error::Usage { .. } => {
+                exit_code::INVALID
+            }
+            Error::Conflict { .. } => exit_code::CONFLICT,
+            Error::TablesFailed { code, .. } => *code,
+            _ => exit_code::FAILED,
+        }
+    }
+
+    /// Wrap an engine error with what tidemark was doing.
+    pub fn engine(context: impl Into<String>, source: datafusion::error::DataFusionError) -> Self {
+        Error::Engine {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Wrap an I/O error with its file.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! tidemark turns "load everything and rebuild" data feeds into incremental ones: each run
+//! loads a table's snapshot into Apache Arrow, compares it by key and row hash with the stored
+//! baseline, writes only what changed (with the reason), and commits the snapshot as the next
+//! version of a Parquet baseline.
+//!
+//! The data flow follows the modules: [`spec`] (pipeline file) → [`source`] (files to Arrow) →
+//! transform (SQL) → [`diff`] (row hash, classification) → [`store`] (versioned baselines) and
+//! [`sink`] (delta files); [`run`] drives one table end to end, [`query`] exposes the store to SQL.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod diff;
+pub mod engine;
+pub mod error;
+pub mod query;
+pub mod run;
+pub mod sink;
+pub mod source;
+pub mod spec;
+pub mod store;
+
+pub use error::{Error, Result};

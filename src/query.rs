@@ -1,0 +1,118 @@
+//! SQL over the store: for each table T, `T` (latest snapshot), `T_history` (every version's
+//! snapshot with `_version`), `T_changes` (every version's change rows with `_version`), and
+//! `runs` (one row per table per run, failed ones included).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::lit;
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
+
+use crate::diff::row_hash::ROW_HASH_COLUMN;
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::store::{CommitRecord, StoredFile, Store};
+
+/// Name of the version column in `T_history` and `T_changes`.
+pub const VERSION_COLUMN: &str = "_version";
+
+/// A session with every table of the store registered.
+pub async fn session(store: &Store) -> Result<SessionContext> {
+    let ctx = engine::session();
+    for table in store.tables().await? {
+        register_table(&ctx, store, &table).await?;
+    }
+    register_runs(&ctx, store).await?;
+    Ok(ctx)
+}
+
+async fn read_stored(ctx: &SessionContext, store: &Store, table: &str, record: &CommitRecord, file: &StoredFile) -> Result<DataFrame> {
+    let path = store.local_path(table, &file.path).display().to_string();
+    let frame = ctx
+        .read_parquet(&path, ParquetReadOptions::default())
+        .await
+        .map_err(|e| Error::Store {
+            location: path.clone(),
+            message: format!("cannot read {table} v{}: {e}. Run `tidemark verify`.", record.version),
+        })?;
+    let has_hash = frame.schema().fields().iter().any(|f| f.name() == ROW_HASH_COLUMN);
+    if has_hash {
+        frame.drop_columns(&[ROW_HASH_COLUMN]).map_err(|e| Error::engine("reading the store", e))
+    } else {
+        Ok(frame)
+    }
+}
+
+async fn register_table(ctx: &SessionContext, store: &Store, table: &str) -> Result<()> {
+    let versions = store.versions(table).await?;
+    let mut history: Option<DataFrame> = None;
+    let mut changes: Option<DataFrame> = None;
+    let mut latest: Option<DataFrame> = None;
+    for version in versions {
+        let record = store.commit_record(table, version).await?;
+        let snapshot = read_stored(ctx, store, table, &record, &record.snapshot).await?;
+        let change_rows = read_stored(ctx, store, table, &record, &record.changes).await?;
+        let with_version = |f: DataFrame| f.with_column(VERSION_COLUMN, lit(version as i64));
+        let fail = |e| Error::engine(format!("registering {table}"), e);
+        let snapshot_v = with_version(snapshot.clone()).map_err(fail)?;
+        let change_v = with_version(change_rows).map_err(fail)?;
+        history = Some(match history {
+            None => snapshot_v,
+            Some(h) => h.union_by_name(snapshot_v).map_err(fail)?,
+        });
+        changes = Some(match changes {
+            None => change_v,
+            Some(c) => c.union_by_name(change_v).map_err(fail)?,
+        });
+        latest = Some(snapshot);
+    }
+    let fail = |e| Error::engine(format!("registering {table}"), e);
+    for (name, frame) in [
+        (table.to_string(), latest),
+        (format!("{table}_history"), history),
+        (format!("{table}_changes"), changes),
+    ] {
+        if let Some(frame) = frame {
+            ctx.register_table(name.as_str(), frame.into_view()).map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// The schema of the `runs` table.
+pub fn runs_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("table", DataType::Utf8, false),
+        Field::new("version", DataType::Int64, true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("started_at", ts.clone(), false),
+        Field::new("finished_at", ts, false),
+        Field::new("duration_ms", DataType::Int64, false),
+        Field::new("rows_in", DataType::Int64, false),
+        Field::new("new", DataType::Int64, false),
+        Field::new("changed", DataType::Int64, false),
+        Field::new("deleted", DataType::Int64, false),
+        Field::new("unchanged", DataType::Int64, false),
+        Field::new("rejected", DataType::Int64, false),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+/// Turn serde rows into one record batch of `schema`.
+pub fn rows_to_batch<S: serde::Serialize>(schema: SchemaRef, rows: &[S]) -> Result<RecordBatch> {
+    let fail = |e: datafusion::arrow::error::ArrowError| Error::engine("building a table", e.into());
+    let mut decoder = ReaderBuilder::new(schema.clone()).build_decoder().map_err(fail)?;
+    decoder.serialize(rows).map_err(fail)?;
+    Ok(decoder.flush().map_err(fail)?.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+}
+
+async fn register_runs(ctx: &SessionContext, store: &Store) -> Result<()> {
+    let runs = store.runs().await?;
+    let batch = rows_to_batch(runs_schema(), &runs)?;
+    crate::run::register_batches(ctx, "runs", batch.schema(), vec![batch])
+}

@@ -1,0 +1,820 @@
+//! One table's run end to end (load, transform, pin types, hash, classify, commit, write
+//! outputs) and the scheduler that runs a pipeline's tables in dependency order.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{Expr, cast, lit, when};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, ident};
+
+use crate::diff::row_hash::{HASH_VERSION, ROW_HASH_COLUMN, row_hash_udf};
+use crate::diff::{self, CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings};
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::sink;
+use crate::source::{self, SourceFile};
+use crate::spec::{ChangeKind, Duplicates, Plan, TablePlan, YamlScalar};
+use crate::store::{self, ColumnSchema, CommitKind, CommitRecord, HashSpec, RunRecord, Store};
+
+/// What `tidemark run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only these tables (empty: all).
+    pub tables: Vec<String>,
+    /// Compute and print, commit and write nothing.
+    pub dry_run: bool,
+    /// `--source T=PATH`.
+    pub source_overrides: HashMap<String, PathBuf>,
+}
+
+/// How a table's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableStatus {
+    /// A new version was committed.
+    Committed,
+    /// Dry run: computed, nothing written.
+    DryRun,
+    /// Failed; nothing committed.
+    Failed,
+    /// Another run committed the version first.
+    Conflict,
+    /// Not run because a table it depends on failed.
+    Skipped,
+}
+
+/// The outcome of one table's run.
+#[derive(Debug)]
+pub struct TableRun {
+    /// Table name.
+    pub table: String,
+    /// How it ended.
+    pub status: TableStatus,
+    /// The version committed (or that would have been).
+    pub version: Option<u64>,
+    /// Counts by change kind.
+    pub counts: Counts,
+    /// Rows rejected by validation.
+    pub rejected: u64,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Delta files written.
+    pub delta_files: Vec<String>,
+    /// The failure, if any.
+    pub error: Option<Error>,
+    /// Why it was skipped.
+    pub skipped_because: Option<String>,
+    /// The delta as computed (dry runs print it).
+    pub delta: Option<Delta>,
+    /// Column names of the delta as configured (dry runs print it with them).
+    pub change_columns: Option<(String, String)>,
+}
+
+/// The outcome of a pipeline run.
+#[derive(Debug)]
+pub struct PipelineRun {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Start (UTC).
+    pub started_at: DateTime<Utc>,
+    /// End (UTC).
+    pub finished_at: DateTime<Utc>,
+    /// One entry per table run, in run order.
+    pub tables: Vec<TableRun>,
+}
+
+impl PipelineRun {
+    /// The exit code: 0, or 1 when any table failed, else the code of the failure (4 conflict).
+    pub fn exit_code(&self) -> u8 {
+        let codes: Vec<u8> = self.tables.iter().filter_map(|t| t.error.as_ref().map(Error::exit_code)).collect();
+        if codes.is_empty() {
+            0
+        } else if codes.contains(&crate::error::exit_code::FAILED) {
+            crate::error::exit_code::FAILED
+        } else {
+            codes.into_iter().max().unwrap_or(crate::error::exit_code::FAILED)
+        }
+    }
+}
+
+/// Run a pipeline's tables in dependency order. `on_table` sees each outcome as it ends.
+pub async fn run_pipeline(plan: &Plan, options: &RunOptions, mut on_table: impl FnMut(&TableRun)) -> Result<PipelineRun> {
+    for name in options.tables.iter().chain(options.source_overrides.keys()) {
+        if plan.table(name).is_none() {
+            let known: Vec<&str> = plan.tables.iter().map(|t| t.name.as_str()).collect();
+            return Err(Error::Usage {
+                message: format!("the pipeline has no table `{name}`; its tables are: {}.", known.join(", ")),
+            });
+        }
+    }
+    let store = Store::open(&plan.store, !options.dry_run)?;
+    let selected: Vec<&TablePlan> = plan
+        .tables
+        .iter()
+        .filter(|t| options.tables.is_empty() || options.tables.contains(&t.name))
+        .collect();
+    let selected_names: HashSet<&str> = selected.iter().map(|t| t.name.as_str()).collect();
+    for t in &selected {
+        for dep in &t.depends_on {
+            if !selected_names.contains(dep.as_str()) && store.versions(dep).await?.is_empty() {
+                return Err(Error::Usage {
+                    message: format!(
+                        "table {} depends on {dep}, which has no baseline yet and is not selected; add --table {dep}.",
+                        t.name
+                    ),
+                });
+            }
+        }
+    }
+    let started_at = Utc::now();
+    let mut failed: HashSet<String> = HashSet::new();
+    let mut tables = Vec::new();
+    for table in selected {
+        let outcome = if let Some(dep) = table.depends_on.iter().find(|d| failed.contains(*d)) {
+            failed.insert(table.name.clone());
+            TableRun {
+                table: table.name.clone(),
+                status: TableStatus::Skipped,
+                version: None,
+                counts: Counts::default(),
+                rejected: 0,
+                duration_ms: 0,
+                delta_files: Vec::new(),
+                error: None,
+                skipped_because: Some(format!("{dep} failed")),
+                delta: None,
+                change_columns: None,
+            }
+        } else {
+            let outcome = run_table(plan, table, &store, options).await;
+            if outcome.error.is_some() {
+                failed.insert(table.name.clone());
+            }
+            outcome
+        };
+        on_table(&outcome);
+        tables.push(outcome);
+    }
+    Ok(PipelineRun {
+        pipeline: plan.name.clone(),
+        started_at,
+        finished_at: Utc::now(),
+        tables,
+    })
+}
+
+/// Run one table and record the run in the store (unless dry).
+pub async fn run_table(plan: &Plan, table: &TablePlan, store: &Store, options: &RunOptions) -> TableRun {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let result = execute(plan, table, store, options, started, started_at, &run_id).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let mut outcome = match result {
+        Ok(mut o) => {
+            o.duration_ms = duration_ms;
+            o
+        }
+        Err(e) => TableRun {
+            table: table.name.clone(),
+            status: if matches!(e, Error::Conflict { .. }) { TableStatus::Conflict } else { TableStatus::Failed },
+            version: match &e {
+                Error::Conflict { version, .. } => Some(*version),
+                _ => None,
+            },
+            counts: Counts::default(),
+            rejected: 0,
+            duration_ms,
+            delta_files: Vec::new(),
+            error: Some(e),
+            skipped_because: None,
+            delta: None,
+            change_columns: None,
+        },
+    };
+    if !options.dry_run {
+        let record = RunRecord {
+            pipeline: plan.name.clone(),
+            table: table.name.clone(),
+            version: outcome.version,
+            status: match outcome.status {
+                TableStatus::Committed => "committed",
+                TableStatus::DryRun => "dry_run",
+                TableStatus::Failed => "failed",
+                TableStatus::Conflict => "conflict",
+                TableStatus::Skipped => "skipped",
+            }
+            .to_string(),
+            started_at,
+            finished_at: Utc::now(),
+            duration_ms,
+            rows_in: outcome.counts.rows_in,
+            new: outcome.counts.new,
+            changed: outcome.counts.changed,
+            deleted: outcome.counts.deleted,
+            unchanged: outcome.counts.unchanged,
+            rejected: outcome.rejected,
+            source: None,
+            error: outcome.error.as_ref().map(|e| e.to_string()),
+        };
+        if let Err(e) = store.write_run(&record, &run_id).await {
+            tracing::warn!("could not record the run of {}: {e}", table.name);
+            if outcome.error.is_none() {
+                outcome.error = Some(e);
+                outcome.status = TableStatus::Failed;
+            }
+        }
+    }
+    outcome
+}
+
+fn engine_err(table: &str, doing: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error {
+    let context = format!("table {table}: {doing}");
+    move |e| Error::engine(context.clone(), e)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    plan: &Plan,
+    table: &TablePlan,
+    store: &Store,
+    options: &RunOptions,
+    started: Instant,
+    started_at: DateTime<Utc>,
+    run_id: &str,
+) -> Result<TableRun> {
+    let name = table.name.as_str();
+    let ctx = engine::session();
+    let loaded = load_snapshot(&ctx, table, store, options.source_overrides.get(name)).await?;
+    let LoadedSnapshot { frame, columns, files: source_files, origin, first_data_row } = loaded;
+
+    let baseline = store.latest(name).await?;
+    // The baseline pins every column's type; a declared type wins (the user changed it).
+    let pinned: HashMap<&str, &str> = baseline
+        .as_ref()
+        .map(|b| b.schema.iter().map(|c| (c.name.as_str(), c.data_type.as_str())).collect())
+        .unwrap_or_default();
+    let mut projection: Vec<Expr> = Vec::with_capacity(columns.len() + 1);
+    for field in frame.schema().fields() {
+        let column = ident(field.name());
+        let expr = match pinned.get(field.name().as_str()) {
+            Some(type_text) if table.source.declared_type(field.name()).is_none() && *type_text != field.data_type().to_string() => {
+                let target: DataType = type_text.parse().map_err(|_| Error::Store {
+                    location: store.location().to_string(),
+                    message: format!("table {name}: the baseline's type `{type_text}` of column \"{}\" is not readable", field.name()),
+                })?;
+                cast(column, target).alias(field.name())
+            }
+            _ => column,
+        };
+        projection.push(expr);
+    }
+    let compared = table.compare.resolve(&columns, &table.key);
+    projection.push(row_hash_udf().call(compared.iter().map(|c| ident(c)).collect()).alias(ROW_HASH_COLUMN));
+    let typed = frame.select(projection).map_err(engine_err(name, "pinning column types"))?;
+    let incoming_schema: SchemaRef = Arc::new(typed.schema().as_arrow().clone());
+    let pinned_note = baseline.as_ref().map(|b| format!(" pinned by the baseline (v{})", b.version)).unwrap_or_default();
+    let mut incoming = typed.collect().await.map_err(|e| Error::SourceData {
+        path: PathBuf::from(loaded_origin_path(&source_files)),
+        row: None,
+        column: None,
+        message: format!("table {name}: a value does not fit its column's type{pinned_note}: {e}. Declare the column's type under `source.columns`, or fix the value."),
+    })?;
+    check_null_keys(table, &incoming, &origin, first_data_row)?;
+    register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
+    if let Some(batches) = deduplicate(&ctx, table, &origin, first_data_row).await? {
+        incoming = batches;
+        ctx.deregister_table("incoming").map_err(engine_err(name, "registering tables"))?;
+        register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
+    }
+    let rows_in: u64 = incoming.iter().map(|b| b.num_rows() as u64).sum();
+
+    let column_types: HashMap<String, DataType> = incoming_schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    let hash_spec = HashSpec {
+        version: HASH_VERSION,
+        columns: compared
+            .iter()
+            .map(|c| ColumnSchema {
+                name: c.clone(),
+                data_type: column_types[c].to_string(),
+            })
+            .collect(),
+    };
+    let baseline_columns: Vec<String> = match &baseline {
+        Some(b) => {
+            register_snapshot(&ctx, store, name, b, "baseline").await?;
+            b.schema.iter().map(|c| c.name.clone()).collect()
+        }
+        None => {
+            register_batches(&ctx, "baseline", incoming_schema.clone(), Vec::new())?;
+            columns.clone()
+        }
+    };
+    let shared_compared: Vec<String> = compared.iter().filter(|c| baseline_columns.contains(c)).cloned().collect();
+    let stored_hashes_apply = baseline.as_ref().is_none_or(|b| b.hash == hash_spec);
+    register_hash_views(&ctx, table, &shared_compared, &column_types, stored_hashes_apply).await?;
+
+    let include_unchanged = table.outputs.iter().any(|o| o.include.contains(&ChangeKind::Unchanged));
+    let settings = DiffSettings {
+        key: table.key.clone(),
+        compared: shared_compared,
+        columns: columns.clone(),
+        baseline_columns,
+        include_unchanged,
+    };
+    let delta = diff::classify(&ctx, &settings, rows_in).await?;
+    let version = baseline.as_ref().map_or(1, |b| b.version + 1);
+    let change_columns = Some((table.change_columns.type_column.clone(), table.change_columns.reason_column.clone()));
+    if options.dry_run {
+        return Ok(TableRun {
+            table: name.to_string(),
+            status: TableStatus::DryRun,
+            version: Some(version),
+            counts: delta.counts,
+            rejected: 0,
+            duration_ms: 0,
+            delta_files: Vec::new(),
+            error: None,
+            skipped_because: None,
+            delta: Some(delta),
+            change_columns,
+        });
+    }
+
+    // Step 1 of the commit protocol: data files under names only this run can choose.
+    let snapshot_bytes = sink::encode_parquet(&incoming_schema, &incoming)?;
+    let snapshot = store.put_file(name, &store::snapshot_name(version, run_id), snapshot_bytes).await?;
+    let (changes_schema, changes_batches) = stored_changes(&ctx, table, &delta).await?;
+    let changes_bytes = sink::encode_parquet(&changes_schema, &changes_batches)?;
+    let changes = store.put_file(name, &store::changes_name(version, run_id), changes_bytes).await?;
+    // Step 2: the commit record, created only if absent.
+    let record = CommitRecord {
+        format: store::RECORD_FORMAT,
+        table: name.to_string(),
+        version,
+        kind: CommitKind::Run,
+        committed_at: Utc::now(),
+        started_at,
+        run_id: run_id.to_string(),
+        pipeline: plan.name.clone(),
+        pipeline_hash: plan.file_hash.clone(),
+        tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
+        snapshot,
+        changes,
+        counts: delta.counts,
+        source_files: source_files.clone(),
+        key: table.key.clone(),
+        schema: columns
+            .iter()
+            .map(|c| ColumnSchema {
+                name: c.clone(),
+                data_type: column_types[c].to_string(),
+            })
+            .collect(),
+        hash: hash_spec,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    store.commit(&record).await?;
+
+    // Step 3: outputs, only after the commit succeeded.
+    let now = Utc::now();
+    let mut delta_files = Vec::new();
+    for output in &table.outputs {
+        let path = PathBuf::from(sink::render_path(&output.path, name, version, now));
+        let frame = shape_output(&ctx, table, &delta, &output.include, output.columns.as_deref(), &column_types).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(engine_err(name, "shaping the delta"))?;
+        sink::write_file(&path, &schema, &batches)?;
+        delta_files.push(path.display().to_string());
+    }
+    Ok(TableRun {
+        table: name.to_string(),
+        status: TableStatus::Committed,
+        version: Some(version),
+        counts: delta.counts,
+        rejected: 0,
+        duration_ms: 0,
+        delta_files,
+        error: None,
+        skipped_because: None,
+        delta: None,
+        change_columns,
+    })
+}
+
+fn loaded_origin_path(files: &[SourceFile]) -> String {
+    files.first().map(|f| f.path.clone()).unwrap_or_default()
+}
+
+/// A table's new snapshot, loaded and transformed, not yet typed or hashed.
+pub struct LoadedSnapshot {
+    /// The snapshot (the transform's result, or the source).
+    pub frame: DataFrame,
+    /// Its column names.
+    pub columns: Vec<String>,
+    /// The source files read.
+    pub files: Vec<SourceFile>,
+    /// Where rows come from, for messages.
+    pub origin: String,
+    /// Row number (as a person counts) of the first data row.
+    pub first_data_row: u64,
+}
+
+/// Load a table's source, register it as `source` (and its dependencies by name), apply the
+/// transform, and check that the columns the pipeline names exist.
+pub async fn load_snapshot(ctx: &SessionContext, table: &TablePlan, store: &Store, source_override: Option<&PathBuf>) -> Result<LoadedSnapshot> {
+    let name = table.name.as_str();
+    let source_path = match source_override {
+        Some(p) => std::path::absolute(p).map_err(|e| Error::io(p, e))?.display().to_string(),
+        None => table.source_path.clone(),
+    };
+    let loaded = source::load(name, &source_path, table.files, &table.source)?;
+    let origin = if table.transform.is_some() { "the transform's result".to_string() } else { loaded.origin() };
+    let files = loaded.files.clone();
+    register_batches(ctx, "source", loaded.schema.clone(), loaded.batches)?;
+    for dep in &table.depends_on {
+        let record = store.latest(dep).await?.ok_or_else(|| Error::Usage {
+            message: format!("table {name} depends on {dep}, which has no baseline yet; run {dep} first."),
+        })?;
+        register_snapshot(ctx, store, dep, &record, dep).await?;
+    }
+    let frame = match &table.transform {
+        Some(sql) => ctx.sql(sql).await.map_err(|e| Error::Transform {
+            table: name.to_string(),
+            message: e.to_string(),
+        })?,
+        None => ctx.table("source").await.map_err(engine_err(name, "reading the source"))?,
+    };
+    let columns: Vec<String> = frame.schema().fields().iter().map(|f| f.name().clone()).collect();
+    check_columns(table, &columns, &origin)?;
+    Ok(LoadedSnapshot {
+        frame,
+        columns,
+        files,
+        origin,
+        first_data_row: table.source.header_row as u64 + 1,
+    })
+}
+
+/// Diff two files without a store (`tidemark diff`): `old` plays the baseline, the table's
+/// source the new snapshot. Returns the shaped delta and the counts.
+pub async fn diff_files(
+    old: &std::path::Path,
+    old_options: &source::SourceOptions,
+    table: &TablePlan,
+    include: &[ChangeKind],
+) -> Result<(SchemaRef, Vec<RecordBatch>, Counts)> {
+    let name = table.name.as_str();
+    let ctx = engine::session();
+    let old_loaded = source::load(name, &old.display().to_string(), source::FileSelection::Newest, old_options)?;
+    let loaded = source::load(name, &table.source_path, table.files, &table.source)?;
+    let origin = loaded.origin();
+    let columns: Vec<String> = loaded.schema.fields().iter().map(|f| f.name().clone()).collect();
+    check_columns(table, &columns, &origin)?;
+    let old_columns: Vec<String> = old_loaded.schema.fields().iter().map(|f| f.name().clone()).collect();
+    for k in &table.key {
+        if !old_columns.contains(k) {
+            return Err(Error::MissingColumn {
+                table: name.to_string(),
+                column: k.clone(),
+                setting: "key".into(),
+                origin: old_loaded.origin(),
+                available: old_columns,
+            });
+        }
+    }
+    let types: HashMap<String, DataType> = loaded.schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    let first_data_row = table.source.header_row as u64 + 1;
+    check_null_keys(table, &loaded.batches, &origin, first_data_row)?;
+    register_batches(&ctx, "incoming", loaded.schema.clone(), loaded.batches.clone())?;
+    // With `duplicates: error` (the ad-hoc diff's setting) this only ever reports a repeat.
+    deduplicate(&ctx, table, &origin, first_data_row).await?;
+    let rows_in = loaded.num_rows() as u64;
+    // The old file's shared columns are read as the new file's types, so that a column inferred
+    // differently on the two days compares by value.
+    let mut casts = Vec::new();
+    for f in old_loaded.schema.fields() {
+        match types.get(f.name()) {
+            Some(t) if t != f.data_type() => casts.push(cast(ident(f.name()), t.clone()).alias(f.name())),
+            _ => casts.push(ident(f.name())),
+        }
+    }
+    let old_frame = ctx
+        .read_batches(old_loaded.batches.clone())
+        .and_then(|f| f.select(casts))
+        .map_err(engine_err(name, "reading the old file"))?;
+    let old_batches = old_frame.collect().await.map_err(|e| Error::SourceData {
+        path: old.to_path_buf(),
+        row: None,
+        column: None,
+        message: format!("its values do not fit the new file's column types: {e}"),
+    })?;
+    let old_schema = if let Some(b) = old_batches.first() { b.schema() } else { old_loaded.schema.clone() };
+    register_batches(&ctx, "baseline", old_schema, old_batches)?;
+    let compared: Vec<String> = table.compare.resolve(&columns, &table.key).into_iter().filter(|c| old_columns.contains(c)).collect();
+    register_hash_views(&ctx, table, &compared, &types, false).await?;
+    let settings = DiffSettings {
+        key: table.key.clone(),
+        compared,
+        columns,
+        baseline_columns: old_columns,
+        include_unchanged: include.contains(&ChangeKind::Unchanged),
+    };
+    let delta = diff::classify(&ctx, &settings, rows_in).await?;
+    let frame = shape_output(&ctx, table, &delta, include, None, &types).await?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(engine_err(name, "shaping the delta"))?;
+    Ok((schema, batches, delta.counts))
+}
+
+/// Register record batches as a table.
+pub fn register_batches(ctx: &SessionContext, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
+    let partitions = if batches.is_empty() { vec![Vec::new()] } else { vec![batches] };
+    let table = MemTable::try_new(schema, partitions).map_err(|e| Error::engine(format!("registering {name}"), e))?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(|e| Error::engine(format!("registering {name}"), e))?;
+    Ok(())
+}
+
+/// Register a stored snapshot (with `_row_hash`) under `alias`.
+pub async fn register_snapshot(ctx: &SessionContext, store: &Store, table: &str, record: &CommitRecord, alias: &str) -> Result<()> {
+    let path = store.local_path(table, &record.snapshot.path);
+    let path_text = path.display().to_string();
+    ctx.register_parquet(alias, &path_text, ParquetReadOptions::default())
+        .await
+        .map_err(|e| Error::Store {
+            location: path_text.clone(),
+            message: format!("cannot read the snapshot of {table} v{}: {e}. Run `tidemark verify`.", record.version),
+        })
+}
+
+fn check_columns(table: &TablePlan, columns: &[String], origin: &str) -> Result<()> {
+    let missing = |setting: &str, column: &String| Error::MissingColumn {
+        table: table.name.clone(),
+        column: column.clone(),
+        setting: setting.to_string(),
+        origin: origin.to_string(),
+        available: columns.to_vec(),
+    };
+    if columns.iter().any(|c| c == ROW_HASH_COLUMN) {
+        return Err(Error::Usage {
+            message: format!("table {}: the column name {ROW_HASH_COLUMN} is reserved for tidemark's row hash; rename it in `transform`.", table.name),
+        });
+    }
+    for k in &table.key {
+        if !columns.contains(k) {
+            return Err(missing("key", k));
+        }
+    }
+    let (setting, named) = table.compare.named();
+    for c in named {
+        if !columns.contains(c) {
+            return Err(missing(setting, c));
+        }
+    }
+    for (c, _) in &table.delete_set {
+        if !columns.contains(c) {
+            return Err(missing("on_delete.set", c));
+        }
+    }
+    Ok(())
+}
+
+fn check_null_keys(table: &TablePlan, batches: &[RecordBatch], origin: &str, first_data_row: u64) -> Result<()> {
+    let mut offset = 0u64;
+    for batch in batches {
+        for k in &table.key {
+            let values = batch.column_by_name(k).expect("key columns were checked");
+            if values.null_count() > 0 {
+                let index = (0..values.len()).find(|&i| values.is_null(i)).unwrap_or(0) as u64;
+                return Err(Error::NullKey {
+                    table: table.name.clone(),
+                    column: k.clone(),
+                    origin: origin.to_string(),
+                    row: first_data_row + offset + index,
+                });
+            }
+        }
+        offset += batch.num_rows() as u64;
+    }
+    Ok(())
+}
+
+/// Repeated keys: an error naming the first, or the kept rows for keep_first / keep_last.
+async fn deduplicate(ctx: &SessionContext, table: &TablePlan, origin: &str, first_data_row: u64) -> Result<Option<Vec<RecordBatch>>> {
+    let name = table.name.as_str();
+    let keys = table.key.iter().map(|k| diff::ident(k)).collect::<Vec<_>>().join(", ");
+    let numbered = format!("SELECT *, row_number() OVER () AS __tidemark_row FROM incoming");
+    let sql = format!(
+        "SELECT {keys}, count(*) AS n, min(__tidemark_row) AS first_row FROM ({numbered}) GROUP BY {keys} HAVING count(*) > 1 ORDER BY first_row LIMIT 1"
+    );
+    let found = ctx.sql(&sql).await.map_err(engine_err(name, "checking keys"))?.collect().await.map_err(engine_err(name, "checking keys"))?;
+    let Some(batch) = found.into_iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    match table.duplicates {
+        Duplicates::Error => {
+            let key_text = table
+                .key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let v = ScalarValue::try_from_array(batch.column(i), 0).map(|s| s.to_string()).unwrap_or_default();
+                    format!("{k}={v}")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let count = ScalarValue::try_from_array(batch.column(table.key.len()), 0).ok();
+            let first = ScalarValue::try_from_array(batch.column(table.key.len() + 1), 0).ok();
+            let as_u64 = |s: Option<ScalarValue>| match s {
+                Some(ScalarValue::Int64(Some(v))) => v as u64,
+                Some(ScalarValue::UInt64(Some(v))) => v,
+                _ => 0,
+            };
+            Err(Error::DuplicateKey {
+                table: name.to_string(),
+                key: key_text,
+                count: as_u64(count),
+                origin: origin.to_string(),
+                first_row: first_data_row + as_u64(first) - 1,
+            })
+        }
+        keep => {
+            let order = if keep == Duplicates::KeepFirst { "ASC" } else { "DESC" };
+            let sql = format!(
+                "SELECT * EXCLUDE (__tidemark_row, __tidemark_rank) FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY __tidemark_row {order}) AS __tidemark_rank FROM ({numbered})) WHERE __tidemark_rank = 1 ORDER BY __tidemark_row"
+            );
+            let kept = ctx.sql(&sql).await.map_err(engine_err(name, "dropping repeated keys"))?;
+            Ok(Some(kept.collect().await.map_err(engine_err(name, "dropping repeated keys"))?))
+        }
+    }
+}
+
+/// `incoming_hashes` and `baseline_hashes`: the stored hashes when they cover the same columns
+/// the same way, else both re-hashed over the compared columns they share.
+async fn register_hash_views(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    shared_compared: &[String],
+    types: &HashMap<String, DataType>,
+    stored_hashes_apply: bool,
+) -> Result<()> {
+    let keys = table.key.iter().map(|k| diff::ident(k)).collect::<Vec<_>>().join(", ");
+    let (incoming_hash, baseline_hash) = if stored_hashes_apply {
+        (ROW_HASH_COLUMN.to_string(), ROW_HASH_COLUMN.to_string())
+    } else {
+        let args = |cast_to_incoming: bool| {
+            shared_compared
+                .iter()
+                .map(|c| {
+                    if cast_to_incoming {
+                        format!("CAST({} AS {})", diff::ident(c), sql_type(&types[c]))
+                    } else {
+                        diff::ident(c)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        (
+            format!("{}({})", crate::diff::row_hash::ROW_HASH_UDF, args(false)),
+            format!("{}({})", crate::diff::row_hash::ROW_HASH_UDF, args(true)),
+        )
+    };
+    for (view, source, hash) in [("incoming_hashes", "incoming", incoming_hash), ("baseline_hashes", "baseline", baseline_hash)] {
+        let sql = format!("SELECT {keys}, {hash} AS {ROW_HASH_COLUMN} FROM {source}");
+        let frame = ctx.sql(&sql).await.map_err(engine_err(&table.name, "hashing rows"))?;
+        ctx.register_table(view, frame.into_view())
+            .map_err(engine_err(&table.name, "hashing rows"))?;
+    }
+    Ok(())
+}
+
+/// The SQL name of an Arrow type, for casts in generated SQL.
+fn sql_type(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(_, _) => "TIMESTAMP".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
+        other => other.to_string(),
+    }
+}
+
+/// The change rows as stored: every kind but UNCHANGED, canonical labels, configured names.
+async fn stored_changes(ctx: &SessionContext, table: &TablePlan, delta: &Delta) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let frame = delta_frame(ctx, delta).map_err(engine_err(&table.name, "storing change rows"))?;
+    let frame = frame
+        .filter(ident(CHANGE_TYPE_COLUMN).not_eq(lit(ChangeKind::Unchanged.canonical())))
+        .map_err(engine_err(&table.name, "storing change rows"))?;
+    let cc = &table.change_columns;
+    let mut exprs: Vec<Expr> = delta
+        .schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != CHANGE_TYPE_COLUMN && f.name() != CHANGE_REASON_COLUMN)
+        .map(|f| ident(f.name()))
+        .collect();
+    exprs.push(ident(CHANGE_TYPE_COLUMN).alias(&cc.type_column));
+    exprs.push(ident(CHANGE_REASON_COLUMN).alias(&cc.reason_column));
+    let frame = frame.select(exprs).map_err(engine_err(&table.name, "storing change rows"))?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(engine_err(&table.name, "storing change rows"))?;
+    Ok((schema, batches))
+}
+
+fn yaml_scalar(value: &YamlScalar) -> ScalarValue {
+    match value {
+        YamlScalar::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        YamlScalar::Int(i) => ScalarValue::Int64(Some(*i)),
+        YamlScalar::Float(f) => ScalarValue::Float64(Some(*f)),
+        YamlScalar::Text(t) => ScalarValue::Utf8(Some(t.clone())),
+        YamlScalar::Null(()) => ScalarValue::Null,
+    }
+}
+
+/// The delta as a DataFrame (with its schema even when it has no rows).
+fn delta_frame(ctx: &SessionContext, delta: &Delta) -> datafusion::error::Result<DataFrame> {
+    if delta.batches.is_empty() {
+        ctx.read_batch(RecordBatch::new_empty(delta.schema.clone()))
+    } else {
+        ctx.read_batches(delta.batches.clone())
+    }
+}
+
+/// Shape the delta for one output: kinds, `on_delete.set`, labels, names, projection.
+pub async fn shape_output(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    delta: &Delta,
+    include: &[ChangeKind],
+    columns: Option<&[String]>,
+    types: &HashMap<String, DataType>,
+) -> Result<DataFrame> {
+    let fail = engine_err(&table.name, "shaping the delta");
+    let frame = delta_frame(ctx, delta).map_err(&fail)?;
+    let kinds: Vec<Expr> = include
+        .iter()
+        .filter(|k| **k != ChangeKind::Deleted || table.emit_deleted)
+        .map(|k| lit(k.canonical()))
+        .collect();
+    let frame = frame.filter(ident(CHANGE_TYPE_COLUMN).in_list(kinds, false)).map_err(&fail)?;
+    let is_deleted = ident(CHANGE_TYPE_COLUMN).eq(lit(ChangeKind::Deleted.canonical()));
+    let mut exprs = Vec::new();
+    for field in delta.schema.fields() {
+        let name = field.name();
+        if name == CHANGE_TYPE_COLUMN || name == CHANGE_REASON_COLUMN {
+            continue;
+        }
+        let expr = match table.delete_set.iter().find(|(c, _)| c == name) {
+            Some((_, value)) => {
+                let target = types.get(name).cloned().unwrap_or(DataType::Utf8);
+                let replacement = cast(lit(yaml_scalar(value)), target.clone());
+                when(is_deleted.clone(), replacement).otherwise(cast(ident(name), target)).map_err(&fail)?.alias(name)
+            }
+            None => ident(name),
+        };
+        exprs.push(expr);
+    }
+    let cc = &table.change_columns;
+    let mut label = when(ident(CHANGE_TYPE_COLUMN).eq(lit(ChangeKind::New.canonical())), lit(cc.label(ChangeKind::New)));
+    for kind in [ChangeKind::Changed, ChangeKind::Deleted] {
+        label = label.when(ident(CHANGE_TYPE_COLUMN).eq(lit(kind.canonical())), lit(cc.label(kind)));
+    }
+    exprs.push(label.otherwise(lit(cc.label(ChangeKind::Unchanged))).map_err(&fail)?.alias(&cc.type_column));
+    exprs.push(ident(CHANGE_REASON_COLUMN).alias(&cc.reason_column));
+    let frame = frame.select(exprs).map_err(&fail)?;
+    match columns {
+        None => Ok(frame),
+        Some(wanted) => {
+            let available: Vec<String> = frame.schema().fields().iter().map(|f| f.name().clone()).collect();
+            for c in wanted {
+                if !available.contains(c) {
+                    return Err(Error::MissingColumn {
+                        table: table.name.clone(),
+                        column: c.clone(),
+                        setting: "output.columns".into(),
+                        origin: "the delta".into(),
+                        available,
+                    });
+                }
+            }
+            frame.select(wanted.iter().map(|c| ident(c)).collect::<Vec<_>>()).map_err(&fail)
+        }
+    }
+}

@@ -1,0 +1,1822 @@
+//! Excel workbooks (.xlsx, .xlsm, .xls, .xlsb, .ods) through calamine. Cells go straight into
+//! Arrow builders: a column's type follows its cells (numbers, booleans, dates) or its declared
+//! type, and a column whose cells mix kinds becomes text rendered as a person reads it in Excel,
+//! so a barcode typed partly as text (`0123456789012`) and partly as a number (`7000000200000`)
+//! keeps every digit and never gains a `.0` or an exponent.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use calamine::{
+    CellErrorType, Data, DataRef, ExcelDateTime, ExcelDateTimeType, Ods, Range, Reader, SheetType,
+    Xls, Xlsb, Xlsx, open_workbook,
+};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder, new_null_array,
+};
+use datafusion::arrow::compute::kernels::cast_utils::Parser;
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit,
+    TimestampMicrosecondType,
+};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use super::types::{RowOrigin, parse_text_column, type_name};
+use super::{SheetRef, SourceOptions};
+use crate::error::{Error, Result};
+
+/// Integers up to this magnitude survive a trip through f64, which is how Excel stores numbers.
+const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+const MILLIS_PER_DAY: f64 = 86_400_000.0;
+
+/// Read one sheet of an Excel workbook into a record batch.
+///
+/// The sheet is `options.sheet` (a name or a 0-based index; the first worksheet by default).
+/// Row `options.header_row` (1-based, so title rows above it are skipped) names the columns,
+/// from its first to its last non-empty cell; an empty header cell is named `column_N` after
+/// its sheet column. Fully empty rows below it are skipped. Declared columns
+/// (`options.columns`) are converted to their type; the others take the type their cells share
+/// (int64, float64, boolean, timestamp), else text. Cells whose text is one of
+/// `options.null_values` are null. Every error names the sheet row as Excel shows it.
+pub fn read_excel(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
+    if options.header_row == 0 {
+        return Err(Error::SourceData {
+            path: path.to_path_buf(),
+            row: None,
+            column: None,
+            message: "`header_row` is 1-based; use 1 for the first row of the sheet.".into(),
+        });
+    }
+    let container = sniff(path)?;
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match container {
+        Container::Ole => {
+            let mut wb: Xls<_> = open_workbook(path).map_err(|e| not_a_workbook(path, e))?;
+            let is_1904 = wb.has_1904_epoch();
+            read_with_range(path, &mut wb, options, is_1904)
+        }
+        Container::Zip if extension == "ods" => {
+            let mut wb: Ods<_> = open_workbook(path).map_err(|e| not_a_workbook(path, e))?;
+            read_with_range(path, &mut wb, options, false)
+        }
+        Container::Zip if extension == "xlsb" => {
+            let mut wb: Xlsb<_> = open_workbook(path).map_err(|e| not_a_workbook(path, e))?;
+            read_with_range(path, &mut wb, options, false)
+        }
+        Container::Zip => match open_workbook::<Xlsx<_>, _>(path) {
+            Ok(mut wb) => read_xlsx(path, &mut wb, options),
+            // A vendor's .xlsx may really be an OpenDocument file; try that before giving up.
+            Err(xlsx_error) => match open_workbook::<Ods<_>, _>(path) {
+                Ok(mut wb) => read_with_range(path, &mut wb, options, false),
+                Err(_) => Err(not_a_workbook(path, xlsx_error)),
+            },
+        },
+        Container::Other(what) => Err(not_a_workbook(
+            path,
+            format!(
+                "it is neither a ZIP container (.xlsx, .xlsm, .ods) nor an OLE2 file (.xls); {what}"
+            ),
+        )),
+    }
+}
+
+/// What the first bytes of a file say it is.
+enum Container {
+    Zip,
+    Ole,
+    Other(&'static str),
+}
+
+/// Decide the reader from the file's signature rather than its name, because vendors' files are
+/// often misnamed (an .xls that is really .xlsx, a CSV saved as .xlsx).
+fn sniff(path: &Path) -> Result<Container> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 8];
+    let mut filled = 0;
+    while filled < head.len() {
+        let n = file
+            .read(&mut head[filled..])
+            .map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    let head = &head[..filled];
+    if head.is_empty() {
+        return Err(Error::SourceEmpty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(if head.starts_with(b"PK\x03\x04") {
+        Container::Zip
+    } else if head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
+        Container::Ole
+    } else if head.starts_with(b"PK") {
+        Container::Other("it starts like a ZIP file but is damaged or truncated")
+    } else if head
+        .iter()
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace() || *b >= 0x80)
+    {
+        Container::Other("it holds text (a CSV or HTML file saved under an Excel name?)")
+    } else {
+        Container::Other("its content is not a known workbook format")
+    })
+}
+
+fn not_a_workbook(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::SourceData {
+        path: path.to_path_buf(),
+        row: None,
+        column: None,
+        message: format!(
+            "the file is not a readable Excel workbook: {reason}. Check the file: it must be a real .xlsx, .xlsm, .xls or .ods workbook, completely downloaded."
+        ),
+    }
+}
+
+fn unreadable_sheet(path: &Path, sheet: &str, reason: impl std::fmt::Display) -> Error {
+    Error::SourceData {
+        path: path.to_path_buf(),
+        row: None,
+        column: None,
+        message: format!(
+            "sheet \"{sheet}\" cannot be read: {reason}. The workbook may be damaged; check the file or save it again from Excel."
+        ),
+    }
+}
+
+/// The sheet to read: by name (exact, else the one name equal ignoring case, as Excel treats
+/// sheet names), by index, or the first worksheet (a chart sheet holds no cells).
+fn pick_sheet<RS: std::io::Read + std::io::Seek, R: Reader<RS>>(
+    path: &Path,
+    wb: &R,
+    wanted: Option<&SheetRef>,
+) -> Result<String> {
+    let sheets = wb.sheets_metadata();
+    let names: Vec<&str> = sheets.iter().map(|s| s.name.as_str()).collect();
+    let listed = || {
+        names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let missing = |what: String| Error::SourceData {
+        path: path.to_path_buf(),
+        row: None,
+        column: None,
+        message: format!(
+            "{what}. The workbook's sheets are: {}. Check `sheet`.",
+            listed()
+        ),
+    };
+    match wanted {
+        None => sheets
+            .iter()
+            .find(|s| s.typ == SheetType::WorkSheet)
+            .or_else(|| sheets.first())
+            .map(|s| s.name.clone())
+            .ok_or_else(|| Error::SourceData {
+                path: path.to_path_buf(),
+                row: None,
+                column: None,
+                message: "the workbook has no sheets. Check the file.".into(),
+            }),
+        Some(SheetRef::Name(name)) => {
+            if let Some(exact) = names.iter().find(|n| *n == name) {
+                return Ok((*exact).to_string());
+            }
+            let folded: Vec<&&str> = names.iter().filter(|n| n.eq_ignore_ascii_case(name)).collect();
+            match folded.as_slice() {
+                [one] => Ok((**one).to_string()),
+                _ => Err(missing(format!("the workbook has no sheet named \"{name}\""))),
+            }
+        }
+        Some(SheetRef::Index(index)) => names.get(*index).map(|n| (*n).to_string()).ok_or_else(|| {
+            missing(format!(
+                "sheet index {index} is out of range: the workbook has {} sheet(s), numbered from 0",
+                names.len()
+            ))
+        }),
+    }
+}
+
+/// .xlsx/.xlsm: stream the sheet's cells, which holds a fraction of the memory of a full range.
+fn read_xlsx(
+    path: &Path,
+    wb: &mut Xlsx<BufReader<File>>,
+    options: &SourceOptions,
+) -> Result<RecordBatch> {
+    let sheet = pick_sheet(path, wb, options.sheet.as_ref())?;
+    let only_sheet = wb.sheet_names().len() == 1;
+    let is_1904 = wb.has_1904_epoch();
+    let streamed = {
+        let mut cells = wb
+            .worksheet_cells_reader(&sheet)
+            .map_err(|e| unreadable_sheet(path, &sheet, e))?;
+        let mut reader = SheetReader::new(path, options, &sheet, only_sheet, is_1904);
+        loop {
+            match cells.next_cell() {
+                Ok(Some(cell)) => {
+                    let (row, col) = cell.get_position();
+                    if !reader.feed(row, col, cell.get_value().as_cell())? {
+                        break None;
+                    }
+                }
+                Ok(None) => break Some(reader.finish()?),
+                Err(e) => return Err(unreadable_sheet(path, &sheet, e)),
+            }
+        }
+    };
+    match streamed {
+        Some(batch) => Ok(batch),
+        None => {
+            // Rows stored out of order (rare, hand-made files): the full range sorts them.
+            tracing::debug!(path = %path.display(), sheet, "cells out of order; reading the sheet as a range");
+            let range = wb
+                .worksheet_range(&sheet)
+                .map_err(|e| unreadable_sheet(path, &sheet, e))?;
+            read_range(path, &range, options, &sheet, only_sheet, is_1904)
+        }
+    }
+}
+
+fn read_with_range<RS, R>(
+    path: &Path,
+    wb: &mut R,
+    options: &SourceOptions,
+    is_1904: bool,
+) -> Result<RecordBatch>
+where
+    RS: std::io::Read + std::io::Seek,
+    R: Reader<RS>,
+    R::Error: std::fmt::Display,
+{
+    let sheet = pick_sheet(path, wb, options.sheet.as_ref())?;
+    let only_sheet = wb.sheet_names().len() == 1;
+    let range = wb
+        .worksheet_range(&sheet)
+        .map_err(|e| unreadable_sheet(path, &sheet, e))?;
+    read_range(path, &range, options, &sheet, only_sheet, is_1904)
+}
+
+fn read_range(
+    path: &Path,
+    range: &Range<Data>,
+    options: &SourceOptions,
+    sheet: &str,
+    only_sheet: bool,
+    is_1904: bool,
+) -> Result<RecordBatch> {
+    let mut reader = SheetReader::new(path, options, sheet, only_sheet, is_1904);
+    if let Some((first_row, first_col)) = range.start() {
+        for (i, cells) in range.rows().enumerate() {
+            let row = first_row.saturating_add(i as u32);
+            for (j, cell) in cells.iter().enumerate() {
+                if !matches!(cell, Data::Empty) {
+                    // A range is ordered, so `feed` never asks for a fallback here.
+                    reader.feed(row, first_col.saturating_add(j as u32), cell.as_cell())?;
+                }
+            }
+        }
+    }
+    reader.finish()
+}
+
+/// One cell as either calamine reader hands it over, borrowed so shared strings are not copied.
+#[derive(Clone, Copy)]
+enum Cell<'a> {
+    Empty,
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    Bool(bool),
+    DateTime(ExcelDateTime),
+    DateTimeIso(&'a str),
+    DurationIso(&'a str),
+    Error(&'a CellErrorType),
+}
+
+trait AsCell {
+    fn as_cell(&self) -> Cell<'_>;
+}
+
+impl AsCell for Data {
+    fn as_cell(&self) -> Cell<'_> {
+        match self {
+            Data::Empty => Cell::Empty,
+            Data::Int(v) => Cell::Int(*v),
+            Data::Float(v) => Cell::Float(*v),
+            Data::String(s) => Cell::Text(s),
+            Data::Bool(b) => Cell::Bool(*b),
+            Data::DateTime(d) => Cell::DateTime(*d),
+            Data::DateTimeIso(s) => Cell::DateTimeIso(s),
+            Data::DurationIso(s) => Cell::DurationIso(s),
+            Data::Error(e) => Cell::Error(e),
+        }
+    }
+}
+
+impl AsCell for DataRef<'_> {
+    fn as_cell(&self) -> Cell<'_> {
+        match self {
+            DataRef::Empty => Cell::Empty,
+            DataRef::Int(v) => Cell::Int(*v),
+            DataRef::Float(v) => Cell::Float(*v),
+            DataRef::String(s) => Cell::Text(s),
+            DataRef::SharedString(s) => Cell::Text(s),
+            DataRef::Bool(b) => Cell::Bool(*b),
+            DataRef::DateTime(d) => Cell::DateTime(*d),
+            DataRef::DateTimeIso(s) => Cell::DateTimeIso(s),
+            DataRef::DurationIso(s) => Cell::DurationIso(s),
+            DataRef::Error(e) => Cell::Error(e),
+        }
+    }
+}
+
+/// Blank cells do not make a row: styled empty cells and empty strings are common below data.
+fn is_blank(cell: Cell<'_>) -> bool {
+    matches!(cell, Cell::Empty | Cell::Text(""))
+}
+
+/// A cell's value once nulls, dates and errors are resolved.
+enum Value<'a> {
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// Microseconds since 1970-01-01, no time zone (Excel has none).
+    Timestamp(i64),
+    Text(&'a str),
+    /// Text made from a cell that is no date: a time of day or a duration.
+    Owned(String),
+}
+
+/// What the row/column-independent part of reading needs.
+struct Ctx<'a> {
+    path: &'a Path,
+    null_values: &'a [String],
+    is_1904: bool,
+}
+
+impl Ctx<'_> {
+    fn value<'c>(&self, cell: Cell<'c>) -> std::result::Result<Value<'c>, String> {
+        Ok(match cell {
+            Cell::Empty => Value::Null,
+            Cell::Text(s) if self.null_values.iter().any(|n| n == s) => Value::Null,
+            Cell::Text(s) => Value::Text(s),
+            Cell::Int(v) => Value::Int(v),
+            Cell::Float(v) => Value::Float(v),
+            Cell::Bool(b) => Value::Bool(b),
+            Cell::DateTime(d) => excel_datetime_value(d),
+            Cell::DateTimeIso(s) => match TimestampMicrosecondType::parse(s) {
+                Some(micros) => Value::Timestamp(micros),
+                None => Value::Text(s),
+            },
+            Cell::DurationIso(s) => Value::Text(s),
+            Cell::Error(e) => {
+                return Err(format!(
+                    "cell holds the Excel error {e}; fix the sheet (or the formula that produces it) and export it again"
+                ));
+            }
+        })
+    }
+
+    fn error(&self, row: u64, column: &str, message: String) -> Error {
+        Error::SourceData {
+            path: self.path.to_path_buf(),
+            row: Some(row),
+            column: Some(column.to_string()),
+            message,
+        }
+    }
+}
+
+/// Date cells become timestamps; a time of day without a date (serial below 1) and a duration
+/// are not instants, so they stay text as Excel shows them.
+fn excel_datetime_value(d: ExcelDateTime) -> Value<'static> {
+    let serial = d.as_f64();
+    if d.is_duration() {
+        return Value::Owned(render_clock(serial, true));
+    }
+    if (0.0..1.0).contains(&serial) {
+        return Value::Owned(render_clock(serial, false));
+    }
+    match d.as_datetime() {
+        Some(dt) if serial >= 0.0 => Value::Timestamp(dt.and_utc().timestamp_micros()),
+        _ => Value::Float(serial),
+    }
+}
+
+/// An Excel serial number (days since the workbook's epoch) as microseconds since 1970.
+fn serial_to_micros(serial: f64, is_1904: bool) -> Option<i64> {
+    if !serial.is_finite() || serial < 0.0 {
+        return None;
+    }
+    ExcelDateTime::new(serial, ExcelDateTimeType::DateTime, is_1904)
+        .as_datetime()
+        .map(|dt| dt.and_utc().timestamp_micros())
+}
+
+/// `h:mm:ss` for a time of day or `[h]:mm:ss` for a duration, milliseconds only when present.
+fn render_clock(days: f64, duration: bool) -> String {
+    let total_ms = (days.abs() * MILLIS_PER_DAY).round() as i64;
+    let (h, rest) = (total_ms / 3_600_000, total_ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let (s, ms) = (rest / 1000, rest % 1000);
+    let sign = if duration && days < 0.0 { "-" } else { "" };
+    let mut out = format!("{sign}{h:02}:{m:02}:{s:02}");
+    if ms != 0 {
+        let _ = write!(out, ".{ms:03}");
+    }
+    out
+}
+
+/// A number as a person reads it: integral values without `.0`, never an exponent, otherwise
+/// the shortest text that reads back as the same f64 (Rust's `Display` for f64 does both).
+fn write_float(out: &mut impl std::fmt::Write, v: f64) -> std::fmt::Result {
+    if v == 0.0 {
+        // Avoids "-0" for a negative zero.
+        return out.write_str("0");
+    }
+    write!(out, "{v}")
+}
+
+/// ISO 8601; the date alone when there is no time of day, as Excel users type dates.
+fn write_timestamp(out: &mut impl std::fmt::Write, micros: i64) -> std::fmt::Result {
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(dt) => {
+            let dt = dt.naive_utc();
+            if micros.rem_euclid(MICROS_PER_DAY) == 0 {
+                write!(out, "{}", dt.format("%Y-%m-%d"))
+            } else {
+                write!(out, "{}", dt.format("%Y-%m-%dT%H:%M:%S%.f"))
+            }
+        }
+        None => write!(out, "{micros}"),
+    }
+}
+
+fn write_value(out: &mut impl std::fmt::Write, value: &Value<'_>) -> std::fmt::Result {
+    match value {
+        Value::Null => Ok(()),
+        Value::Int(v) => write!(out, "{v}"),
+        Value::Float(v) => write_float(out, *v),
+        Value::Bool(true) => out.write_str("TRUE"),
+        Value::Bool(false) => out.write_str("FALSE"),
+        Value::Timestamp(micros) => write_timestamp(out, *micros),
+        Value::Text(s) => out.write_str(s),
+        Value::Owned(s) => out.write_str(s),
+    }
+}
+
+fn append_text(builder: &mut StringBuilder, value: &Value<'_>) {
+    match value {
+        Value::Null => builder.append_null(),
+        Value::Text(s) => builder.append_value(s),
+        other => {
+            // Writing into a String builder cannot fail.
+            let _ = write_value(builder, other);
+            builder.append_value("");
+        }
+    }
+}
+
+fn describe(value: &Value<'_>) -> String {
+    let mut out = String::new();
+    let _ = write_value(&mut out, value);
+    out
+}
+
+/// The kinds an undeclared column can settle on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Float,
+    Bool,
+    Timestamp,
+    Text,
+}
+
+fn kind_of(value: &Value<'_>) -> Option<Kind> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Int(v) if (*v as f64).abs() < MAX_EXACT_INT => Kind::Int,
+        Value::Int(_) => Kind::Float,
+        Value::Float(v) if v.fract() == 0.0 && v.abs() < MAX_EXACT_INT => Kind::Int,
+        Value::Float(_) => Kind::Float,
+        Value::Bool(_) => Kind::Bool,
+        Value::Timestamp(_) => Kind::Timestamp,
+        Value::Text(_) | Value::Owned(_) => Kind::Text,
+    })
+}
+
+/// An undeclared column: typed by the cells seen so far, widened (int to float, anything mixed
+/// to text) when a cell does not fit, so that values still go straight into a builder.
+enum Inferred {
+    Nulls(usize),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Text(StringBuilder),
+}
+
+impl Inferred {
+    fn accepts(&self, kind: Kind) -> bool {
+        match self {
+            Inferred::Nulls(_) => false,
+            Inferred::Int(_) => kind == Kind::Int,
+            Inferred::Float(_) => matches!(kind, Kind::Int | Kind::Float),
+            Inferred::Bool(_) => kind == Kind::Bool,
+            Inferred::Timestamp(_) => kind == Kind::Timestamp,
+            Inferred::Text(_) => true,
+        }
+    }
+
+    fn push(&mut self, value: &Value<'_>) {
+        let Some(kind) = kind_of(value) else {
+            self.push_null();
+            return;
+        };
+        if !self.accepts(kind) {
+            self.widen(kind);
+        }
+        match (self, value) {
+            (Inferred::Int(b), Value::Int(v)) => b.append_value(*v),
+            (Inferred::Int(b), Value::Float(v)) => b.append_value(*v as i64),
+            (Inferred::Float(b), Value::Int(v)) => b.append_value(*v as f64),
+            (Inferred::Float(b), Value::Float(v)) => b.append_value(*v),
+            (Inferred::Bool(b), Value::Bool(v)) => b.append_value(*v),
+            (Inferred::Timestamp(b), Value::Timestamp(v)) => b.append_value(*v),
+            (Inferred::Text(b), value) => append_text(b, value),
+            // `widen` made the builder fit the value; this arm only keeps the row count right.
+            (other, _) => other.push_null(),
+        }
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            Inferred::Nulls(n) => *n += 1,
+            Inferred::Int(b) => b.append_null(),
+            Inferred::Float(b) => b.append_null(),
+            Inferred::Bool(b) => b.append_null(),
+            Inferred::Timestamp(b) => b.append_null(),
+            Inferred::Text(b) => b.append_null(),
+        }
+    }
+
+    /// Rebuild the column as `kind` (from nothing but nulls), as float (from int) or as text
+    /// (anything mixed), re-appending the values seen so far.
+    fn widen(&mut self, kind: Kind) {
+        let old = std::mem::replace(self, Inferred::Nulls(0));
+        *self = match old {
+            Inferred::Nulls(n) => {
+                let mut fresh = match kind {
+                    Kind::Int => Inferred::Int(Int64Builder::new()),
+                    Kind::Float => Inferred::Float(Float64Builder::new()),
+                    Kind::Bool => Inferred::Bool(BooleanBuilder::new()),
+                    Kind::Timestamp => Inferred::Timestamp(TimestampMicrosecondBuilder::new()),
+                    Kind::Text => Inferred::Text(StringBuilder::new()),
+                };
+                for _ in 0..n {
+                    fresh.push_null();
+                }
+                fresh
+            }
+            Inferred::Int(mut b) if kind == Kind::Float => {
+                let ints = b.finish();
+                let mut floats = Float64Builder::with_capacity(ints.len());
+                floats.extend(ints.iter().map(|v| v.map(|v| v as f64)));
+                Inferred::Float(floats)
+            }
+            Inferred::Int(mut b) => {
+                let values = b.finish();
+                Inferred::Text(text_from(values.iter().map(|v| v.map(Value::Int))))
+            }
+            Inferred::Float(mut b) => {
+                let values = b.finish();
+                Inferred::Text(text_from(values.iter().map(|v| v.map(Value::Float))))
+            }
+            Inferred::Bool(mut b) => {
+                let values = b.finish();
+                Inferred::Text(text_from(values.iter().map(|v| v.map(Value::Bool))))
+            }
+            Inferred::Timestamp(mut b) => {
+                let values = b.finish();
+                Inferred::Text(text_from(values.iter().map(|v| v.map(Value::Timestamp))))
+            }
+            text @ Inferred::Text(_) => text,
+        };
+    }
+
+    fn finish(self) -> (DataType, ArrayRef) {
+        match self {
+            Inferred::Nulls(n) => (DataType::Utf8, new_null_array(&DataType::Utf8, n)),
+            Inferred::Int(mut b) => (DataType::Int64, Arc::new(b.finish())),
+            Inferred::Float(mut b) => (DataType::Float64, Arc::new(b.finish())),
+            Inferred::Bool(mut b) => (DataType::Boolean, Arc::new(b.finish())),
+            Inferred::Timestamp(mut b) => (
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                Arc::new(b.finish()),
+            ),
+            Inferred::Text(mut b) => (DataType::Utf8, Arc::new(b.finish())),
+        }
+    }
+}
+
+fn text_from<'a>(values: impl Iterator<Item = Option<Value<'a>>>) -> StringBuilder {
+    let mut builder = StringBuilder::new();
+    for value in values {
+        append_text(&mut builder, &value.unwrap_or(Value::Null));
+    }
+    builder
+}
+
+/// A declared column, converted cell by cell. Types without a direct builder (decimals) are
+/// collected as text and parsed as a whole column, as CSV columns are.
+enum Declared {
+    Text(StringBuilder),
+    Int64(Int64Builder),
+    Int32(Int32Builder),
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    ViaText(StringBuilder, DataType),
+}
+
+impl Declared {
+    fn new(data_type: &DataType) -> Self {
+        match data_type {
+            DataType::Utf8 => Declared::Text(StringBuilder::new()),
+            DataType::Int64 => Declared::Int64(Int64Builder::new()),
+            DataType::Int32 => Declared::Int32(Int32Builder::new()),
+            DataType::Float64 => Declared::Float64(Float64Builder::new()),
+            DataType::Boolean => Declared::Boolean(BooleanBuilder::new()),
+            DataType::Date32 => Declared::Date(Date32Builder::new()),
+            DataType::Timestamp(TimeUnit::Microsecond, None) => {
+                Declared::Timestamp(TimestampMicrosecondBuilder::new())
+            }
+            other => Declared::ViaText(StringBuilder::new(), other.clone()),
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        match self {
+            Declared::Text(_) => DataType::Utf8,
+            Declared::Int64(_) => DataType::Int64,
+            Declared::Int32(_) => DataType::Int32,
+            Declared::Float64(_) => DataType::Float64,
+            Declared::Boolean(_) => DataType::Boolean,
+            Declared::Date(_) => DataType::Date32,
+            Declared::Timestamp(_) => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Declared::ViaText(_, t) => t.clone(),
+        }
+    }
+
+    /// Append one value; `Err` carries why it does not fit, without its location.
+    fn push(&mut self, value: &Value<'_>, is_1904: bool) -> std::result::Result<(), String> {
+        let fitted = match self {
+            Declared::Text(b) | Declared::ViaText(b, _) => {
+                append_text(b, value);
+                true
+            }
+            Declared::Int64(b) => match value {
+                Value::Null => {
+                    b.append_null();
+                    true
+                }
+                other => to_i64(other).map(|v| b.append_value(v)).is_some(),
+            },
+            Declared::Int32(b) => match value {
+                Value::Null => {
+                    b.append_null();
+                    true
+                }
+                Value::Text(s) => Int32Type::parse(s).map(|v| b.append_value(v)).is_some(),
+                other => to_i64(other)
+                    .and_then(|v| i32::try_from(v).ok())
+                    .map(|v| b.append_value(v))
+                    .is_some(),
+            },
+            Declared::Float64(b) => match value {
+                Value::Null => {
+                    b.append_null();
+                    true
+                }
+                Value::Int(v) => {
+                    b.append_value(*v as f64);
+                    true
+                }
+                Value::Float(v) => {
+                    b.append_value(*v);
+                    true
+                }
+                Value::Text(s) => Float64Type::parse(s).map(|v| b.append_value(v)).is_some(),
+                _ => false,
+            },
+            Declared::Boolean(b) => match value {
+                Value::Null => {
+                    b.append_null();
+                    true
+                }
+                other => to_bool(other).map(|v| b.append_value(v)).is_some(),
+            },
+            Declared::Date(b) => match value {
+                Value::Null => {
+                    b.append_null();
+                    true
+                }
+                Value::Text(s) => Date32Type::parse(s.trim())
+                    .map(|v| b.append_value(v))
+                    .is_some(),
+                // A date cell with a time of day keeps its date, as Excel's INT() would.
+                other => to_micros(other, is_1904)
+                    .and_then(|m| i32::try_from(m.div_euclid(MICROS_PER_DAY)).ok())
+                    .map(|v| b.append_value(v))
+                    .is_some(),
+            },
+            Declared::Timestamp(b) => match value {
+                Value::Null => {
+                    b.append_null();
+                    true
+                }
+                Value::Text(s) => TimestampMicrosecondType::parse(s.trim())
+                    .map(|v| b.append_value(v))
+                    .is_some(),
+                other => to_micros(other, is_1904)
+                    .map(|v| b.append_value(v))
+                    .is_some(),
+            },
+        };
+        if fitted {
+            Ok(())
+        } else {
+            Err(format!(
+                "value \"{}\" is not a valid {}. Fix the cell, or declare the column with another type under `source.columns`.",
+                describe(value),
+                type_name(&self.data_type())
+            ))
+        }
+    }
+
+    fn finish(self, column: &str, origin: &RowOrigin<'_>) -> Result<(DataType, ArrayRef)> {
+        Ok(match self {
+            Declared::Text(mut b) => (DataType::Utf8, Arc::new(b.finish())),
+            Declared::Int64(mut b) => (DataType::Int64, Arc::new(b.finish())),
+            Declared::Int32(mut b) => (DataType::Int32, Arc::new(b.finish())),
+            Declared::Float64(mut b) => (DataType::Float64, Arc::new(b.finish())),
+            Declared::Boolean(mut b) => (DataType::Boolean, Arc::new(b.finish())),
+            Declared::Date(mut b) => (DataType::Date32, Arc::new(b.finish())),
+            Declared::Timestamp(mut b) => (
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                Arc::new(b.finish()),
+            ),
+            Declared::ViaText(mut b, target) => {
+                let text: ArrayRef = Arc::new(b.finish());
+                let parsed = parse_text_column(column, &text, &target, origin)?;
+                (target, parsed)
+            }
+        })
+    }
+}
+
+fn to_i64(value: &Value<'_>) -> Option<i64> {
+    match value {
+        Value::Int(v) => Some(*v),
+        // Beyond ±2^63 the cast would saturate; such a number is no integer of int64.
+        Value::Float(v)
+            if v.fract() == 0.0
+                && *v >= -9.223_372_036_854_776e18
+                && *v < 9.223_372_036_854_776e18 =>
+        {
+            Some(*v as i64)
+        }
+        Value::Text(s) => Int64Type::parse(s),
+        _ => None,
+    }
+}
+
+fn to_bool(value: &Value<'_>) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Int(1) => Some(true),
+        Value::Int(0) => Some(false),
+        Value::Float(v) if *v == 1.0 => Some(true),
+        Value::Float(v) if *v == 0.0 => Some(false),
+        Value::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "y" | "1" => Some(true),
+            "false" | "f" | "no" | "n" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Date cells, and plain numbers read as Excel serial dates.
+fn to_micros(value: &Value<'_>, is_1904: bool) -> Option<i64> {
+    match value {
+        Value::Timestamp(m) => Some(*m),
+        Value::Int(v) => serial_to_micros(*v as f64, is_1904),
+        Value::Float(v) => serial_to_micros(*v, is_1904),
+        _ => None,
+    }
+}
+
+enum ColumnBuilder {
+    Inferred(Inferred),
+    Declared(Declared),
+}
+
+struct Column {
+    name: String,
+    builder: ColumnBuilder,
+}
+
+impl Column {
+    fn push(&mut self, cell: Cell<'_>, row: u64, ctx: &Ctx<'_>) -> Result<()> {
+        let value = ctx.value(cell).map_err(|m| ctx.error(row, &self.name, m))?;
+        match &mut self.builder {
+            ColumnBuilder::Inferred(b) => {
+                b.push(&value);
+                Ok(())
+            }
+            ColumnBuilder::Declared(b) => b
+                .push(&value, ctx.is_1904)
+                .map_err(|m| ctx.error(row, &self.name, m)),
+        }
+    }
+}
+
+/// The data rows below the header, written column by column as cells stream in row order.
+/// A row is only started at its first non-blank cell, so that fully empty rows leave no trace;
+/// blank cells seen before that are remembered to be written once the row starts.
+struct Table {
+    first_col: u32,
+    columns: Vec<Column>,
+    row_numbers: Vec<u64>,
+    open_row: Option<u32>,
+    next_col: usize,
+    pending_row: Option<u32>,
+    pending_empty_text: Vec<usize>,
+}
+
+impl Table {
+    fn cell(&mut self, row: u32, col: u32, cell: Cell<'_>, ctx: &Ctx<'_>) -> Result<bool> {
+        if self.open_row.is_some_and(|open| open != row) {
+            self.close_row(ctx)?;
+        }
+        if self.pending_row != Some(row) {
+            self.pending_row = Some(row);
+            self.pending_empty_text.clear();
+        }
+        let Some(j) = col
+            .checked_sub(self.first_col)
+            .map(|j| j as usize)
+            .filter(|j| *j < self.columns.len())
+        else {
+            return Ok(true);
+        };
+        let row_number = u64::from(row) + 1;
+        if self.open_row == Some(row) {
+            if j < self.next_col {
+                return Ok(false);
+            }
+            for k in self.next_col..j {
+                self.columns[k].push(Cell::Empty, row_number, ctx)?;
+            }
+        } else {
+            if is_blank(cell) {
+                if matches!(cell, Cell::Text(_)) {
+                    self.pending_empty_text.push(j);
+                }
+                return Ok(true);
+            }
+            self.open_row = Some(row);
+            self.row_numbers.push(row_number);
+            for k in 0..j {
+                let earlier = if self.pending_empty_text.contains(&k) {
+                    Cell::Text("")
+                } else {
+                    Cell::Empty
+                };
+                self.columns[k].push(earlier, row_number, ctx)?;
+            }
+        }
+        self.columns[j].push(cell, row_number, ctx)?;
+        self.next_col = j + 1;
+        Ok(true)
+    }
+
+    fn close_row(&mut self, ctx: &Ctx<'_>) -> Result<()> {
+        if let Some(row) = self.open_row.take() {
+            let row_number = u64::from(row) + 1;
+            for k in self.next_col..self.columns.len() {
+                self.columns[k].push(Cell::Empty, row_number, ctx)?;
+            }
+        }
+        self.next_col = 0;
+        Ok(())
+    }
+
+    fn finish(mut self, ctx: &Ctx<'_>, header_row: u32) -> Result<RecordBatch> {
+        self.close_row(ctx)?;
+        let origin = RowOrigin {
+            path: ctx.path,
+            first_data_row: u64::from(header_row) + 2,
+            row_numbers: Some(&self.row_numbers),
+        };
+        let mut fields = Vec::with_capacity(self.columns.len());
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for column in self.columns {
+            let (data_type, array) = match column.builder {
+                ColumnBuilder::Inferred(b) => b.finish(),
+                ColumnBuilder::Declared(b) => b.finish(&column.name, &origin)?,
+            };
+            fields.push(Field::new(column.name, data_type, true));
+            arrays.push(array);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(self.row_numbers.len()));
+        RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
+            .map_err(|e| Error::engine("building the Excel sheet's columns", e.into()))
+    }
+}
+
+enum Stage {
+    BeforeHeader,
+    /// Header cells seen so far: sheet column and name.
+    Header(Vec<(u32, String)>),
+    Data(Table),
+}
+
+/// Consumes a sheet's cells in row order, whichever reader produced them.
+struct SheetReader<'a> {
+    ctx: Ctx<'a>,
+    options: &'a SourceOptions,
+    sheet: &'a str,
+    only_sheet: bool,
+    /// 0-based.
+    header_row: u32,
+    /// Rows up to the last one holding a non-blank cell, as Excel counts them.
+    rows_seen: u32,
+    last_row: u32,
+    stage: Stage,
+}
+
+impl<'a> SheetReader<'a> {
+    fn new(
+        path: &'a Path,
+        options: &'a SourceOptions,
+        sheet: &'a str,
+        only_sheet: bool,
+        is_1904: bool,
+    ) -> Self {
+        SheetReader {
+            ctx: Ctx {
+                path,
+                null_values: &options.null_values,
+                is_1904,
+            },
+            options,
+            sheet,
+            only_sheet,
+            header_row: u32::try_from(options.header_row.saturating_sub(1)).unwrap_or(u32::MAX),
+            rows_seen: 0,
+            last_row: 0,
+            stage: Stage::BeforeHeader,
+        }
+    }
+
+    /// Take one cell (0-based position). `Ok(false)` when cells arrive out of row order, which
+    /// streaming cannot handle; the caller then reads the sheet another way.
+    fn feed(&mut self, row: u32, col: u32, cell: Cell<'_>) -> Result<bool> {
+        if row < self.last_row {
+            return Ok(false);
+        }
+        self.last_row = row;
+        let blank = is_blank(cell);
+        if !blank {
+            self.rows_seen = self.rows_seen.max(row.saturating_add(1));
+        }
+        if matches!(self.stage, Stage::BeforeHeader) {
+            if blank || row < self.header_row {
+                return Ok(true);
+            }
+            if row > self.header_row {
+                return Err(self.empty_header());
+            }
+            self.stage = Stage::Header(Vec::new());
+        }
+        if row > self.header_row
+            && let Stage::Header(names) = &mut self.stage
+        {
+            let names = std::mem::take(names);
+            self.stage = Stage::Data(self.table(names)?);
+        }
+        match &mut self.stage {
+            Stage::Header(names) => {
+                if let Some(name) = header_name(&self.ctx, row, col, cell)? {
+                    names.push((col, name));
+                }
+                Ok(true)
+            }
+            Stage::Data(table) => table.cell(row, col, cell, &self.ctx),
+            Stage::BeforeHeader => Ok(true),
+        }
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        match std::mem::replace(&mut self.stage, Stage::BeforeHeader) {
+            Stage::BeforeHeader if self.rows_seen == 0 && self.only_sheet => {
+                Err(Error::SourceEmpty {
+                    path: self.ctx.path.to_path_buf(),
+                })
+            }
+            Stage::BeforeHeader if self.rows_seen == 0 => Err(Error::SourceData {
+                path: self.ctx.path.to_path_buf(),
+                row: None,
+                column: None,
+                message: format!(
+                    "sheet \"{}\" is empty (no header and no rows). Check `sheet`, or the file.",
+                    self.sheet
+                ),
+            }),
+            Stage::BeforeHeader => Err(Error::SourceData {
+                path: self.ctx.path.to_path_buf(),
+                row: None,
+                column: None,
+                message: format!(
+                    "`header_row: {}` is beyond the data: sheet \"{}\" has only {} rows. Check `header_row`.",
+                    self.options.header_row, self.sheet, self.rows_seen
+                ),
+            }),
+            Stage::Header(names) => self.table(names)?.finish(&self.ctx, self.header_row),
+            Stage::Data(table) => table.finish(&self.ctx, self.header_row),
+        }
+    }
+
+    fn empty_header(&self) -> Error {
+        Error::SourceData {
+            path: self.ctx.path.to_path_buf(),
+            row: Some(u64::from(self.header_row) + 1),
+            column: None,
+            message: format!(
+                "the header row of sheet \"{}\" is empty, so there are no column names. Set `header_row` to the row that holds them.",
+                self.sheet
+            ),
+        }
+    }
+
+    /// Columns span from the first to the last named header cell; gaps get `column_N`.
+    fn table(&self, mut names: Vec<(u32, String)>) -> Result<Table> {
+        names.sort_by_key(|(col, _)| *col);
+        let (Some((first, _)), Some((last, _))) = (names.first(), names.last()) else {
+            return Err(self.empty_header());
+        };
+        let (first, last) = (*first, *last);
+        let mut named = names.into_iter().peekable();
+        let mut columns: Vec<Column> = Vec::with_capacity((last - first) as usize + 1);
+        let mut sheet_cols: Vec<u32> = Vec::with_capacity(columns.capacity());
+        for col in first..=last {
+            let name = match named.next_if(|(c, _)| *c == col) {
+                Some((_, name)) => name,
+                None => format!("column_{}", u64::from(col) + 1),
+            };
+            if let Some(k) = columns.iter().position(|c| c.name == name) {
+                return Err(Error::SourceData {
+                    path: self.ctx.path.to_path_buf(),
+                    row: Some(u64::from(self.header_row) + 1),
+                    column: Some(name.clone()),
+                    message: format!(
+                        "the header names column \"{name}\" twice (columns {} and {}). Rename one in the sheet.",
+                        column_letters(sheet_cols[k]),
+                        column_letters(col)
+                    ),
+                });
+            }
+            let builder = match self.options.declared_type(&name) {
+                Some(t) => ColumnBuilder::Declared(Declared::new(t)),
+                None => ColumnBuilder::Inferred(Inferred::Nulls(0)),
+            };
+            columns.push(Column { name, builder });
+            sheet_cols.push(col);
+        }
+        Ok(Table {
+            first_col: first,
+            columns,
+            row_numbers: Vec::new(),
+            open_row: None,
+            next_col: 0,
+            pending_row: None,
+            pending_empty_text: Vec::new(),
+        })
+    }
+}
+
+/// A header cell as a column name; `None` for a blank cell. `null_values` do not apply: a
+/// header that reads "NA" still names its column.
+fn header_name(ctx: &Ctx<'_>, row: u32, col: u32, cell: Cell<'_>) -> Result<Option<String>> {
+    let name = match cell {
+        Cell::Empty => return Ok(None),
+        Cell::Text(s) => s.to_string(),
+        Cell::Error(e) => {
+            return Err(Error::SourceData {
+                path: ctx.path.to_path_buf(),
+                row: Some(u64::from(row) + 1),
+                column: None,
+                message: format!(
+                    "header cell {}{} holds the Excel error {e} instead of a column name; fix the sheet.",
+                    column_letters(col),
+                    row + 1
+                ),
+            });
+        }
+        other => match ctx.value(other) {
+            Ok(value) => describe(&value),
+            Err(message) => {
+                return Err(ctx.error(u64::from(row) + 1, &column_letters(col), message));
+            }
+        },
+    };
+    Ok((!name.trim().is_empty()).then_some(name))
+}
+
+/// Excel's column letters for a 0-based column: 0 -> A, 26 -> AA.
+fn column_letters(col: u32) -> String {
+    let mut n = u64::from(col) + 1;
+    let mut letters = Vec::new();
+    while n > 0 {
+        let rem = ((n - 1) % 26) as u8;
+        letters.push(char::from(b'A' + rem));
+        n = (n - 1) / 26;
+    }
+    letters.iter().rev().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceFormat;
+    use datafusion::arrow::array::{AsArray, Decimal128Array};
+    use datafusion::arrow::datatypes::{Decimal128Type, TimestampMicrosecondType as TsType};
+    use rust_xlsxwriter::{ExcelDateTime as XlDate, Format, Formula, Workbook, Worksheet};
+
+    type Fill = dyn Fn(&mut Worksheet) -> std::result::Result<(), rust_xlsxwriter::XlsxError>;
+
+    fn options() -> SourceOptions {
+        SourceOptions {
+            format: SourceFormat::Excel,
+            ..SourceOptions::default()
+        }
+    }
+
+    fn declared(columns: &[(&str, DataType)]) -> SourceOptions {
+        SourceOptions {
+            columns: columns
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+            ..options()
+        }
+    }
+
+    /// A workbook with one sheet per `(name, fill)`, saved in `dir`.
+    fn workbook(dir: &tempfile::TempDir, sheets: &[(&str, &Fill)]) -> std::path::PathBuf {
+        let mut wb = Workbook::new();
+        for (name, fill) in sheets {
+            let ws = wb.add_worksheet();
+            ws.set_name(*name).unwrap();
+            fill(ws).unwrap();
+        }
+        let path = dir.path().join("book.xlsx");
+        wb.save(&path).unwrap();
+        path
+    }
+
+    fn one_sheet(fill: &Fill) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = workbook(&dir, &[("Sheet1", fill)]);
+        (dir, path)
+    }
+
+    fn names(batch: &RecordBatch) -> Vec<String> {
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    fn strings(batch: &RecordBatch, column: &str) -> Vec<Option<String>> {
+        let array = batch.column_by_name(column).unwrap();
+        assert_eq!(array.data_type(), &DataType::Utf8, "column {column}");
+        array
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    }
+
+    fn ints(batch: &RecordBatch, column: &str) -> Vec<Option<i64>> {
+        let array = batch.column_by_name(column).unwrap();
+        assert_eq!(array.data_type(), &DataType::Int64, "column {column}");
+        array.as_primitive::<Int64Type>().iter().collect()
+    }
+
+    fn floats(batch: &RecordBatch, column: &str) -> Vec<Option<f64>> {
+        let array = batch.column_by_name(column).unwrap();
+        assert_eq!(array.data_type(), &DataType::Float64, "column {column}");
+        array.as_primitive::<Float64Type>().iter().collect()
+    }
+
+    fn timestamps(batch: &RecordBatch, column: &str) -> Vec<Option<String>> {
+        let array = batch.column_by_name(column).unwrap();
+        assert_eq!(
+            array.data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+            "column {column}"
+        );
+        array
+            .as_primitive::<TsType>()
+            .iter()
+            .map(|v| {
+                v.map(|m| {
+                    let mut s = String::new();
+                    write_timestamp(&mut s, m).unwrap();
+                    s
+                })
+            })
+            .collect()
+    }
+
+    fn date_format() -> Format {
+        Format::new().set_num_format("yyyy-mm-dd")
+    }
+
+    fn datetime_format() -> Format {
+        Format::new().set_num_format("yyyy-mm-dd hh:mm:ss")
+    }
+
+    fn source_data(err: Error) -> (Option<u64>, Option<String>, String) {
+        match err {
+            Error::SourceData {
+                row,
+                column,
+                message,
+                ..
+            } => (row, column, message),
+            other => panic!("expected SourceData, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn title_rows_header_on_row_3_and_inferred_types() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "Loloi inventory")?;
+            ws.write_string(1, 0, "Generated 2024-01-15")?;
+            ws.write_string(2, 0, "SKU")?;
+            ws.write_string(2, 1, "Qty")?;
+            ws.write_string(2, 2, "Price")?;
+            ws.write_string(2, 3, "Active")?;
+            ws.write_string(2, 4, "Updated")?;
+            ws.write_number(2, 5, 2024)?;
+            ws.write_string(3, 0, "A-1")?;
+            ws.write_number(3, 1, 5)?;
+            ws.write_number(3, 2, 12.5)?;
+            ws.write_boolean(3, 3, true)?;
+            ws.write_datetime_with_format(3, 4, XlDate::from_ymd(2024, 1, 15)?, &date_format())?;
+            ws.write_number(3, 5, 1)?;
+            // Row 5 is left empty and must be skipped.
+            ws.write_string(5, 0, "A-2")?;
+            ws.write_number(5, 1, -12)?;
+            ws.write_number(5, 2, 3)?;
+            ws.write_boolean(5, 3, false)?;
+            ws.write_datetime_with_format(
+                5,
+                4,
+                XlDate::from_ymd(2024, 2, 29)?.and_hms(10, 30, 0)?,
+                &datetime_format(),
+            )?;
+            ws.write_string(6, 0, "A-3")?;
+            ws.write_number(6, 1, 0)?;
+            ws.write_number(6, 2, 0.1)?;
+            Ok(())
+        });
+        let batch = read_excel(
+            &path,
+            &SourceOptions {
+                header_row: 3,
+                ..options()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            names(&batch),
+            ["SKU", "Qty", "Price", "Active", "Updated", "2024"]
+        );
+        assert_eq!(batch.num_rows(), 3);
+        assert!(batch.schema().fields().iter().all(|f| f.is_nullable()));
+        assert_eq!(
+            strings(&batch, "SKU"),
+            [Some("A-1".into()), Some("A-2".into()), Some("A-3".into())]
+        );
+        assert_eq!(ints(&batch, "Qty"), [Some(5), Some(-12), Some(0)]);
+        assert_eq!(floats(&batch, "Price"), [Some(12.5), Some(3.0), Some(0.1)]);
+        let active = batch.column_by_name("Active").unwrap().as_boolean();
+        assert_eq!(
+            active.iter().collect::<Vec<_>>(),
+            [Some(true), Some(false), None]
+        );
+        assert_eq!(
+            timestamps(&batch, "Updated"),
+            [
+                Some("2024-01-15".into()),
+                Some("2024-02-29T10:30:00".into()),
+                None
+            ]
+        );
+        assert_eq!(ints(&batch, "2024"), [Some(1), None, None]);
+    }
+
+    fn barcode_sheet(ws: &mut Worksheet) -> std::result::Result<(), rust_xlsxwriter::XlsxError> {
+        ws.write_string(0, 0, "UPC")?;
+        ws.write_string(0, 1, "Qty")?;
+        ws.write_string(0, 2, "Misc")?;
+        ws.write_string(1, 0, "0123456789012")?;
+        ws.write_number(1, 1, 30)?;
+        ws.write_boolean(1, 2, true)?;
+        ws.write_number(2, 0, 7000000200000.0)?;
+        ws.write_number(2, 1, 25)?;
+        ws.write_datetime_with_format(2, 2, XlDate::from_ymd(2024, 1, 15)?, &date_format())?;
+        ws.write_number(3, 0, 1e15)?;
+        ws.write_number(3, 1, 7)?;
+        ws.write_datetime_with_format(
+            3,
+            2,
+            XlDate::from_ymd(2024, 1, 15)?.and_hms(10, 30, 0)?,
+            &datetime_format(),
+        )?;
+        ws.write_number(4, 0, 12.5)?;
+        ws.write_number(4, 2, 0.1 + 0.2)?;
+        Ok(())
+    }
+
+    #[test]
+    fn mixed_barcodes_inferred_as_exact_strings() {
+        let (_dir, path) = one_sheet(&barcode_sheet);
+        let batch = read_excel(&path, &options()).unwrap();
+        let expected_upc = [
+            Some("0123456789012".to_string()),
+            Some("7000000200000".into()),
+            Some("1000000000000000".into()),
+            Some("12.5".into()),
+        ];
+        assert_eq!(strings(&batch, "UPC"), expected_upc);
+        assert_eq!(ints(&batch, "Qty"), [Some(30), Some(25), Some(7), None]);
+        assert_eq!(
+            strings(&batch, "Misc"),
+            [
+                Some("TRUE".into()),
+                Some("2024-01-15".into()),
+                Some("2024-01-15T10:30:00".into()),
+                Some("0.30000000000000004".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_string_keeps_text_and_renders_numbers_as_excel_shows_them() {
+        let (_dir, path) = one_sheet(&barcode_sheet);
+        let opts = declared(&[("UPC", DataType::Utf8), ("Qty", DataType::Utf8)]);
+        let batch = read_excel(&path, &opts).unwrap();
+        assert_eq!(
+            strings(&batch, "UPC"),
+            [
+                Some("0123456789012".to_string()),
+                Some("7000000200000".into()),
+                Some("1000000000000000".into()),
+                Some("12.5".into())
+            ]
+        );
+        assert_eq!(
+            strings(&batch, "Qty"),
+            [
+                Some("30".to_string()),
+                Some("25".into()),
+                Some("7".into()),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_types_convert_cells_and_text() {
+        let (_dir, path) = one_sheet(&|ws| {
+            for (c, name) in ["Qty", "Small", "Price", "Amount", "Flag", "Day", "At"]
+                .iter()
+                .enumerate()
+            {
+                ws.write_string(0, c as u16, *name)?;
+            }
+            ws.write_number(1, 0, 42)?;
+            ws.write_string(2, 0, " 43 ")?;
+            ws.write_number(1, 1, 7)?;
+            ws.write_string(2, 1, "8")?;
+            ws.write_number(1, 2, 3)?;
+            ws.write_string(2, 2, "4.25")?;
+            ws.write_number(1, 3, 12.5)?;
+            ws.write_string(2, 3, "0.07")?;
+            ws.write_boolean(1, 4, true)?;
+            ws.write_string(2, 4, "no")?;
+            ws.write_datetime_with_format(
+                1,
+                5,
+                XlDate::from_ymd(2024, 1, 15)?.and_hms(23, 0, 0)?,
+                &datetime_format(),
+            )?;
+            ws.write_string(2, 5, "2024-03-01")?;
+            ws.write_datetime_with_format(1, 6, XlDate::from_ymd(2024, 1, 15)?, &date_format())?;
+            ws.write_string(2, 6, "2024-01-15 10:30:00")?;
+            Ok(())
+        });
+        let opts = declared(&[
+            ("Qty", DataType::Int64),
+            ("Small", DataType::Int32),
+            ("Price", DataType::Float64),
+            ("Amount", DataType::Decimal128(12, 2)),
+            ("Flag", DataType::Boolean),
+            ("Day", DataType::Date32),
+            ("At", DataType::Timestamp(TimeUnit::Microsecond, None)),
+        ]);
+        let batch = read_excel(&path, &opts).unwrap();
+        assert_eq!(ints(&batch, "Qty"), [Some(42), Some(43)]);
+        let small = batch
+            .column_by_name("Small")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        assert_eq!(small.iter().collect::<Vec<_>>(), [Some(7), Some(8)]);
+        assert_eq!(floats(&batch, "Price"), [Some(3.0), Some(4.25)]);
+        let amount = batch.column_by_name("Amount").unwrap();
+        assert_eq!(amount.data_type(), &DataType::Decimal128(12, 2));
+        let amount: &Decimal128Array = amount.as_primitive::<Decimal128Type>();
+        assert_eq!(amount.iter().collect::<Vec<_>>(), [Some(1250), Some(7)]);
+        let flag = batch.column_by_name("Flag").unwrap().as_boolean();
+        assert_eq!(flag.iter().collect::<Vec<_>>(), [Some(true), Some(false)]);
+        let day = batch
+            .column_by_name("Day")
+            .unwrap()
+            .as_primitive::<Date32Type>();
+        // 2024-01-15 and 2024-03-01 as days since 1970-01-01.
+        assert_eq!(day.iter().collect::<Vec<_>>(), [Some(19737), Some(19783)]);
+        assert_eq!(
+            timestamps(&batch, "At"),
+            [
+                Some("2024-01-15".into()),
+                Some("2024-01-15T10:30:00".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_int_rejects_fraction_with_sheet_row() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "Title")?;
+            ws.write_string(1, 0, "Qty")?;
+            ws.write_number(2, 0, 1)?;
+            // Row 4 is empty; the bad value sits on sheet row 5.
+            ws.write_number(4, 0, 12.5)?;
+            Ok(())
+        });
+        let opts = SourceOptions {
+            header_row: 2,
+            ..declared(&[("Qty", DataType::Int64)])
+        };
+        let (row, column, message) = source_data(read_excel(&path, &opts).unwrap_err());
+        assert_eq!(row, Some(5));
+        assert_eq!(column.as_deref(), Some("Qty"));
+        assert!(
+            message.contains("\"12.5\" is not a valid int64"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn declared_decimal_reports_sheet_row_through_text_parsing() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "Price")?;
+            ws.write_number(1, 0, 1.5)?;
+            ws.write_string(4, 0, "n/a")?;
+            Ok(())
+        });
+        let (row, column, message) = source_data(
+            read_excel(&path, &declared(&[("Price", DataType::Decimal128(12, 2))])).unwrap_err(),
+        );
+        assert_eq!(row, Some(5));
+        assert_eq!(column.as_deref(), Some("Price"));
+        assert!(message.contains("n/a"), "{message}");
+    }
+
+    #[test]
+    fn large_integers_and_mixed_numbers() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "Big")?;
+            ws.write_string(0, 1, "Mixed")?;
+            ws.write_number(1, 0, 1e16)?;
+            ws.write_number(2, 0, 3)?;
+            ws.write_number(1, 1, 3)?;
+            ws.write_number(2, 1, 2.5)?;
+            Ok(())
+        });
+        let batch = read_excel(&path, &options()).unwrap();
+        assert_eq!(floats(&batch, "Big"), [Some(1e16), Some(3.0)]);
+        assert_eq!(floats(&batch, "Mixed"), [Some(3.0), Some(2.5)]);
+    }
+
+    fn two_sheets(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        workbook(
+            dir,
+            &[
+                ("Notes", &|ws: &mut Worksheet| {
+                    ws.write_string(0, 0, "Note")?;
+                    ws.write_string(1, 0, "hello")?;
+                    Ok(())
+                }),
+                ("Inventory", &|ws: &mut Worksheet| {
+                    ws.write_string(0, 0, "SKU")?;
+                    ws.write_string(1, 0, "A-1")?;
+                    Ok(())
+                }),
+            ],
+        )
+    }
+
+    #[test]
+    fn sheet_by_default_name_and_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = two_sheets(&dir);
+        let first = read_excel(&path, &options()).unwrap();
+        assert_eq!(names(&first), ["Note"]);
+        for sheet in [
+            SheetRef::Name("Inventory".into()),
+            SheetRef::Name("inventory".into()),
+            SheetRef::Index(1),
+        ] {
+            let batch = read_excel(
+                &path,
+                &SourceOptions {
+                    sheet: Some(sheet.clone()),
+                    ..options()
+                },
+            )
+            .unwrap();
+            assert_eq!(names(&batch), ["SKU"], "{sheet:?}");
+            assert_eq!(strings(&batch, "SKU"), [Some("A-1".to_string())]);
+        }
+    }
+
+    #[test]
+    fn missing_sheet_lists_the_sheets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = two_sheets(&dir);
+        for sheet in [SheetRef::Name("Stock".into()), SheetRef::Index(2)] {
+            let opts = SourceOptions {
+                sheet: Some(sheet),
+                ..options()
+            };
+            let (_, _, message) = source_data(read_excel(&path, &opts).unwrap_err());
+            assert!(message.contains("\"Notes\", \"Inventory\""), "{message}");
+            assert!(message.contains("`sheet`"), "{message}");
+        }
+    }
+
+    #[test]
+    fn empty_header_cell_becomes_column_n() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 1, "SKU")?;
+            ws.write_string(0, 3, "Qty")?;
+            ws.write_string(1, 0, "ignored, left of the header")?;
+            ws.write_string(1, 1, "A-1")?;
+            ws.write_string(1, 2, "x")?;
+            ws.write_number(1, 3, 4)?;
+            ws.write_string(1, 4, "ignored, right of the header")?;
+            Ok(())
+        });
+        let batch = read_excel(&path, &options()).unwrap();
+        assert_eq!(names(&batch), ["SKU", "column_3", "Qty"]);
+        assert_eq!(strings(&batch, "column_3"), [Some("x".to_string())]);
+        assert_eq!(ints(&batch, "Qty"), [Some(4)]);
+    }
+
+    #[test]
+    fn duplicate_header_names_both_columns() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "SKU")?;
+            ws.write_string(0, 1, "Qty")?;
+            ws.write_string(0, 2, "SKU")?;
+            Ok(())
+        });
+        let (row, column, message) = source_data(read_excel(&path, &options()).unwrap_err());
+        assert_eq!(row, Some(1));
+        assert_eq!(column.as_deref(), Some("SKU"));
+        assert!(message.contains("columns A and C"), "{message}");
+    }
+
+    #[test]
+    fn null_values_and_empty_cells_are_null() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "Qty")?;
+            ws.write_string(0, 1, "Note")?;
+            ws.write_string(0, 2, "Empty")?;
+            ws.write_number(1, 0, 1)?;
+            ws.write_string(1, 1, "ok")?;
+            ws.write_string(2, 0, "N/A")?;
+            ws.write_string(2, 1, "")?;
+            ws.write_number(3, 0, 3)?;
+            Ok(())
+        });
+        let opts = SourceOptions {
+            null_values: vec![String::new(), "N/A".into()],
+            ..options()
+        };
+        let batch = read_excel(&path, &opts).unwrap();
+        assert_eq!(ints(&batch, "Qty"), [Some(1), None, Some(3)]);
+        assert_eq!(
+            strings(&batch, "Note"),
+            [Some("ok".to_string()), None, None]
+        );
+        assert_eq!(strings(&batch, "Empty"), [None, None, None]);
+    }
+
+    #[test]
+    fn error_cell_names_row_column_and_error() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "SKU")?;
+            ws.write_string(0, 1, "Ratio")?;
+            ws.write_string(1, 0, "A-1")?;
+            ws.write_number(1, 1, 0.5)?;
+            ws.write_string(2, 0, "A-2")?;
+            ws.write_formula(2, 1, Formula::new("=1/0").set_result("#DIV/0!"))?;
+            Ok(())
+        });
+        let (row, column, message) = source_data(read_excel(&path, &options()).unwrap_err());
+        assert_eq!(row, Some(3));
+        assert_eq!(column.as_deref(), Some("Ratio"));
+        assert!(message.contains("Excel error #DIV/0!"), "{message}");
+        // Declared columns reject error cells just the same.
+        let opts = declared(&[("Ratio", DataType::Utf8)]);
+        let (row, _, message) = source_data(read_excel(&path, &opts).unwrap_err());
+        assert_eq!(row, Some(3));
+        assert!(message.contains("#DIV/0!"), "{message}");
+    }
+
+    #[test]
+    fn formula_results_are_read() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "Total")?;
+            ws.write_formula(1, 0, Formula::new("=2+3").set_result("5"))?;
+            Ok(())
+        });
+        let batch = read_excel(&path, &options()).unwrap();
+        assert_eq!(ints(&batch, "Total"), [Some(5)]);
+    }
+
+    #[test]
+    fn not_a_workbook() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [
+            ("renamed.xlsx", b"UPC,Qty\n0123,5\n".as_slice()),
+            (
+                "corrupt.xlsx",
+                b"PK\x03\x04this is no zip archive at all".as_slice(),
+            ),
+            (
+                "corrupt.xls",
+                b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1 truncated".as_slice(),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let (row, column, message) = source_data(read_excel(&path, &options()).unwrap_err());
+            assert_eq!((row, column), (None, None));
+            assert!(
+                message.contains("not a readable Excel workbook"),
+                "{name}: {message}"
+            );
+            assert!(message.contains("Check the file"), "{name}: {message}");
+        }
+        let empty = dir.path().join("empty.xlsx");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            read_excel(&empty, &options()),
+            Err(Error::SourceEmpty { .. })
+        ));
+    }
+
+    #[test]
+    fn header_row_beyond_the_data() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "SKU")?;
+            ws.write_string(1, 0, "A-1")?;
+            ws.write_string(2, 0, "A-2")?;
+            Ok(())
+        });
+        let opts = SourceOptions {
+            header_row: 10,
+            ..options()
+        };
+        let (_, _, message) = source_data(read_excel(&path, &opts).unwrap_err());
+        assert!(message.contains("has only 3 rows"), "{message}");
+        assert!(message.contains("`header_row: 10`"), "{message}");
+    }
+
+    #[test]
+    fn header_without_rows_gives_an_empty_batch() {
+        let (_dir, path) = one_sheet(&|ws| {
+            ws.write_string(0, 0, "SKU")?;
+            ws.write_string(0, 1, "Qty")?;
+            Ok(())
+        });
+        let batch = read_excel(&path, &declared(&[("Qty", DataType::Int64)])).unwrap();
+        assert_eq!(batch.num_rows(), 0);
+        assert_eq!(batch.schema().field(0).data_type(), &DataType::Utf8);
+        assert_eq!(batch.schema().field(1).data_type(), &DataType::Int64);
+    }
+
+    #[test]
+    fn empty_sheet_is_an_empty_source() {
+        let (_dir, path) = one_sheet(&|_ws| Ok(()));
+        assert!(matches!(
+            read_excel(&path, &options()),
+            Err(Error::SourceEmpty { .. })
+        ));
+    }
+
+    /// The range reader (used for .xls, .ods, .xlsb) must give what streaming gives.
+    #[test]
+    fn range_reader_matches_streaming() {
+        let cases: [(&Fill, SourceOptions); 2] = [
+            (
+                &barcode_sheet,
+                declared(&[("Qty", DataType::Decimal128(10, 1))]),
+            ),
+            (
+                &|ws: &mut Worksheet| {
+                    ws.write_string(0, 0, "Title")?;
+                    ws.write_string(2, 1, "SKU")?;
+                    ws.write_string(2, 3, "Qty")?;
+                    ws.write_string(3, 1, "A-1")?;
+                    ws.write_number(3, 3, 4)?;
+                    ws.write_string(5, 2, "")?;
+                    ws.write_string(5, 3, "N/A")?;
+                    ws.write_number(6, 1, 5)?;
+                    Ok(())
+                },
+                SourceOptions {
+                    header_row: 3,
+                    null_values: vec!["N/A".into()],
+                    ..options()
+                },
+            ),
+        ];
+        for (fill, opts) in cases {
+            let (_dir, path) = one_sheet(fill);
+            let streamed = read_excel(&path, &opts).unwrap();
+            let mut wb: Xlsx<_> = open_workbook(&path).unwrap();
+            let ranged = read_with_range(&path, &mut wb, &opts, false).unwrap();
+            assert_eq!(streamed, ranged);
+        }
+    }
+
+    #[test]
+    fn numbers_render_as_excel_shows_them() {
+        let render = |v: f64| {
+            let mut s = String::new();
+            write_float(&mut s, v).unwrap();
+            s
+        };
+        assert_eq!(render(7000000200000.0), "7000000200000");
+        assert_eq!(render(1e15), "1000000000000000");
+        assert_eq!(render(12.5), "12.5");
+        assert_eq!(render(-0.0), "0");
+        assert_eq!(render(1e-7), "0.0000001");
+        assert_eq!(column_letters(0), "A");
+        assert_eq!(column_letters(25), "Z");
+        assert_eq!(column_letters(26), "AA");
+        assert_eq!(column_letters(701), "ZZ");
+        assert_eq!(column_letters(702), "AAA");
+        assert_eq!(render_clock(0.4375, false), "10:30:00");
+        assert_eq!(render_clock(1.5, true), "36:00:00");
+    }
+}

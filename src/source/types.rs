@@ -1,0 +1,254 @@
+//! Column types: the names a pipeline file declares (`int64`, `decimal(12,2)`...), inference of
+//! undeclared text columns, and parsing text columns to their type with errors that name the
+//! row, column and value. All of it runs as Arrow cast kernels over whole columns.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
+use datafusion::arrow::compute::kernels::cast::{CastOptions, cast_with_options};
+use datafusion::arrow::compute::{self};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::FormatOptions;
+
+use crate::error::{Error, Result};
+
+/// Parse a type name as written in a pipeline file's `columns:`.
+pub fn parse_type(name: &str) -> Option<DataType> {
+    let n = name.trim().to_ascii_lowercase();
+    let t = match n.as_str() {
+        "string" | "text" | "utf8" | "varchar" => DataType::Utf8,
+        "int" | "int64" | "bigint" | "integer" => DataType::Int64,
+        "int32" => DataType::Int32,
+        "float" | "float64" | "double" => DataType::Float64,
+        "bool" | "boolean" => DataType::Boolean,
+        "date" => DataType::Date32,
+        "timestamp" | "datetime" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        _ => {
+            let inner = n.strip_prefix("decimal(")?.strip_suffix(')')?;
+            let (p, s) = inner.split_once(',')?;
+            let precision: u8 = p.trim().parse().ok()?;
+            let scale: i8 = s.trim().parse().ok()?;
+            if precision == 0 || precision > 38 || scale < 0 || scale as u8 > precision {
+                return None;
+            }
+            DataType::Decimal128(precision, scale)
+        }
+    };
+    Some(t)
+}
+
+/// The type names `parse_type` accepts, for error messages.
+pub const TYPE_NAMES: &str = "string, int64, int32, float64, boolean, date, timestamp, decimal(P,S)";
+
+/// The name of a type as a pipeline file would declare it.
+pub fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Float64 => "float64".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(_, _) => "timestamp".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        other => other.to_string().to_ascii_lowercase(),
+    }
+}
+
+fn strict() -> CastOptions<'static> {
+    CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    }
+}
+
+fn lenient() -> CastOptions<'static> {
+    CastOptions {
+        safe: true,
+        format_options: FormatOptions::default(),
+    }
+}
+
+/// Where a parse error points: the file and how data row indexes map to rows a person counts.
+pub struct RowOrigin<'a> {
+    /// The source file.
+    pub path: &'a Path,
+    /// Row number (as a person counts in the file) of data row 0.
+    pub first_data_row: u64,
+    /// Per data row, its row number in the file, when rows do not map one to one (CSV records
+    /// spanning several lines, skipped blank Excel rows).
+    pub row_numbers: Option<&'a [u64]>,
+}
+
+impl RowOrigin<'_> {
+    fn row_of(&self, index: usize) -> u64 {
+        match self.row_numbers {
+            Some(rows) if index < rows.len() => rows[index],
+            _ => self.first_data_row + index as u64,
+        }
+    }
+}
+
+/// Parse a text column to `target`. A value that does not fit is an error naming its row.
+pub fn parse_text_column(
+    column: &str,
+    values: &ArrayRef,
+    target: &DataType,
+    origin: &RowOrigin<'_>,
+) -> Result<ArrayRef> {
+    if values.data_type() == target {
+        return Ok(values.clone());
+    }
+    let source = if matches!(target, DataType::Boolean) {
+        normalise_booleans(values)?
+    } else {
+        values.clone()
+    };
+    let parsed = cast_with_options(&source, target, &lenient()).map_err(|e| Error::SourceData {
+        path: origin.path.to_path_buf(),
+        row: None,
+        column: Some(column.to_string()),
+        message: format!("cannot read the column as {}: {e}", type_name(target)),
+    })?;
+    if parsed.null_count() != values.null_count() {
+        let strings = values.as_string::<i32>();
+        for i in 0..values.len() {
+            if parsed.is_null(i) && !values.is_null(i) {
+                return Err(Error::SourceData {
+                    path: origin.path.to_path_buf(),
+                    row: Some(origin.row_of(i)),
+                    column: Some(column.to_string()),
+                    message: format!(
+                        "value \"{}\" is not a valid {}. Fix the value, or declare the column with another type under `source.columns`.",
+                        strings.value(i),
+                        type_name(target)
+                    ),
+                });
+            }
+        }
+    }
+    // Values such as "1e400" can pass the lenient cast but fail a strict one; surface that too.
+    let _ = cast_with_options(&source, target, &strict()).map_err(|e| Error::SourceData {
+        path: origin.path.to_path_buf(),
+        row: None,
+        column: Some(column.to_string()),
+        message: format!("cannot read the column as {}: {e}", type_name(target)),
+    })?;
+    Ok(parsed)
+}
+
+/// Map the usual spellings of booleans to ones the cast kernel reads.
+fn normalise_booleans(values: &ArrayRef) -> Result<ArrayRef> {
+    let strings = values.as_string::<i32>();
+    let mapped: StringArray = strings
+        .iter()
+        .map(|v| {
+            v.map(|s| match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "t" | "yes" | "y" | "1" => "true".to_string(),
+                "false" | "f" | "no" | "n" | "0" => "false".to_string(),
+                _ => s.to_string(),
+            })
+        })
+        .collect();
+    Ok(Arc::new(mapped))
+}
+
+/// Infer the type of an undeclared text column: int64, float64, boolean (true/false only),
+/// timestamp, else string. Texts with a leading zero (`0123`) stay strings, because they are
+/// codes (barcodes, zip codes), not numbers; so do integers beyond 18 digits.
+pub fn infer_text_column(values: &ArrayRef) -> Result<DataType> {
+    let non_null = values.len() - values.null_count();
+    if non_null == 0 {
+        return Ok(DataType::Utf8);
+    }
+    let strings = values.as_string::<i32>();
+    let fits = |t: &DataType| -> bool {
+        cast_with_options(values, t, &lenient())
+            .map(|a| a.null_count() == values.null_count())
+            .unwrap_or(false)
+    };
+    let code_like = compute::kernels::comparison::regexp_is_match_scalar(strings, r"^[+-]?0[0-9]|^\s|\s$|^[+-]?[0-9]{19,}$", None)
+        .map(|m: BooleanArray| m.true_count() > 0)
+        .unwrap_or(true);
+    if !code_like {
+        let numeric = compute::kernels::comparison::regexp_is_match_scalar(strings, r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$", None)
+            .map(|m: BooleanArray| m.true_count() == non_null)
+            .unwrap_or(false);
+        if numeric {
+            if fits(&DataType::Int64) && !has_decimal_point(strings)? {
+                return Ok(DataType::Int64);
+            }
+            if fits(&DataType::Float64) {
+                return Ok(DataType::Float64);
+            }
+        }
+    }
+    let booleans = compute::kernels::comparison::regexp_is_match_scalar(strings, r"^(?i)(true|false)$", None)
+        .map(|m: BooleanArray| m.true_count() == non_null)
+        .unwrap_or(false);
+    if booleans {
+        return Ok(DataType::Boolean);
+    }
+    let timestamp_like = compute::kernels::comparison::regexp_is_match_scalar(strings, r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$", None)
+        .map(|m: BooleanArray| m.true_count() == non_null)
+        .unwrap_or(false);
+    if timestamp_like {
+        let t = DataType::Timestamp(TimeUnit::Microsecond, None);
+        if fits(&t) {
+            return Ok(t);
+        }
+    }
+    Ok(DataType::Utf8)
+}
+
+fn has_decimal_point(strings: &StringArray) -> Result<bool> {
+    Ok(compute::kernels::comparison::regexp_is_match_scalar(strings, r"[.eE]", None)
+        .map(|m: BooleanArray| m.true_count() > 0)
+        .unwrap_or(true))
+}
+
+/// Turn a batch of text columns into typed columns: declared types are parsed, the others
+/// inferred. Columns keep their order.
+pub fn type_text_batch(
+    batch: &RecordBatch,
+    declared: &[(String, DataType)],
+    origin: &RowOrigin<'_>,
+) -> Result<RecordBatch> {
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, values) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+        let target = match declared.iter().find(|(n, _)| n == field.name()) {
+            Some((_, t)) => t.clone(),
+            None => infer_text_column(values)?,
+        };
+        let parsed = parse_text_column(field.name(), values, &target, origin)?;
+        fields.push(Field::new(field.name(), target, true));
+        columns.push(parsed);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::engine("typing the source columns", e.into()))
+}
+
+/// Cast a batch to `schema` (same column names, possibly wider types), for files concatenated
+/// with `files: all`.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef, path: &Path) -> Result<RecordBatch> {
+    if batch.schema_ref() == schema {
+        return Ok(batch.clone());
+    }
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, values) in schema.fields().iter().zip(batch.columns()) {
+        let cast = cast_with_options(values, field.data_type(), &strict()).map_err(|e| Error::SourceData {
+            path: path.to_path_buf(),
+            row: None,
+            column: Some(field.name().clone()),
+            message: format!(
+                "its values do not fit the type {} found in the first file: {e}. Declare the column's type under `source.columns`.",
+                type_name(field.data_type())
+            ),
+        })?;
+        columns.push(cast);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::engine("combining source files", e.into()))
+}

@@ -1,0 +1,530 @@
+//! The pipeline file: parsed as plain serde types (`raw`), then validated in one pass into a
+//! `Plan`: resolved paths, parsed types, tables in dependency order, and every problem reported
+//! at once with its line.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::datatypes::DataType;
+use serde_saphyr::Spanned;
+
+pub use raw::{Duplicates, YamlScalar};
+use raw::{ChangeKindName, Files, Mode, RawPipeline, RawTable, SheetValue};
+
+use crate::error::{Error, Result};
+use crate::source::{FileSelection, SheetRef, SourceFormat, SourceOptions, types};
+
+/// The kind of a row after classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum ChangeKind {
+    /// Key only in the new snapshot.
+    New,
+    /// Key in both, content differs.
+    Changed,
+    /// Key only in the baseline.
+    Deleted,
+    /// Key in both, same content.
+    Unchanged,
+}
+
+impl ChangeKind {
+    /// The label stored in the baseline's change rows and used by the classification SQL.
+    pub fn canonical(self) -> &'static str {
+        match self {
+            ChangeKind::New => "NEW",
+            ChangeKind::Changed => "CHANGED",
+            ChangeKind::Deleted => "DELETED",
+            ChangeKind::Unchanged => "UNCHANGED",
+        }
+    }
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The pipeline file.
+    pub path: PathBuf,
+    /// Its folder: relative paths resolve against it.
+    pub dir: PathBuf,
+    /// `name`, or the file's stem.
+    pub name: String,
+    /// Where the baselines live: a local folder (absolute) or a URL.
+    pub store: String,
+    /// Tables in dependency order.
+    pub tables: Vec<TablePlan>,
+    /// xxh3 of the file's bytes, recorded in every commit.
+    pub file_hash: String,
+}
+
+impl Plan {
+    /// A table by name.
+    pub fn table(&self, name: &str) -> Option<&TablePlan> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+/// One table's validated settings.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    /// Table name.
+    pub name: String,
+    /// Path or glob of the source files, absolute (or a URL).
+    pub source_path: String,
+    /// `files:`.
+    pub files: FileSelection,
+    /// How to read the files.
+    pub source: SourceOptions,
+    /// Optional SQL over `source`.
+    pub transform: Option<String>,
+    /// Key columns.
+    pub key: Vec<String>,
+    /// Which non-key columns make a row CHANGED.
+    pub compare: CompareColumns,
+    /// What to do with a repeated key.
+    pub duplicates: Duplicates,
+    /// Tables this one reads in its transform.
+    pub depends_on: Vec<String>,
+    /// Whether DELETED rows go to the delta.
+    pub emit_deleted: bool,
+    /// Values DELETED rows carry in the delta.
+    pub delete_set: Vec<(String, YamlScalar)>,
+    /// Delta files to write.
+    pub outputs: Vec<OutputPlan>,
+    /// Names of the bookkeeping columns and labels.
+    pub change_columns: ChangeColumns,
+}
+
+/// `compare` / `ignore`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompareColumns {
+    /// Every non-key column.
+    All,
+    /// Only these.
+    Only(Vec<String>),
+    /// Every non-key column except these.
+    AllBut(Vec<String>),
+}
+
+impl CompareColumns {
+    /// The compared columns among `columns` (in table order), given the key.
+    pub fn resolve(&self, columns: &[String], key: &[String]) -> Vec<String> {
+        columns
+            .iter()
+            .filter(|c| !key.contains(c))
+            .filter(|c| match self {
+                CompareColumns::All => true,
+                CompareColumns::Only(only) => only.contains(c),
+                CompareColumns::AllBut(but) => !but.contains(c),
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The columns this setting names, with the setting's name.
+    pub fn named(&self) -> (&'static str, &[String]) {
+        match self {
+            CompareColumns::All => ("compare", &[]),
+            CompareColumns::Only(c) => ("compare", c),
+            CompareColumns::AllBut(c) => ("ignore", c),
+        }
+    }
+}
+
+/// One delta file.
+#[derive(Debug, Clone)]
+pub struct OutputPlan {
+    /// Path template, absolute, with `{table}`, `{version}`, `{timestamp}`, `{date}`.
+    pub path: String,
+    /// Which change kinds go in.
+    pub include: Vec<ChangeKind>,
+    /// Optional projection and order.
+    pub columns: Option<Vec<String>>,
+}
+
+/// `change_columns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeColumns {
+    /// Name of the change type column.
+    pub type_column: String,
+    /// Name of the change reason column.
+    pub reason_column: String,
+    /// Labels for NEW, CHANGED, DELETED, UNCHANGED.
+    pub labels: BTreeMap<ChangeKind, String>,
+}
+
+impl Default for ChangeColumns {
+    fn default() -> Self {
+        ChangeColumns {
+            type_column: "change_type".into(),
+            reason_column: "change_reason".into(),
+            labels: [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted, ChangeKind::Unchanged]
+                .into_iter()
+                .map(|k| (k, k.canonical().to_string()))
+                .collect(),
+        }
+    }
+}
+
+impl ChangeColumns {
+    /// The configured label of a change kind.
+    pub fn label(&self, kind: ChangeKind) -> &str {
+        self.labels.get(&kind).map(String::as_str).unwrap_or(kind.canonical())
+    }
+}
+
+/// Read and validate a pipeline file. `store_override` is `--store`.
+pub fn load(path: &Path, store_override: Option<&str>) -> Result<Plan> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Usage {
+        message: format!("cannot read pipeline file {}: {e}", path.display()),
+    })?;
+    let raw: RawPipeline = serde_saphyr::from_str(&text).map_err(|e| syntax_error(path, &e))?;
+    let dir = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."));
+    let dir = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
+    let file_hash = format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+    validate(path, &dir, raw, store_override, file_hash)
+}
+
+/// Every key the file may hold at each level, for suggestions.
+fn syntax_error(path: &Path, e: &serde_saphyr::Error) -> Error {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let message = match e {
+        serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
+            let closest = expected
+                .iter()
+                .map(|k| (strsim::levenshtein(field, k), *k))
+                .min()
+                .filter(|(d, k)| *d <= 3.max(k.len() / 2));
+            let valid = expected.join(", ");
+            match closest {
+                Some((_, k)) => format!("unknown key `{field}`: did you mean `{k}`? Valid keys here: {valid}."),
+                None => format!("unknown key `{field}`. Valid keys here: {valid}."),
+            }
+        }
+        serde_saphyr::Error::SerdeMissingField { field, .. } => {
+            format!("missing required key `{field}`.")
+        }
+        other => {
+            // The library's message can carry a rendered snippet; keep its first line.
+            let text = other.to_string();
+            text.lines().next().unwrap_or("invalid YAML").to_string()
+        }
+    };
+    Error::PipelineSyntax {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+fn at<T>(s: &Spanned<T>) -> String {
+    format!("line {}", s.referenced.line())
+}
+
+fn valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn resolve_path(dir: &Path, p: &str) -> String {
+    if p.contains("://") || Path::new(p).is_absolute() {
+        p.to_string()
+    } else {
+        dir.join(p).display().to_string()
+    }
+}
+
+fn not_supported(problems: &mut Vec<String>, table: &str, key: &str, line: u64, issue: &str) {
+    problems.push(format!(
+        "line {line}: table {table}: `{key}` is not supported yet by this version of tidemark ({issue}). Remove it; tidemark refuses to ignore it silently."
+    ));
+}
+
+fn validate(path: &Path, dir: &Path, raw: RawPipeline, store_override: Option<&str>, file_hash: String) -> Result<Plan> {
+    let mut problems = Vec::new();
+    let name = raw.name.unwrap_or_else(|| {
+        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
+    });
+    let store = match store_override.or(raw.store.as_deref()) {
+        Some(s) => {
+            let s = s.strip_prefix("file://").unwrap_or(s);
+            resolve_path(dir, s)
+        }
+        None => dir.join(".tidemark").display().to_string(),
+    };
+    if raw.tables.is_empty() {
+        problems.push("`tables` is empty: declare at least one table.".to_string());
+    }
+    let names: Vec<String> = raw.tables.keys().cloned().collect();
+    let mut tables = Vec::new();
+    for (table_name, spanned) in raw.tables {
+        let line = spanned.referenced.line();
+        if !valid_identifier(&table_name) {
+            problems.push(format!(
+                "line {line}: table name `{table_name}` must match [A-Za-z_][A-Za-z0-9_]* (it becomes an SQL table name)."
+            ));
+        }
+        if let Some(t) = table_plan(dir, &table_name, spanned.value, &names, &mut problems) {
+            tables.push((t, line));
+        }
+    }
+    // A table with problems of its own is missing from `tables`; ordering would then report
+    // its dependents as a cycle, so order only a clean set.
+    let ordered = if problems.is_empty() { dependency_order(tables, &mut problems) } else { Vec::new() };
+    if !problems.is_empty() {
+        return Err(Error::PipelineInvalid {
+            path: path.to_path_buf(),
+            problems,
+        });
+    }
+    Ok(Plan {
+        path: path.to_path_buf(),
+        dir: dir.to_path_buf(),
+        name,
+        store,
+        tables: ordered,
+        file_hash,
+    })
+}
+
+fn table_plan(dir: &Path, name: &str, raw: RawTable, all_tables: &[String], problems: &mut Vec<String>) -> Option<TablePlan> {
+    let before = problems.len();
+    for (key, value) in [
+        ("tolerance", raw.tolerance.as_ref().map(|s| s.referenced.line())),
+        ("partition_by", raw.partition_by.as_ref().map(|s| s.referenced.line())),
+        ("validate", raw.validate.as_ref().map(|s| s.referenced.line())),
+        ("guard", raw.guard.as_ref().map(|s| s.referenced.line())),
+    ] {
+        if let Some(line) = value {
+            let issue = if key == "partition_by" {
+                "planned with partitions and incremental mode"
+            } else {
+                "planned with validation, guards and tolerance"
+            };
+            not_supported(problems, name, key, line, issue);
+        }
+    }
+    if let Some(mode) = &raw.mode
+        && mode.value == Mode::Incremental
+    {
+        not_supported(problems, name, "mode: incremental", mode.referenced.line(), "planned with partitions and incremental mode");
+    }
+
+    let src = raw.source;
+    let format = match &src.format {
+        Some(f) => match f.value.to_ascii_lowercase().as_str() {
+            "csv" => Some(SourceFormat::Csv),
+            "excel" | "xlsx" | "xls" | "ods" => Some(SourceFormat::Excel),
+            "parquet" => Some(SourceFormat::Parquet),
+            "json" | "jsonl" | "ndjson" => Some(SourceFormat::Json),
+            other => {
+                problems.push(format!("{}: table {name}: unknown format `{other}`; use csv, excel, parquet or json.", at(f)));
+                None
+            }
+        },
+        None => {
+            let f = SourceFormat::from_extension(&src.path.value);
+            if f.is_none() {
+                problems.push(format!(
+                    "{}: table {name}: cannot tell the format of `{}` from its extension; set `format:` (csv, excel, parquet or json).",
+                    at(&src.path),
+                    src.path.value
+                ));
+            }
+            f
+        }
+    };
+    let delimiter = match &src.delimiter {
+        None => b',',
+        Some(d) => {
+            let text = if d.value == "\\t" { "\t" } else { d.value.as_str() };
+            if text.len() == 1 {
+                text.as_bytes()[0]
+            } else {
+                problems.push(format!("{}: table {name}: `delimiter` must be one ASCII character, got {:?}.", at(d), d.value));
+                b','
+            }
+        }
+    };
+    let mut columns = Vec::new();
+    for (col, type_name) in src.columns.into_iter().flatten() {
+        match types::parse_type(&type_name.value) {
+            Some(t) => columns.push((col, t)),
+            None => problems.push(format!(
+                "{}: table {name}: column \"{col}\" has unknown type `{}`; use one of {}.",
+                at(&type_name),
+                type_name.value,
+                types::TYPE_NAMES
+            )),
+        }
+    }
+    let header_row = src.header_row.unwrap_or(1);
+    if header_row == 0 {
+        problems.push(format!("table {name}: `header_row` is 1-based; use 1 for the first row."));
+    }
+    let source = SourceOptions {
+        format: format.unwrap_or(SourceFormat::Csv),
+        sheet: src.sheet.map(|s| match s {
+            SheetValue::Index(i) => SheetRef::Index(i),
+            SheetValue::Name(n) => SheetRef::Name(n),
+        }),
+        header_row: header_row.max(1),
+        delimiter,
+        null_values: src.null_values.unwrap_or_else(|| vec![String::new()]),
+        columns,
+    };
+
+    let key_line = raw.key.referenced.line();
+    let key = raw.key.value.into_vec();
+    if key.is_empty() {
+        problems.push(format!("line {key_line}: table {name}: `key` names no column."));
+    }
+    let compare = match (raw.compare, raw.ignore) {
+        (Some(c), Some(i)) => {
+            problems.push(format!(
+                "{} and {}: table {name}: set `compare` or `ignore`, not both.",
+                at(&c),
+                at(&i)
+            ));
+            CompareColumns::All
+        }
+        (Some(c), None) => {
+            if let Some(k) = c.value.iter().find(|c| key.contains(c)) {
+                problems.push(format!("{}: table {name}: `compare` lists the key column \"{k}\"; key columns identify rows and are never compared.", at(&c)));
+            }
+            CompareColumns::Only(c.value)
+        }
+        (None, Some(i)) => CompareColumns::AllBut(i.value),
+        (None, None) => CompareColumns::All,
+    };
+    let depends_on = raw.depends_on.map(|d| {
+        for dep in &d.value {
+            if !all_tables.contains(dep) {
+                problems.push(format!("{}: table {name}: `depends_on` names unknown table `{dep}`.", at(&d)));
+            } else if dep == name {
+                problems.push(format!("{}: table {name} depends on itself.", at(&d)));
+            }
+        }
+        d.value
+    });
+    let change_columns = match raw.change_columns {
+        None => ChangeColumns::default(),
+        Some(c) => {
+            let mut cc = ChangeColumns::default();
+            if let Some(t) = c.type_column {
+                cc.type_column = t;
+            }
+            if let Some(r) = c.reason {
+                cc.reason_column = r;
+            }
+            if let Some(l) = c.labels {
+                for (kind, label) in [
+                    (ChangeKind::New, l.new),
+                    (ChangeKind::Changed, l.changed),
+                    (ChangeKind::Deleted, l.deleted),
+                    (ChangeKind::Unchanged, l.unchanged),
+                ] {
+                    if let Some(label) = label {
+                        cc.labels.insert(kind, label);
+                    }
+                }
+            }
+            if cc.type_column == cc.reason_column {
+                problems.push(format!("table {name}: `change_columns` gives the type and reason columns the same name."));
+            }
+            cc
+        }
+    };
+    let (emit_deleted, delete_set) = match raw.on_delete {
+        None => (true, Vec::new()),
+        Some(d) => (d.emit.unwrap_or(true), d.set.map(|m| m.into_iter().collect()).unwrap_or_default()),
+    };
+    let mut outputs = Vec::new();
+    for o in raw.output.into_iter().flatten() {
+        let line = o.referenced.line();
+        let o = o.value;
+        if SourceFormat::from_extension(&o.path).is_none_or(|f| f == SourceFormat::Excel) {
+            problems.push(format!(
+                "line {line}: table {name}: output `{}` must end in .csv, .parquet or .json (JSON lines).",
+                o.path
+            ));
+        }
+        let include = match o.include {
+            None => vec![ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted],
+            Some(list) => list
+                .into_iter()
+                .map(|k| match k {
+                    ChangeKindName::New => ChangeKind::New,
+                    ChangeKindName::Changed => ChangeKind::Changed,
+                    ChangeKindName::Deleted => ChangeKind::Deleted,
+                    ChangeKindName::Unchanged => ChangeKind::Unchanged,
+                })
+                .collect(),
+        };
+        outputs.push(OutputPlan {
+            path: resolve_path(dir, &o.path),
+            include,
+            columns: o.columns,
+        });
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(TablePlan {
+        name: name.to_string(),
+        source_path: resolve_path(dir, &src.path.value),
+        files: match src.files {
+            Some(Files::All) => FileSelection::All,
+            _ => FileSelection::Newest,
+        },
+        source,
+        transform: raw.transform,
+        key,
+        compare,
+        duplicates: raw.duplicates.unwrap_or_default(),
+        depends_on: depends_on.unwrap_or_default(),
+        emit_deleted,
+        delete_set,
+        outputs,
+        change_columns,
+    })
+}
+
+/// Topological order (Kahn), stable in file order; a cycle is reported with its tables.
+fn dependency_order(tables: Vec<(TablePlan, u64)>, problems: &mut Vec<String>) -> Vec<TablePlan> {
+    let mut remaining = tables;
+    let mut done: HashSet<String> = HashSet::new();
+    let mut ordered = Vec::new();
+    loop {
+        let ready = remaining
+            .iter()
+            .position(|(t, _)| t.depends_on.iter().all(|d| done.contains(d)));
+        match ready {
+            Some(i) => {
+                let (t, _) = remaining.remove(i);
+                done.insert(t.name.clone());
+                ordered.push(t);
+            }
+            None => break,
+        }
+    }
+    if !remaining.is_empty() {
+        let cycle: Vec<String> = remaining.iter().map(|(t, line)| format!("{} (line {line})", t.name)).collect();
+        problems.push(format!(
+            "`depends_on` forms a cycle among: {}. Remove one of the dependencies.",
+            cycle.join(", ")
+        ));
+    }
+    ordered
+}
+
+/// The declared type of a source column, used to pin types.
+pub fn declared(plan: &TablePlan, column: &str) -> Option<DataType> {
+    plan.source.declared_type(column).cloned()
+}

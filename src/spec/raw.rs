@@ -1,0 +1,168 @@
+//! The pipeline file as written: plain serde types with `deny_unknown_fields`. Nothing here is
+//! checked beyond its shape; `super::validate` turns it into a `Plan`.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_saphyr::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    pub name: Option<String>,
+    pub store: Option<String>,
+    pub tables: IndexMap<String, Spanned<RawTable>>,
+}
+
+/// One table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    pub source: RawSource,
+    pub transform: Option<String>,
+    pub key: Spanned<OneOrMany>,
+    pub compare: Option<Spanned<Vec<String>>>,
+    pub ignore: Option<Spanned<Vec<String>>>,
+    pub tolerance: Option<Spanned<IgnoredAny>>,
+    pub duplicates: Option<Duplicates>,
+    pub mode: Option<Spanned<Mode>>,
+    pub partition_by: Option<Spanned<IgnoredAny>>,
+    pub depends_on: Option<Spanned<Vec<String>>>,
+    pub validate: Option<Spanned<IgnoredAny>>,
+    pub guard: Option<Spanned<IgnoredAny>>,
+    pub on_delete: Option<RawOnDelete>,
+    pub output: Option<Vec<Spanned<RawOutput>>>,
+    pub change_columns: Option<RawChangeColumns>,
+}
+
+/// `source:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub path: Spanned<String>,
+    pub format: Option<Spanned<String>>,
+    pub sheet: Option<SheetValue>,
+    pub header_row: Option<usize>,
+    pub delimiter: Option<Spanned<String>>,
+    pub null_values: Option<Vec<String>>,
+    pub files: Option<Files>,
+    pub columns: Option<IndexMap<String, Spanned<String>>>,
+}
+
+/// A sheet by name or 0-based index.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SheetValue {
+    Index(usize),
+    Name(String),
+}
+
+/// One column name or a list (composite key).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `files:`.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum Files {
+    Newest,
+    All,
+}
+
+/// `duplicates:`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Duplicates {
+    /// A repeated key fails the run.
+    #[default]
+    Error,
+    /// Keep the first row of each key (file order).
+    KeepFirst,
+    /// Keep the last row of each key (file order).
+    KeepLast,
+}
+
+/// `mode:`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Snapshot,
+    Incremental,
+}
+
+/// `on_delete:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnDelete {
+    pub emit: Option<bool>,
+    pub set: Option<IndexMap<String, YamlScalar>>,
+}
+
+/// A scalar value written in the pipeline file.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum YamlScalar {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A number with a fraction.
+    Float(f64),
+    /// Text.
+    Text(String),
+    /// `null` or `~`.
+    Null(()),
+}
+
+/// One entry of `output:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    pub path: String,
+    pub include: Option<Vec<ChangeKindName>>,
+    pub columns: Option<Vec<String>>,
+}
+
+/// A change type as written in `include:`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKindName {
+    New,
+    Changed,
+    Deleted,
+    Unchanged,
+}
+
+/// `change_columns:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChangeColumns {
+    #[serde(rename = "type")]
+    pub type_column: Option<String>,
+    pub reason: Option<String>,
+    pub labels: Option<RawLabels>,
+}
+
+/// `change_columns.labels:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLabels {
+    pub new: Option<String>,
+    pub changed: Option<String>,
+    pub deleted: Option<String>,
+    pub unchanged: Option<String>,
+}

@@ -1,0 +1,374 @@
+//! The store: each table's baseline as a sequence of versions 1, 2, 3, ...
+//!
+//! Layout under the store root (plain files that DuckDB, pandas or Spark read without tidemark):
+//!
+//! ```text
+//! <table>/snapshots/v00000002-<run id>.parquet   full snapshot of version 2, with _row_hash
+//! <table>/changes/v00000002-<run id>.parquet     the change rows of the run that made it
+//! <table>/_commits/00000002.json                 the commit record: makes version 2 visible
+//! _runs/<started at>-<table>-<run id>.json       one record per table run, failed ones too
+//! ```
+//!
+//! Commit protocol, and what a crash at each step leaves behind:
+//! 1. The data files are written under names that contain this run's random id, so no other
+//!    run can choose them. A crash here leaves unreferenced files; readers never see them.
+//! 2. The commit record `_commits/<version>.json` is created with put-if-absent
+//!    (`PutMode::Create`). It lists the files with sizes and checksums. This single create is
+//!    the moment the version becomes visible. If another run created it first, this run gets
+//!    `AlreadyExists`, commits nothing and exits 4 (conflict).
+//! 3. Outputs (delta files) and the run record are written after the commit.
+//!
+//! A version is therefore either fully visible (record present, files written before it) or
+//! absent; the previous version stays intact and readable at every step.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::diff::Counts;
+use crate::error::{Error, Result};
+use crate::source::SourceFile;
+
+/// Version of the commit record format.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// How a version came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitKind {
+    /// A pipeline run.
+    Run,
+    /// A rollback to an earlier version.
+    Rollback,
+    /// An empty version: the next run sees every row as NEW.
+    Reset,
+}
+
+/// A data file of a version, with what `verify` checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    /// Path relative to the table's folder.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// xxh3-128 of the bytes, hex.
+    pub xxh3_128: String,
+}
+
+/// A column of the snapshot's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnSchema {
+    /// Column name.
+    pub name: String,
+    /// Arrow type, as Arrow displays it.
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// Which columns the stored `_row_hash` covers, and by which algorithm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashSpec {
+    /// `diff::row_hash::HASH_VERSION`.
+    pub version: u32,
+    /// Compared columns, in hash order, with their types.
+    pub columns: Vec<ColumnSchema>,
+}
+
+/// The commit record of one version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// `RECORD_FORMAT`.
+    pub format: u32,
+    /// Table name.
+    pub table: String,
+    /// Version number, from 1.
+    pub version: u64,
+    /// How it came to be.
+    pub kind: CommitKind,
+    /// When the record was written (UTC).
+    pub committed_at: DateTime<Utc>,
+    /// When the run started (UTC).
+    pub started_at: DateTime<Utc>,
+    /// The run's random id (also in the data file names).
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// xxh3 of the pipeline file.
+    pub pipeline_hash: String,
+    /// tidemark's version.
+    pub tidemark_version: String,
+    /// The full snapshot.
+    pub snapshot: StoredFile,
+    /// The change rows of this version.
+    pub changes: StoredFile,
+    /// Row counts by change type.
+    pub counts: Counts,
+    /// Source files read.
+    pub source_files: Vec<SourceFile>,
+    /// Key columns.
+    pub key: Vec<String>,
+    /// Snapshot schema, without `_row_hash`.
+    pub schema: Vec<ColumnSchema>,
+    /// What `_row_hash` covers.
+    pub hash: HashSpec,
+    /// Run duration up to the commit.
+    pub duration_ms: u64,
+}
+
+/// One table run, committed or not, as the `runs` table shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Table name.
+    pub table: String,
+    /// Version committed (or that would have been).
+    pub version: Option<u64>,
+    /// committed, failed, refused, conflict, skipped.
+    pub status: String,
+    /// Start (UTC).
+    pub started_at: DateTime<Utc>,
+    /// End (UTC).
+    pub finished_at: DateTime<Utc>,
+    /// Duration.
+    pub duration_ms: u64,
+    /// Counts.
+    pub rows_in: u64,
+    /// NEW rows.
+    pub new: u64,
+    /// CHANGED rows.
+    pub changed: u64,
+    /// DELETED rows.
+    pub deleted: u64,
+    /// UNCHANGED rows.
+    pub unchanged: u64,
+    /// Rejected rows.
+    pub rejected: u64,
+    /// Source files, comma separated.
+    pub source: Option<String>,
+    /// Error message, when failed.
+    pub error: Option<String>,
+}
+
+/// A store of baselines, on local disk (S3 comes with the store issue).
+#[derive(Debug, Clone)]
+pub struct Store {
+    location: String,
+    root: PathBuf,
+    objects: Option<Arc<dyn ObjectStore>>,
+}
+
+fn store_error(location: impl Into<String>, message: impl std::fmt::Display) -> Error {
+    Error::Store {
+        location: location.into(),
+        message: message.to_string(),
+    }
+}
+
+impl Store {
+    /// Open the store at `location` (a local folder). With `create`, the folder is made when
+    /// missing; without, a missing folder is an empty store (nothing is written by reading).
+    pub fn open(location: &str, create: bool) -> Result<Store> {
+        if location.contains("://") {
+            return Err(Error::Usage {
+                message: format!(
+                    "store {location}: only local folders are supported by this version of tidemark (S3 comes with the store issue). Use a path such as ./.tidemark."
+                ),
+            });
+        }
+        let root = PathBuf::from(location);
+        if create {
+            std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        }
+        let objects: Option<Arc<dyn ObjectStore>> = if root.is_dir() {
+            Some(Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| store_error(location, e))?))
+        } else {
+            None
+        };
+        Ok(Store {
+            location: location.to_string(),
+            root,
+            objects,
+        })
+    }
+
+    /// Where the store is, for messages.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn objects(&self) -> Result<&Arc<dyn ObjectStore>> {
+        self.objects
+            .as_ref()
+            .ok_or_else(|| store_error(&self.location, "the store folder does not exist"))
+    }
+
+    /// The local path of a table's file, for the query engine.
+    pub fn local_path(&self, table: &str, relative: &str) -> PathBuf {
+        self.root.join(table).join(relative)
+    }
+
+    /// Tables that have at least one version.
+    pub async fn tables(&self) -> Result<Vec<String>> {
+        let Some(objects) = &self.objects else { return Ok(Vec::new()) };
+        let listing = objects
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| store_error(&self.location, e))?;
+        let mut tables = Vec::new();
+        for prefix in listing.common_prefixes {
+            let name = prefix.filename().unwrap_or_default().to_string();
+            if !name.starts_with('_') && !self.versions(&name).await?.is_empty() {
+                tables.push(name);
+            }
+        }
+        tables.sort();
+        Ok(tables)
+    }
+
+    /// The committed versions of a table, ascending.
+    pub async fn versions(&self, table: &str) -> Result<Vec<u64>> {
+        let Some(objects) = &self.objects else { return Ok(Vec::new()) };
+        let prefix = Path::from(format!("{table}/_commits"));
+        let metas: Vec<_> = objects
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| store_error(format!("{}/{table}/_commits", self.location), e))?;
+        let mut versions: Vec<u64> = metas
+            .iter()
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// A version's commit record.
+    pub async fn commit_record(&self, table: &str, version: u64) -> Result<CommitRecord> {
+        let path = commit_path(table, version);
+        let bytes = self
+            .objects()?
+            .get(&path)
+            .await
+            .map_err(|e| store_error(format!("{}/{path}", self.location), e))?
+            .bytes()
+            .await
+            .map_err(|e| store_error(format!("{}/{path}", self.location), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            store_error(
+                format!("{}/{path}", self.location),
+                format!("the commit record of {table} v{version} is damaged ({e}); run `tidemark verify`"),
+            )
+        })
+    }
+
+    /// The latest version's commit record, if any.
+    pub async fn latest(&self, table: &str) -> Result<Option<CommitRecord>> {
+        match self.versions(table).await?.last() {
+            Some(&v) => Ok(Some(self.commit_record(table, v).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Write a data file of a version (step 1 of the protocol).
+    pub async fn put_file(&self, table: &str, relative: &str, bytes: Bytes) -> Result<StoredFile> {
+        let path = Path::from(format!("{table}/{relative}"));
+        let size = bytes.len() as u64;
+        let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        self.objects()?
+            .put_opts(&path, PutPayload::from(bytes), PutOptions::from(PutMode::Create))
+            .await
+            .map_err(|e| store_error(format!("{}/{path}", self.location), e))?;
+        Ok(StoredFile {
+            path: relative.to_string(),
+            size,
+            xxh3_128: checksum,
+        })
+    }
+
+    /// Make a version visible (step 2): create its commit record if absent.
+    pub async fn commit(&self, record: &CommitRecord) -> Result<()> {
+        let path = commit_path(&record.table, record.version);
+        let json = serde_json::to_vec_pretty(record).map_err(|e| store_error(&self.location, e))?;
+        match self
+            .objects()?
+            .put_opts(&path, PutPayload::from(json), PutOptions::from(PutMode::Create))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::Conflict {
+                table: record.table.clone(),
+                version: record.version,
+            }),
+            Err(e) => Err(store_error(format!("{}/{path}", self.location), e)),
+        }
+    }
+
+    /// Record a table run (committed, failed or refused).
+    pub async fn write_run(&self, run: &RunRecord, run_id: &str) -> Result<()> {
+        let name = format!(
+            "_runs/{}-{}-{run_id}.json",
+            run.started_at.format("%Y%m%dT%H%M%S%.6fZ"),
+            run.table
+        );
+        let json = serde_json::to_vec_pretty(run).map_err(|e| store_error(&self.location, e))?;
+        self.objects()?
+            .put(&Path::from(name.as_str()), PutPayload::from(json))
+            .await
+            .map_err(|e| store_error(format!("{}/{name}", self.location), e))?;
+        Ok(())
+    }
+
+    /// Every recorded run, oldest first.
+    pub async fn runs(&self) -> Result<Vec<RunRecord>> {
+        let Some(objects) = &self.objects else { return Ok(Vec::new()) };
+        let metas: Vec<_> = objects
+            .list(Some(&Path::from("_runs")))
+            .try_collect()
+            .await
+            .map_err(|e| store_error(&self.location, e))?;
+        let mut runs = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let bytes = objects
+                .get(&meta.location)
+                .await
+                .map_err(|e| store_error(&self.location, e))?
+                .bytes()
+                .await
+                .map_err(|e| store_error(&self.location, e))?;
+            // A run record is informational; a damaged one is skipped with a warning.
+            match serde_json::from_slice::<RunRecord>(&bytes) {
+                Ok(run) => runs.push(run),
+                Err(e) => tracing::warn!("skipping damaged run record {}: {e}", meta.location),
+            }
+        }
+        runs.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.table.cmp(&b.table)));
+        Ok(runs)
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &FsPath {
+        &self.root
+    }
+}
+
+fn commit_path(table: &str, version: u64) -> Path {
+    Path::from(format!("{table}/_commits/{version:08}.json"))
+}
+
+/// File name of a version's snapshot.
+pub fn snapshot_name(version: u64, run_id: &str) -> String {
+    format!("snapshots/v{version:08}-{run_id}.parquet")
+}
+
+/// File name of a version's change rows.
+pub fn changes_name(version: u64, run_id: &str) -> String {
+    format!("changes/v{version:08}-{run_id}.parquet")
+}

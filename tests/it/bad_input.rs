@@ -1,0 +1,126 @@
+//! Bad input: each case exits with its code and a message naming the file, row or column and
+//! what to do; the previous baseline still answers queries afterwards.
+
+use crate::workdir::{Workdir, assert_code, stderr, stdout};
+
+const PIPELINE: &str = "tables:
+  items:
+    source:
+      path: items.csv
+    key: sku
+";
+
+fn with_baseline() -> Workdir {
+    let w = Workdir::new();
+    w.write("items.yaml", PIPELINE);
+    w.write("items.csv", "sku,qty\nA,1\nB,2\n");
+    assert_code(&w.run(&["run", "items.yaml"]), 0);
+    w
+}
+
+fn baseline_still_answers(w: &Workdir) {
+    let o = w.run(&["query", "items.yaml", "SELECT sku, qty FROM items ORDER BY sku", "--format", "csv"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "sku,qty\nA,1\nB,2\n");
+}
+
+#[test]
+fn unknown_key_names_line_and_suggests() {
+    let w = Workdir::new();
+    w.write("p.yaml", "tables:\n  items:\n    source:\n      path: items.csv\n    key: sku\n    compre: [qty]\n");
+    let o = w.run(&["check", "p.yaml"]);
+    assert_code(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("p.yaml:6:5: unknown key `compre`: did you mean `compare`?"), "{err}");
+}
+
+#[test]
+fn dependency_cycle_is_named() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  a:\n    source: {path: a.csv}\n    key: id\n    depends_on: [b]\n  b:\n    source: {path: b.csv}\n    key: id\n    depends_on: [a]\n",
+    );
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("`depends_on` forms a cycle among: a (line 2), b (line 6)"), "{err}");
+}
+
+#[test]
+fn later_issue_keys_are_refused_not_ignored() {
+    let w = Workdir::new();
+    w.write("p.yaml", "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    guard: {max_deleted: 20%}\n");
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("line 5: table items: `guard` is not supported yet"), "{}", stderr(&o));
+}
+
+#[test]
+fn key_column_that_does_not_exist() {
+    let w = with_baseline();
+    w.write("items.csv", "SKU,qty\nA,1\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 1);
+    let out = stdout(&o);
+    assert!(
+        out.contains("items: failed: table items: column \"sku\" named in `key` is not in") && out.contains("Columns present: SKU, qty."),
+        "{out}"
+    );
+    baseline_still_answers(&w);
+}
+
+#[test]
+fn missing_source_file() {
+    let w = with_baseline();
+    std::fs::remove_file(w.path("items.csv")).unwrap();
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 1);
+    assert!(stdout(&o).contains("matches no file. Check `source.path` in the pipeline file, or pass today's file with --source items=PATH."), "{}", stdout(&o));
+    baseline_still_answers(&w);
+}
+
+#[test]
+fn empty_source_file() {
+    let w = with_baseline();
+    w.write("items.csv", "");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 1);
+    assert!(stdout(&o).contains("items.csv: the file is empty"), "{}", stdout(&o));
+    baseline_still_answers(&w);
+}
+
+#[test]
+fn duplicate_key_names_the_key_and_row() {
+    let w = with_baseline();
+    w.write("items.csv", "sku,qty\nA,1\nB,2\nA,3\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 1);
+    let out = stdout(&o);
+    assert!(out.contains("key sku=A appears 2 times in the new snapshot"), "{out}");
+    assert!(out.contains("items.csv row 2"), "{out}");
+    assert!(out.contains("`duplicates: keep_first`"), "{out}");
+    baseline_still_answers(&w);
+}
+
+#[test]
+fn null_key_names_the_row() {
+    let w = with_baseline();
+    w.write("items.csv", "sku,qty\nA,1\n,2\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 1);
+    assert!(stdout(&o).contains("key column \"sku\" is empty at") && stdout(&o).contains("row 3"), "{}", stdout(&o));
+    baseline_still_answers(&w);
+}
+
+#[test]
+fn pinned_type_mismatch_is_an_error_not_a_crash() {
+    let w = with_baseline();
+    w.write("items.csv", "sku,qty\nA,12 pcs\nB,2\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 1);
+    let out = stdout(&o);
+    assert!(out.contains("12 pcs"), "{out}");
+    assert!(!stderr(&o).contains("internal error"));
+    baseline_still_answers(&w);
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real binary on real files, asserting exact outputs.
+
+mod bad_input;
+mod composite_keys;
+mod inventory;
+mod inventory_data;
+mod workdir;
