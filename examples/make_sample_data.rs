@@ -9,7 +9,15 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("data/ can be created");
     let day1 = inventory_data::day1(300);
     let (day2, _) = inventory_data::day2(&day1);
-    inventory_data::write_workbook(&dir.join("vendor-inventory-2024-01-15.xlsx"), "2024-01-15", &day1);
-    inventory_data::write_workbook(&dir.join("vendor-inventory-2024-01-16.xlsx"), "2024-01-16", &day2);
+    inventory_data::write_workbook(
+        &dir.join("vendor-inventory-2024-01-15.xlsx"),
+        "2024-01-15",
+        &day1,
+    );
+    inventory_data::write_workbook(
+        &dir.join("vendor-inventory-2024-01-16.xlsx"),
+        "2024-01-16",
+        &day2,
+    );
     println!("wrote {}", dir.display());
 }

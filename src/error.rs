@@ -54,7 +54,9 @@ pub enum Error {
     },
 
     /// A table's source file (or glob) matches nothing.
-    #[error("table {table}: source {pattern} matches no file. Check `source.path` in the pipeline file, or pass today's file with --source {table}=PATH.")]
+    #[error(
+        "table {table}: source {pattern} matches no file. Check `source.path` in the pipeline file, or pass today's file with --source {table}=PATH."
+    )]
     SourceMissing {
         /// Table name.
         table: String,
@@ -63,7 +65,9 @@ pub enum Error {
     },
 
     /// A source file exists but holds no data rows (not even a header for CSV).
-    #[error("{path}: the file is empty (no header and no rows). A truncated download? tidemark refuses to treat it as an empty snapshot; nothing was committed.")]
+    #[error(
+        "{path}: the file is empty (no header and no rows). A truncated download? tidemark refuses to treat it as an empty snapshot; nothing was committed."
+    )]
     SourceEmpty {
         /// The source file.
         path: PathBuf,
@@ -98,7 +102,9 @@ pub enum Error {
     },
 
     /// Two rows of the new snapshot share a key.
-    #[error("table {table}: key {key} appears {count} times in the new snapshot (first at {origin} row {first_row}). Fix the source, or set `duplicates: keep_first` or `keep_last`. Nothing was committed.")]
+    #[error(
+        "table {table}: key {key} appears {count} times in the new snapshot (first at {origin} row {first_row}). Fix the source, or set `duplicates: keep_first` or `keep_last`. Nothing was committed."
+    )]
     DuplicateKey {
         /// Table name.
         table: String,
@@ -113,7 +119,9 @@ pub enum Error {
     },
 
     /// A key column holds a null.
-    #[error("table {table}: key column \"{column}\" is empty at {origin} row {row}. Every row needs a key; fix the source or filter such rows in `transform`. Nothing was committed.")]
+    #[error(
+        "table {table}: key column \"{column}\" is empty at {origin} row {row}. Every row needs a key; fix the source or filter such rows in `transform`. Nothing was committed."
+    )]
     NullKey {
         /// Table name.
         table: String,
@@ -164,7 +172,9 @@ pub enum Error {
     },
 
     /// Another run committed this table's next version first.
-    #[error("table {table}: another run committed version {version} first; nothing of this run was committed. Run again to diff against the new baseline.")]
+    #[error(
+        "table {table}: another run committed version {version} first; nothing of this run was committed. Run again to diff against the new baseline."
+    )]
     Conflict {
         /// Table name.
         table: String,

@@ -13,7 +13,7 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use crate::diff::row_hash::ROW_HASH_COLUMN;
 use crate::engine;
 use crate::error::{Error, Result};
-use crate::store::{CommitRecord, StoredFile, Store};
+use crate::store::{CommitRecord, Store, StoredFile};
 
 /// Name of the version column in `T_history` and `T_changes`.
 pub const VERSION_COLUMN: &str = "_version";
@@ -28,18 +28,33 @@ pub async fn session(store: &Store) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-async fn read_stored(ctx: &SessionContext, store: &Store, table: &str, record: &CommitRecord, file: &StoredFile) -> Result<DataFrame> {
+async fn read_stored(
+    ctx: &SessionContext,
+    store: &Store,
+    table: &str,
+    record: &CommitRecord,
+    file: &StoredFile,
+) -> Result<DataFrame> {
     let path = store.local_path(table, &file.path).display().to_string();
     let frame = ctx
         .read_parquet(&path, ParquetReadOptions::default())
         .await
         .map_err(|e| Error::Store {
             location: path.clone(),
-            message: format!("cannot read {table} v{}: {e}. Run `tidemark verify`.", record.version),
+            message: format!(
+                "cannot read {table} v{}: {e}. Run `tidemark verify`.",
+                record.version
+            ),
         })?;
-    let has_hash = frame.schema().fields().iter().any(|f| f.name() == ROW_HASH_COLUMN);
+    let has_hash = frame
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.name() == ROW_HASH_COLUMN);
     if has_hash {
-        frame.drop_columns(&[ROW_HASH_COLUMN]).map_err(|e| Error::engine("reading the store", e))
+        frame
+            .drop_columns(&[ROW_HASH_COLUMN])
+            .map_err(|e| Error::engine("reading the store", e))
     } else {
         Ok(frame)
     }
@@ -75,7 +90,8 @@ async fn register_table(ctx: &SessionContext, store: &Store, table: &str) -> Res
         (format!("{table}_changes"), changes),
     ] {
         if let Some(frame) = frame {
-            ctx.register_table(name.as_str(), frame.into_view()).map_err(fail)?;
+            ctx.register_table(name.as_str(), frame.into_view())
+                .map_err(fail)?;
         }
     }
     Ok(())
@@ -105,10 +121,16 @@ pub fn runs_schema() -> SchemaRef {
 
 /// Turn serde rows into one record batch of `schema`.
 pub fn rows_to_batch<S: serde::Serialize>(schema: SchemaRef, rows: &[S]) -> Result<RecordBatch> {
-    let fail = |e: datafusion::arrow::error::ArrowError| Error::engine("building a table", e.into());
-    let mut decoder = ReaderBuilder::new(schema.clone()).build_decoder().map_err(fail)?;
+    let fail =
+        |e: datafusion::arrow::error::ArrowError| Error::engine("building a table", e.into());
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .build_decoder()
+        .map_err(fail)?;
     decoder.serialize(rows).map_err(fail)?;
-    Ok(decoder.flush().map_err(fail)?.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+    Ok(decoder
+        .flush()
+        .map_err(fail)?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema)))
 }
 
 async fn register_runs(ctx: &SessionContext, store: &Store) -> Result<()> {

@@ -93,24 +93,38 @@ pub struct PipelineRun {
 impl PipelineRun {
     /// The exit code: 0, or 1 when any table failed, else the code of the failure (4 conflict).
     pub fn exit_code(&self) -> u8 {
-        let codes: Vec<u8> = self.tables.iter().filter_map(|t| t.error.as_ref().map(Error::exit_code)).collect();
+        let codes: Vec<u8> = self
+            .tables
+            .iter()
+            .filter_map(|t| t.error.as_ref().map(Error::exit_code))
+            .collect();
         if codes.is_empty() {
             0
         } else if codes.contains(&crate::error::exit_code::FAILED) {
             crate::error::exit_code::FAILED
         } else {
-            codes.into_iter().max().unwrap_or(crate::error::exit_code::FAILED)
+            codes
+                .into_iter()
+                .max()
+                .unwrap_or(crate::error::exit_code::FAILED)
         }
     }
 }
 
 /// Run a pipeline's tables in dependency order. `on_table` sees each outcome as it ends.
-pub async fn run_pipeline(plan: &Plan, options: &RunOptions, mut on_table: impl FnMut(&TableRun)) -> Result<PipelineRun> {
+pub async fn run_pipeline(
+    plan: &Plan,
+    options: &RunOptions,
+    mut on_table: impl FnMut(&TableRun),
+) -> Result<PipelineRun> {
     for name in options.tables.iter().chain(options.source_overrides.keys()) {
         if plan.table(name).is_none() {
             let known: Vec<&str> = plan.tables.iter().map(|t| t.name.as_str()).collect();
             return Err(Error::Usage {
-                message: format!("the pipeline has no table `{name}`; its tables are: {}.", known.join(", ")),
+                message: format!(
+                    "the pipeline has no table `{name}`; its tables are: {}.",
+                    known.join(", ")
+                ),
             });
         }
     }
@@ -171,7 +185,12 @@ pub async fn run_pipeline(plan: &Plan, options: &RunOptions, mut on_table: impl 
 }
 
 /// Run one table and record the run in the store (unless dry).
-pub async fn run_table(plan: &Plan, table: &TablePlan, store: &Store, options: &RunOptions) -> TableRun {
+pub async fn run_table(
+    plan: &Plan,
+    table: &TablePlan,
+    store: &Store,
+    options: &RunOptions,
+) -> TableRun {
     let started = Instant::now();
     let started_at = Utc::now();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -184,7 +203,11 @@ pub async fn run_table(plan: &Plan, table: &TablePlan, store: &Store, options: &
         }
         Err(e) => TableRun {
             table: table.name.clone(),
-            status: if matches!(e, Error::Conflict { .. }) { TableStatus::Conflict } else { TableStatus::Failed },
+            status: if matches!(e, Error::Conflict { .. }) {
+                TableStatus::Conflict
+            } else {
+                TableStatus::Failed
+            },
             version: match &e {
                 Error::Conflict { version, .. } => Some(*version),
                 _ => None,
@@ -253,19 +276,33 @@ async fn execute(
     let name = table.name.as_str();
     let ctx = engine::session();
     let loaded = load_snapshot(&ctx, table, store, options.source_overrides.get(name)).await?;
-    let LoadedSnapshot { frame, columns, files: source_files, origin, first_data_row } = loaded;
+    let LoadedSnapshot {
+        frame,
+        columns,
+        files: source_files,
+        origin,
+        first_data_row,
+    } = loaded;
 
     let baseline = store.latest(name).await?;
     // The baseline pins every column's type; a declared type wins (the user changed it).
     let pinned: HashMap<&str, &str> = baseline
         .as_ref()
-        .map(|b| b.schema.iter().map(|c| (c.name.as_str(), c.data_type.as_str())).collect())
+        .map(|b| {
+            b.schema
+                .iter()
+                .map(|c| (c.name.as_str(), c.data_type.as_str()))
+                .collect()
+        })
         .unwrap_or_default();
     let mut projection: Vec<Expr> = Vec::with_capacity(columns.len() + 1);
     for field in frame.schema().fields() {
         let column = ident(field.name());
         let expr = match pinned.get(field.name().as_str()) {
-            Some(type_text) if table.source.declared_type(field.name()).is_none() && *type_text != field.data_type().to_string() => {
+            Some(type_text)
+                if table.source.declared_type(field.name()).is_none()
+                    && *type_text != field.data_type().to_string() =>
+            {
                 let target: DataType = type_text.parse().map_err(|_| Error::Store {
                     location: store.location().to_string(),
                     message: format!("table {name}: the baseline's type `{type_text}` of column \"{}\" is not readable", field.name()),
@@ -277,10 +314,19 @@ async fn execute(
         projection.push(expr);
     }
     let compared = table.compare.resolve(&columns, &table.key);
-    projection.push(row_hash_udf().call(compared.iter().map(|c| ident(c)).collect()).alias(ROW_HASH_COLUMN));
-    let typed = frame.select(projection).map_err(engine_err(name, "pinning column types"))?;
+    projection.push(
+        row_hash_udf()
+            .call(compared.iter().map(ident).collect())
+            .alias(ROW_HASH_COLUMN),
+    );
+    let typed = frame
+        .select(projection)
+        .map_err(engine_err(name, "pinning column types"))?;
     let incoming_schema: SchemaRef = Arc::new(typed.schema().as_arrow().clone());
-    let pinned_note = baseline.as_ref().map(|b| format!(" pinned by the baseline (v{})", b.version)).unwrap_or_default();
+    let pinned_note = baseline
+        .as_ref()
+        .map(|b| format!(" pinned by the baseline (v{})", b.version))
+        .unwrap_or_default();
     let mut incoming = typed.collect().await.map_err(|e| Error::SourceData {
         path: PathBuf::from(loaded_origin_path(&source_files)),
         row: None,
@@ -291,7 +337,8 @@ async fn execute(
     register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
     if let Some(batches) = deduplicate(&ctx, table, &origin, first_data_row).await? {
         incoming = batches;
-        ctx.deregister_table("incoming").map_err(engine_err(name, "registering tables"))?;
+        ctx.deregister_table("incoming")
+            .map_err(engine_err(name, "registering tables"))?;
         register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
     }
     let rows_in: u64 = incoming.iter().map(|b| b.num_rows() as u64).sum();
@@ -321,11 +368,25 @@ async fn execute(
             columns.clone()
         }
     };
-    let shared_compared: Vec<String> = compared.iter().filter(|c| baseline_columns.contains(c)).cloned().collect();
+    let shared_compared: Vec<String> = compared
+        .iter()
+        .filter(|c| baseline_columns.contains(c))
+        .cloned()
+        .collect();
     let stored_hashes_apply = baseline.as_ref().is_none_or(|b| b.hash == hash_spec);
-    register_hash_views(&ctx, table, &shared_compared, &column_types, stored_hashes_apply).await?;
+    register_hash_views(
+        &ctx,
+        table,
+        &shared_compared,
+        &column_types,
+        stored_hashes_apply,
+    )
+    .await?;
 
-    let include_unchanged = table.outputs.iter().any(|o| o.include.contains(&ChangeKind::Unchanged));
+    let include_unchanged = table
+        .outputs
+        .iter()
+        .any(|o| o.include.contains(&ChangeKind::Unchanged));
     let settings = DiffSettings {
         key: table.key.clone(),
         compared: shared_compared,
@@ -335,7 +396,10 @@ async fn execute(
     };
     let delta = diff::classify(&ctx, &settings, rows_in).await?;
     let version = baseline.as_ref().map_or(1, |b| b.version + 1);
-    let change_columns = Some((table.change_columns.type_column.clone(), table.change_columns.reason_column.clone()));
+    let change_columns = Some((
+        table.change_columns.type_column.clone(),
+        table.change_columns.reason_column.clone(),
+    ));
     if options.dry_run {
         return Ok(TableRun {
             table: name.to_string(),
@@ -354,10 +418,14 @@ async fn execute(
 
     // Step 1 of the commit protocol: data files under names only this run can choose.
     let snapshot_bytes = sink::encode_parquet(&incoming_schema, &incoming)?;
-    let snapshot = store.put_file(name, &store::snapshot_name(version, run_id), snapshot_bytes).await?;
+    let snapshot = store
+        .put_file(name, &store::snapshot_name(version, run_id), snapshot_bytes)
+        .await?;
     let (changes_schema, changes_batches) = stored_changes(&ctx, table, &delta).await?;
     let changes_bytes = sink::encode_parquet(&changes_schema, &changes_batches)?;
-    let changes = store.put_file(name, &store::changes_name(version, run_id), changes_bytes).await?;
+    let changes = store
+        .put_file(name, &store::changes_name(version, run_id), changes_bytes)
+        .await?;
     // Step 2: the commit record, created only if absent.
     let record = CommitRecord {
         format: store::RECORD_FORMAT,
@@ -392,9 +460,20 @@ async fn execute(
     let mut delta_files = Vec::new();
     for output in &table.outputs {
         let path = PathBuf::from(sink::render_path(&output.path, name, version, now));
-        let frame = shape_output(&ctx, table, &delta, &output.include, output.columns.as_deref(), &column_types).await?;
+        let frame = shape_output(
+            &ctx,
+            table,
+            &delta,
+            &output.include,
+            output.columns.as_deref(),
+            &column_types,
+        )
+        .await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await.map_err(engine_err(name, "shaping the delta"))?;
+        let batches = frame
+            .collect()
+            .await
+            .map_err(engine_err(name, "shaping the delta"))?;
         sink::write_file(&path, &schema, &batches)?;
         delta_files.push(path.display().to_string());
     }
@@ -433,19 +512,33 @@ pub struct LoadedSnapshot {
 
 /// Load a table's source, register it as `source` (and its dependencies by name), apply the
 /// transform, and check that the columns the pipeline names exist.
-pub async fn load_snapshot(ctx: &SessionContext, table: &TablePlan, store: &Store, source_override: Option<&PathBuf>) -> Result<LoadedSnapshot> {
+pub async fn load_snapshot(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    store: &Store,
+    source_override: Option<&PathBuf>,
+) -> Result<LoadedSnapshot> {
     let name = table.name.as_str();
     let source_path = match source_override {
-        Some(p) => std::path::absolute(p).map_err(|e| Error::io(p, e))?.display().to_string(),
+        Some(p) => std::path::absolute(p)
+            .map_err(|e| Error::io(p, e))?
+            .display()
+            .to_string(),
         None => table.source_path.clone(),
     };
     let loaded = source::load(name, &source_path, table.files, &table.source)?;
-    let origin = if table.transform.is_some() { "the transform's result".to_string() } else { loaded.origin() };
+    let origin = if table.transform.is_some() {
+        "the transform's result".to_string()
+    } else {
+        loaded.origin()
+    };
     let files = loaded.files.clone();
     register_batches(ctx, "source", loaded.schema.clone(), loaded.batches)?;
     for dep in &table.depends_on {
         let record = store.latest(dep).await?.ok_or_else(|| Error::Usage {
-            message: format!("table {name} depends on {dep}, which has no baseline yet; run {dep} first."),
+            message: format!(
+                "table {name} depends on {dep}, which has no baseline yet; run {dep} first."
+            ),
         })?;
         register_snapshot(ctx, store, dep, &record, dep).await?;
     }
@@ -454,9 +547,17 @@ pub async fn load_snapshot(ctx: &SessionContext, table: &TablePlan, store: &Stor
             table: name.to_string(),
             message: e.to_string(),
         })?,
-        None => ctx.table("source").await.map_err(engine_err(name, "reading the source"))?,
+        None => ctx
+            .table("source")
+            .await
+            .map_err(engine_err(name, "reading the source"))?,
     };
-    let columns: Vec<String> = frame.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let columns: Vec<String> = frame
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     check_columns(table, &columns, &origin)?;
     Ok(LoadedSnapshot {
         frame,
@@ -477,12 +578,27 @@ pub async fn diff_files(
 ) -> Result<(SchemaRef, Vec<RecordBatch>, Counts)> {
     let name = table.name.as_str();
     let ctx = engine::session();
-    let old_loaded = source::load(name, &old.display().to_string(), source::FileSelection::Newest, old_options)?;
+    let old_loaded = source::load(
+        name,
+        &old.display().to_string(),
+        source::FileSelection::Newest,
+        old_options,
+    )?;
     let loaded = source::load(name, &table.source_path, table.files, &table.source)?;
     let origin = loaded.origin();
-    let columns: Vec<String> = loaded.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let columns: Vec<String> = loaded
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     check_columns(table, &columns, &origin)?;
-    let old_columns: Vec<String> = old_loaded.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let old_columns: Vec<String> = old_loaded
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     for k in &table.key {
         if !old_columns.contains(k) {
             return Err(Error::MissingColumn {
@@ -494,10 +610,20 @@ pub async fn diff_files(
             });
         }
     }
-    let types: HashMap<String, DataType> = loaded.schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    let types: HashMap<String, DataType> = loaded
+        .schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
     let first_data_row = table.source.header_row as u64 + 1;
     check_null_keys(table, &loaded.batches, &origin, first_data_row)?;
-    register_batches(&ctx, "incoming", loaded.schema.clone(), loaded.batches.clone())?;
+    register_batches(
+        &ctx,
+        "incoming",
+        loaded.schema.clone(),
+        loaded.batches.clone(),
+    )?;
     // With `duplicates: error` (the ad-hoc diff's setting) this only ever reports a repeat.
     deduplicate(&ctx, table, &origin, first_data_row).await?;
     let rows_in = loaded.num_rows() as u64;
@@ -506,7 +632,9 @@ pub async fn diff_files(
     let mut casts = Vec::new();
     for f in old_loaded.schema.fields() {
         match types.get(f.name()) {
-            Some(t) if t != f.data_type() => casts.push(cast(ident(f.name()), t.clone()).alias(f.name())),
+            Some(t) if t != f.data_type() => {
+                casts.push(cast(ident(f.name()), t.clone()).alias(f.name()))
+            }
             _ => casts.push(ident(f.name())),
         }
     }
@@ -520,9 +648,18 @@ pub async fn diff_files(
         column: None,
         message: format!("its values do not fit the new file's column types: {e}"),
     })?;
-    let old_schema = if let Some(b) = old_batches.first() { b.schema() } else { old_loaded.schema.clone() };
+    let old_schema = if let Some(b) = old_batches.first() {
+        b.schema()
+    } else {
+        old_loaded.schema.clone()
+    };
     register_batches(&ctx, "baseline", old_schema, old_batches)?;
-    let compared: Vec<String> = table.compare.resolve(&columns, &table.key).into_iter().filter(|c| old_columns.contains(c)).collect();
+    let compared: Vec<String> = table
+        .compare
+        .resolve(&columns, &table.key)
+        .into_iter()
+        .filter(|c| old_columns.contains(c))
+        .collect();
     register_hash_views(&ctx, table, &compared, &types, false).await?;
     let settings = DiffSettings {
         key: table.key.clone(),
@@ -534,28 +671,50 @@ pub async fn diff_files(
     let delta = diff::classify(&ctx, &settings, rows_in).await?;
     let frame = shape_output(&ctx, table, &delta, include, None, &types).await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(engine_err(name, "shaping the delta"))?;
+    let batches = frame
+        .collect()
+        .await
+        .map_err(engine_err(name, "shaping the delta"))?;
     Ok((schema, batches, delta.counts))
 }
 
 /// Register record batches as a table.
-pub fn register_batches(ctx: &SessionContext, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
-    let partitions = if batches.is_empty() { vec![Vec::new()] } else { vec![batches] };
-    let table = MemTable::try_new(schema, partitions).map_err(|e| Error::engine(format!("registering {name}"), e))?;
+pub fn register_batches(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<()> {
+    let partitions = if batches.is_empty() {
+        vec![Vec::new()]
+    } else {
+        vec![batches]
+    };
+    let table = MemTable::try_new(schema, partitions)
+        .map_err(|e| Error::engine(format!("registering {name}"), e))?;
     ctx.register_table(name, Arc::new(table))
         .map_err(|e| Error::engine(format!("registering {name}"), e))?;
     Ok(())
 }
 
 /// Register a stored snapshot (with `_row_hash`) under `alias`.
-pub async fn register_snapshot(ctx: &SessionContext, store: &Store, table: &str, record: &CommitRecord, alias: &str) -> Result<()> {
+pub async fn register_snapshot(
+    ctx: &SessionContext,
+    store: &Store,
+    table: &str,
+    record: &CommitRecord,
+    alias: &str,
+) -> Result<()> {
     let path = store.local_path(table, &record.snapshot.path);
     let path_text = path.display().to_string();
     ctx.register_parquet(alias, &path_text, ParquetReadOptions::default())
         .await
         .map_err(|e| Error::Store {
             location: path_text.clone(),
-            message: format!("cannot read the snapshot of {table} v{}: {e}. Run `tidemark verify`.", record.version),
+            message: format!(
+                "cannot read the snapshot of {table} v{}: {e}. Run `tidemark verify`.",
+                record.version
+            ),
         })
 }
 
@@ -569,7 +728,10 @@ fn check_columns(table: &TablePlan, columns: &[String], origin: &str) -> Result<
     };
     if columns.iter().any(|c| c == ROW_HASH_COLUMN) {
         return Err(Error::Usage {
-            message: format!("table {}: the column name {ROW_HASH_COLUMN} is reserved for tidemark's row hash; rename it in `transform`.", table.name),
+            message: format!(
+                "table {}: the column name {ROW_HASH_COLUMN} is reserved for tidemark's row hash; rename it in `transform`.",
+                table.name
+            ),
         });
     }
     for k in &table.key {
@@ -591,7 +753,12 @@ fn check_columns(table: &TablePlan, columns: &[String], origin: &str) -> Result<
     Ok(())
 }
 
-fn check_null_keys(table: &TablePlan, batches: &[RecordBatch], origin: &str, first_data_row: u64) -> Result<()> {
+fn check_null_keys(
+    table: &TablePlan,
+    batches: &[RecordBatch],
+    origin: &str,
+    first_data_row: u64,
+) -> Result<()> {
     let mut offset = 0u64;
     for batch in batches {
         for k in &table.key {
@@ -612,14 +779,30 @@ fn check_null_keys(table: &TablePlan, batches: &[RecordBatch], origin: &str, fir
 }
 
 /// Repeated keys: an error naming the first, or the kept rows for keep_first / keep_last.
-async fn deduplicate(ctx: &SessionContext, table: &TablePlan, origin: &str, first_data_row: u64) -> Result<Option<Vec<RecordBatch>>> {
+async fn deduplicate(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    origin: &str,
+    first_data_row: u64,
+) -> Result<Option<Vec<RecordBatch>>> {
     let name = table.name.as_str();
-    let keys = table.key.iter().map(|k| diff::ident(k)).collect::<Vec<_>>().join(", ");
-    let numbered = format!("SELECT *, row_number() OVER () AS __tidemark_row FROM incoming");
+    let keys = table
+        .key
+        .iter()
+        .map(|k| diff::ident(k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let numbered = "SELECT *, row_number() OVER () AS __tidemark_row FROM incoming";
     let sql = format!(
         "SELECT {keys}, count(*) AS n, min(__tidemark_row) AS first_row FROM ({numbered}) GROUP BY {keys} HAVING count(*) > 1 ORDER BY first_row LIMIT 1"
     );
-    let found = ctx.sql(&sql).await.map_err(engine_err(name, "checking keys"))?.collect().await.map_err(engine_err(name, "checking keys"))?;
+    let found = ctx
+        .sql(&sql)
+        .await
+        .map_err(engine_err(name, "checking keys"))?
+        .collect()
+        .await
+        .map_err(engine_err(name, "checking keys"))?;
     let Some(batch) = found.into_iter().find(|b| b.num_rows() > 0) else {
         return Ok(None);
     };
@@ -630,7 +813,9 @@ async fn deduplicate(ctx: &SessionContext, table: &TablePlan, origin: &str, firs
                 .iter()
                 .enumerate()
                 .map(|(i, k)| {
-                    let v = ScalarValue::try_from_array(batch.column(i), 0).map(|s| s.to_string()).unwrap_or_default();
+                    let v = ScalarValue::try_from_array(batch.column(i), 0)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
                     format!("{k}={v}")
                 })
                 .collect::<Vec<_>>()
@@ -651,12 +836,23 @@ async fn deduplicate(ctx: &SessionContext, table: &TablePlan, origin: &str, firs
             })
         }
         keep => {
-            let order = if keep == Duplicates::KeepFirst { "ASC" } else { "DESC" };
+            let order = if keep == Duplicates::KeepFirst {
+                "ASC"
+            } else {
+                "DESC"
+            };
             let sql = format!(
                 "SELECT * EXCLUDE (__tidemark_row, __tidemark_rank) FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY __tidemark_row {order}) AS __tidemark_rank FROM ({numbered})) WHERE __tidemark_rank = 1 ORDER BY __tidemark_row"
             );
-            let kept = ctx.sql(&sql).await.map_err(engine_err(name, "dropping repeated keys"))?;
-            Ok(Some(kept.collect().await.map_err(engine_err(name, "dropping repeated keys"))?))
+            let kept = ctx
+                .sql(&sql)
+                .await
+                .map_err(engine_err(name, "dropping repeated keys"))?;
+            Ok(Some(
+                kept.collect()
+                    .await
+                    .map_err(engine_err(name, "dropping repeated keys"))?,
+            ))
         }
     }
 }
@@ -670,7 +866,12 @@ async fn register_hash_views(
     types: &HashMap<String, DataType>,
     stored_hashes_apply: bool,
 ) -> Result<()> {
-    let keys = table.key.iter().map(|k| diff::ident(k)).collect::<Vec<_>>().join(", ");
+    let keys = table
+        .key
+        .iter()
+        .map(|k| diff::ident(k))
+        .collect::<Vec<_>>()
+        .join(", ");
     let (incoming_hash, baseline_hash) = if stored_hashes_apply {
         (ROW_HASH_COLUMN.to_string(), ROW_HASH_COLUMN.to_string())
     } else {
@@ -692,9 +893,15 @@ async fn register_hash_views(
             format!("{}({})", crate::diff::row_hash::ROW_HASH_UDF, args(true)),
         )
     };
-    for (view, source, hash) in [("incoming_hashes", "incoming", incoming_hash), ("baseline_hashes", "baseline", baseline_hash)] {
+    for (view, source, hash) in [
+        ("incoming_hashes", "incoming", incoming_hash),
+        ("baseline_hashes", "baseline", baseline_hash),
+    ] {
         let sql = format!("SELECT {keys}, {hash} AS {ROW_HASH_COLUMN} FROM {source}");
-        let frame = ctx.sql(&sql).await.map_err(engine_err(&table.name, "hashing rows"))?;
+        let frame = ctx
+            .sql(&sql)
+            .await
+            .map_err(engine_err(&table.name, "hashing rows"))?;
         ctx.register_table(view, frame.into_view())
             .map_err(engine_err(&table.name, "hashing rows"))?;
     }
@@ -717,7 +924,11 @@ fn sql_type(t: &DataType) -> String {
 }
 
 /// The change rows as stored: every kind but UNCHANGED, canonical labels, configured names.
-async fn stored_changes(ctx: &SessionContext, table: &TablePlan, delta: &Delta) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+async fn stored_changes(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    delta: &Delta,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let frame = delta_frame(ctx, delta).map_err(engine_err(&table.name, "storing change rows"))?;
     let frame = frame
         .filter(ident(CHANGE_TYPE_COLUMN).not_eq(lit(ChangeKind::Unchanged.canonical())))
@@ -732,9 +943,14 @@ async fn stored_changes(ctx: &SessionContext, table: &TablePlan, delta: &Delta) 
         .collect();
     exprs.push(ident(CHANGE_TYPE_COLUMN).alias(&cc.type_column));
     exprs.push(ident(CHANGE_REASON_COLUMN).alias(&cc.reason_column));
-    let frame = frame.select(exprs).map_err(engine_err(&table.name, "storing change rows"))?;
+    let frame = frame
+        .select(exprs)
+        .map_err(engine_err(&table.name, "storing change rows"))?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(engine_err(&table.name, "storing change rows"))?;
+    let batches = frame
+        .collect()
+        .await
+        .map_err(engine_err(&table.name, "storing change rows"))?;
     Ok((schema, batches))
 }
 
@@ -773,7 +989,9 @@ pub async fn shape_output(
         .filter(|k| **k != ChangeKind::Deleted || table.emit_deleted)
         .map(|k| lit(k.canonical()))
         .collect();
-    let frame = frame.filter(ident(CHANGE_TYPE_COLUMN).in_list(kinds, false)).map_err(&fail)?;
+    let frame = frame
+        .filter(ident(CHANGE_TYPE_COLUMN).in_list(kinds, false))
+        .map_err(&fail)?;
     let is_deleted = ident(CHANGE_TYPE_COLUMN).eq(lit(ChangeKind::Deleted.canonical()));
     let mut exprs = Vec::new();
     for field in delta.schema.fields() {
@@ -785,24 +1003,43 @@ pub async fn shape_output(
             Some((_, value)) => {
                 let target = types.get(name).cloned().unwrap_or(DataType::Utf8);
                 let replacement = cast(lit(yaml_scalar(value)), target.clone());
-                when(is_deleted.clone(), replacement).otherwise(cast(ident(name), target)).map_err(&fail)?.alias(name)
+                when(is_deleted.clone(), replacement)
+                    .otherwise(cast(ident(name), target))
+                    .map_err(&fail)?
+                    .alias(name)
             }
             None => ident(name),
         };
         exprs.push(expr);
     }
     let cc = &table.change_columns;
-    let mut label = when(ident(CHANGE_TYPE_COLUMN).eq(lit(ChangeKind::New.canonical())), lit(cc.label(ChangeKind::New)));
+    let mut label = when(
+        ident(CHANGE_TYPE_COLUMN).eq(lit(ChangeKind::New.canonical())),
+        lit(cc.label(ChangeKind::New)),
+    );
     for kind in [ChangeKind::Changed, ChangeKind::Deleted] {
-        label = label.when(ident(CHANGE_TYPE_COLUMN).eq(lit(kind.canonical())), lit(cc.label(kind)));
+        label = label.when(
+            ident(CHANGE_TYPE_COLUMN).eq(lit(kind.canonical())),
+            lit(cc.label(kind)),
+        );
     }
-    exprs.push(label.otherwise(lit(cc.label(ChangeKind::Unchanged))).map_err(&fail)?.alias(&cc.type_column));
+    exprs.push(
+        label
+            .otherwise(lit(cc.label(ChangeKind::Unchanged)))
+            .map_err(&fail)?
+            .alias(&cc.type_column),
+    );
     exprs.push(ident(CHANGE_REASON_COLUMN).alias(&cc.reason_column));
     let frame = frame.select(exprs).map_err(&fail)?;
     match columns {
         None => Ok(frame),
         Some(wanted) => {
-            let available: Vec<String> = frame.schema().fields().iter().map(|f| f.name().clone()).collect();
+            let available: Vec<String> = frame
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
             for c in wanted {
                 if !available.contains(c) {
                     return Err(Error::MissingColumn {
@@ -814,7 +1051,9 @@ pub async fn shape_output(
                     });
                 }
             }
-            frame.select(wanted.iter().map(|c| ident(c)).collect::<Vec<_>>()).map_err(&fail)
+            frame
+                .select(wanted.iter().map(ident).collect::<Vec<_>>())
+                .map_err(&fail)
         }
     }
 }

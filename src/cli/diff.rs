@@ -33,9 +33,13 @@ pub struct DiffArgs {
 }
 
 fn options_for(path: &std::path::Path) -> Result<SourceOptions> {
-    let format = SourceFormat::from_extension(&path.to_string_lossy()).ok_or_else(|| Error::Usage {
-        message: format!("{}: cannot tell the format from the extension; use .csv, .xlsx, .parquet or .json", path.display()),
-    })?;
+    let format =
+        SourceFormat::from_extension(&path.to_string_lossy()).ok_or_else(|| Error::Usage {
+            message: format!(
+                "{}: cannot tell the format from the extension; use .csv, .xlsx, .parquet or .json",
+                path.display()
+            ),
+        })?;
     Ok(SourceOptions {
         format,
         ..SourceOptions::default()
@@ -69,7 +73,11 @@ pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
     let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
     let (schema, batches, counts) = diff_files(&args.old, &old_options, &table, &include).await?;
     let format = args.format.unwrap_or_else(|| {
-        match args.output.as_ref().and_then(|p| SourceFormat::from_extension(&p.to_string_lossy())) {
+        match args
+            .output
+            .as_ref()
+            .and_then(|p| SourceFormat::from_extension(&p.to_string_lossy()))
+        {
             Some(SourceFormat::Parquet) => OutputFormat::Parquet,
             Some(SourceFormat::Json) => OutputFormat::Json,
             _ => OutputFormat::Csv,

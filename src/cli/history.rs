@@ -59,7 +59,12 @@ pub(super) async fn execute(args: HistoryArgs, store: Option<&str>) -> Result<u8
                 new: r.counts.new,
                 changed: r.counts.changed,
                 deleted: r.counts.deleted,
-                source: r.source_files.iter().map(|f| f.path.clone()).collect::<Vec<_>>().join(", "),
+                source: r
+                    .source_files
+                    .iter()
+                    .map(|f| f.path.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }
@@ -75,7 +80,8 @@ pub(super) async fn execute(args: HistoryArgs, store: Option<&str>) -> Result<u8
         Field::new("source", DataType::Utf8, false),
     ]));
     let batch = query::rows_to_batch(schema, &rows)?;
-    let text = pretty_format_batches(&[batch]).map_err(|e| Error::engine("formatting history", e.into()))?;
+    let text = pretty_format_batches(&[batch])
+        .map_err(|e| Error::engine("formatting history", e.into()))?;
     println!("{text}");
     Ok(exit_code::OK)
 }

@@ -34,7 +34,11 @@ pub(super) async fn execute(args: QueryArgs, store: Option<&str>) -> Result<u8> 
     let store = Store::open(&plan.store, false)?;
     let ctx = query::session(&store).await?;
     let format = args.format.unwrap_or_else(|| {
-        match args.output.as_ref().and_then(|p| SourceFormat::from_extension(&p.to_string_lossy())) {
+        match args
+            .output
+            .as_ref()
+            .and_then(|p| SourceFormat::from_extension(&p.to_string_lossy()))
+        {
             Some(SourceFormat::Parquet) => OutputFormat::Parquet,
             Some(SourceFormat::Json) => OutputFormat::Json,
             Some(SourceFormat::Csv) => OutputFormat::Csv,
@@ -56,7 +60,10 @@ async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<Reco
         message: format!("query failed: {e}. Tables: each pipeline table T, T_history, T_changes, and runs; quote mixed-case names with double quotes."),
     })?;
     let schema: SchemaRef = std::sync::Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(|e| Error::engine("running the query", e))?;
+    let batches = frame
+        .collect()
+        .await
+        .map_err(|e| Error::engine("running the query", e))?;
     Ok((schema, batches))
 }
 
@@ -83,7 +90,14 @@ async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
             }
         }
         if interactive {
-            eprint!("{}", if statement.is_empty() { "tidemark> " } else { "       -> " });
+            eprint!(
+                "{}",
+                if statement.is_empty() {
+                    "tidemark> "
+                } else {
+                    "       -> "
+                }
+            );
             let _ = std::io::stderr().flush();
         }
     }
@@ -91,11 +105,21 @@ async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
 }
 
 /// Print or write a result in `format`.
-pub fn emit(schema: &SchemaRef, batches: &[RecordBatch], format: OutputFormat, output: Option<&Path>) -> Result<()> {
+pub fn emit(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: OutputFormat,
+    output: Option<&Path>,
+) -> Result<()> {
     let as_source = match format {
         OutputFormat::Table => {
-            let text = pretty_format_batches(batches).map_err(|e| Error::engine("formatting the result", e.into()))?;
-            let text = if batches.is_empty() { header_only(schema) } else { text.to_string() };
+            let text = pretty_format_batches(batches)
+                .map_err(|e| Error::engine("formatting the result", e.into()))?;
+            let text = if batches.is_empty() {
+                header_only(schema)
+            } else {
+                text.to_string()
+            };
             return match output {
                 Some(path) => std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e)),
                 None => {
@@ -116,11 +140,18 @@ pub fn emit(schema: &SchemaRef, batches: &[RecordBatch], format: OutputFormat, o
         None if as_source == SourceFormat::Parquet => Err(Error::Usage {
             message: "--format parquet needs --output FILE.parquet".into(),
         }),
-        None => sink::write_to(std::io::BufWriter::new(std::io::stdout()), as_source, schema, batches),
+        None => sink::write_to(
+            std::io::BufWriter::new(std::io::stdout()),
+            as_source,
+            schema,
+            batches,
+        ),
     }
 }
 
 fn header_only(schema: &SchemaRef) -> String {
     let empty = RecordBatch::new_empty(schema.clone());
-    pretty_format_batches(&[empty]).map(|t| t.to_string()).unwrap_or_default()
+    pretty_format_batches(&[empty])
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }

@@ -34,7 +34,9 @@ pub(super) async fn execute(args: RunArgs, store: Option<&str>) -> Result<u8> {
     let mut source_overrides = HashMap::new();
     for s in &args.sources {
         let (table, path) = s.split_once('=').ok_or_else(|| Error::Usage {
-            message: format!("--source {s}: expected T=PATH, for example --source inventory=incoming/today.xlsx"),
+            message: format!(
+                "--source {s}: expected T=PATH, for example --source inventory=incoming/today.xlsx"
+            ),
         })?;
         source_overrides.insert(table.to_string(), PathBuf::from(path));
     }
@@ -75,9 +77,20 @@ fn print_delta(delta: &crate::diff::Delta, type_col: &str, reason_col: &str) {
     let batches: Vec<_> = delta
         .batches
         .iter()
-        .filter_map(|b| b.clone().with_schema(schema.clone()).ok())
+        .filter_map(|b| {
+            datafusion::arrow::record_batch::RecordBatch::try_new(
+                schema.clone(),
+                b.columns().to_vec(),
+            )
+            .ok()
+        })
         .collect();
-    if let Err(e) = sink::write_to(std::io::BufWriter::new(std::io::stdout()), SourceFormat::Csv, &schema, &batches) {
+    if let Err(e) = sink::write_to(
+        std::io::BufWriter::new(std::io::stdout()),
+        SourceFormat::Csv,
+        &schema,
+        &batches,
+    ) {
         tracing::error!("could not print the delta: {e}");
     }
 }
@@ -91,9 +104,21 @@ pub fn summary_line(t: &TableRun) -> String {
         c.rows_in, c.new, c.changed, c.deleted, c.unchanged, t.rejected
     );
     match t.status {
-        TableStatus::Committed => format!("{}: v{} committed — {counts}", t.table, t.version.unwrap_or(0)),
-        TableStatus::DryRun => format!("{}: dry run, would commit v{} — {counts}", t.table, t.version.unwrap_or(0)),
-        TableStatus::Skipped => format!("{}: skipped: {}", t.table, t.skipped_because.as_deref().unwrap_or("")),
+        TableStatus::Committed => format!(
+            "{}: v{} committed — {counts}",
+            t.table,
+            t.version.unwrap_or(0)
+        ),
+        TableStatus::DryRun => format!(
+            "{}: dry run, would commit v{} — {counts}",
+            t.table,
+            t.version.unwrap_or(0)
+        ),
+        TableStatus::Skipped => format!(
+            "{}: skipped: {}",
+            t.table,
+            t.skipped_because.as_deref().unwrap_or("")
+        ),
         TableStatus::Failed | TableStatus::Conflict => format!(
             "{}: failed: {}",
             t.table,
@@ -103,7 +128,11 @@ pub fn summary_line(t: &TableRun) -> String {
 }
 
 fn write_report(path: &std::path::Path, run: &PipelineRun) -> Result<()> {
-    let status = if run.tables.iter().all(|t| t.error.is_none() && t.status != TableStatus::Skipped) {
+    let status = if run
+        .tables
+        .iter()
+        .all(|t| t.error.is_none() && t.status != TableStatus::Skipped)
+    {
         "success"
     } else {
         "failed"

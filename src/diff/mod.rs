@@ -105,7 +105,14 @@ pub fn classify_sql(settings: &DiffSettings) -> String {
     let key_columns = settings
         .key
         .iter()
-        .map(|k| format!("coalesce({}, {}) AS {}", qualified("incoming", k), qualified("baseline", k), ident(k)))
+        .map(|k| {
+            format!(
+                "coalesce({}, {}) AS {}",
+                qualified("incoming", k),
+                qualified("baseline", k),
+                ident(k)
+            )
+        })
         .collect::<Vec<_>>()
         .join(",\n    ");
     let row_filter = if settings.include_unchanged {
@@ -115,7 +122,10 @@ pub fn classify_sql(settings: &DiffSettings) -> String {
     };
     CLASSIFY_SQL
         .replace("{key_columns}", &key_columns)
-        .replace("{key_join}", &key_equal(&settings.key, "baseline", "incoming"))
+        .replace(
+            "{key_join}",
+            &key_equal(&settings.key, "baseline", "incoming"),
+        )
         .replace("{row_filter}", row_filter)
 }
 
@@ -154,7 +164,10 @@ pub fn delta_sql(settings: &DiffSettings) -> String {
     let column_changes = if changes.is_empty() {
         "''".to_string()
     } else {
-        format!("concat_ws('; ',\n            {})", changes.join(",\n            "))
+        format!(
+            "concat_ws('; ',\n            {})",
+            changes.join(",\n            ")
+        )
     };
     let key_order = settings
         .key
@@ -165,13 +178,23 @@ pub fn delta_sql(settings: &DiffSettings) -> String {
     DELTA_SQL
         .replace("{values}", &values)
         .replace("{column_changes}", &column_changes)
-        .replace("{incoming_join}", &key_equal(&settings.key, "classified", "incoming"))
-        .replace("{baseline_join}", &key_equal(&settings.key, "classified", "baseline"))
+        .replace(
+            "{incoming_join}",
+            &key_equal(&settings.key, "classified", "incoming"),
+        )
+        .replace(
+            "{baseline_join}",
+            &key_equal(&settings.key, "classified", "baseline"),
+        )
         .replace("{key_order}", &key_order)
 }
 
 /// Classify and build the delta. `rows_in` is the number of rows of `incoming`.
-pub async fn classify(ctx: &SessionContext, settings: &DiffSettings, rows_in: u64) -> Result<Delta> {
+pub async fn classify(
+    ctx: &SessionContext,
+    settings: &DiffSettings,
+    rows_in: u64,
+) -> Result<Delta> {
     let classified = ctx
         .sql(&classify_sql(settings))
         .await
@@ -181,14 +204,16 @@ pub async fn classify(ctx: &SessionContext, settings: &DiffSettings, rows_in: u6
         .collect()
         .await
         .map_err(|e| Error::engine("classifying rows", e))?;
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
 
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     for batch in &batches {
         let kinds = batch
             .column_by_name(CHANGE_TYPE_COLUMN)
             .expect("the classification query returns _change_type");
-        let kinds = datafusion::arrow::compute::cast(kinds, &datafusion::arrow::datatypes::DataType::Utf8)
-            .map_err(|e| Error::engine("counting changes", e.into()))?;
+        let kinds =
+            datafusion::arrow::compute::cast(kinds, &datafusion::arrow::datatypes::DataType::Utf8)
+                .map_err(|e| Error::engine("counting changes", e.into()))?;
         let kinds = kinds.as_string::<i32>();
         for i in 0..kinds.len() {
             *by_kind.entry(kinds.value(i).to_string()).or_default() += 1;
@@ -203,8 +228,10 @@ pub async fn classify(ctx: &SessionContext, settings: &DiffSettings, rows_in: u6
         unchanged: rows_in - count(ChangeKind::New) - count(ChangeKind::Changed),
     };
 
-    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::engine("holding the classified keys", e))?;
-    ctx.deregister_table("classified").map_err(|e| Error::engine("registering tables", e))?;
+    let table = MemTable::try_new(schema, vec![batches])
+        .map_err(|e| Error::engine("holding the classified keys", e))?;
+    ctx.deregister_table("classified")
+        .map_err(|e| Error::engine("registering tables", e))?;
     ctx.register_table("classified", Arc::new(table))
         .map_err(|e| Error::engine("registering tables", e))?;
     let delta = ctx
@@ -212,6 +239,15 @@ pub async fn classify(ctx: &SessionContext, settings: &DiffSettings, rows_in: u6
         .await
         .map_err(|e| Error::engine("planning the delta", e))?;
     let schema: SchemaRef = Arc::new(delta.schema().as_arrow().clone());
-    let batches = delta.collect().await.map_err(|e| Error::engine("building the delta", e))?;
-    Ok(Delta { schema, batches, counts })
+    let batches = delta
+        .collect()
+        .await
+        .map_err(|e| Error::engine("building the delta", e))?;
+    // The batches' own schema is the exact one (nullability can differ from the plan's).
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+    Ok(Delta {
+        schema,
+        batches,
+        counts,
+    })
 }

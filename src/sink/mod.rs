@@ -31,26 +31,40 @@ pub fn render_path(template: &str, table: &str, version: u64, now: DateTime<Utc>
 /// Encode batches as one Parquet file (zstd, row groups of 1M rows).
 pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Bytes> {
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("level 1 is valid"),
+        ))
         .set_max_row_group_row_count(Some(1024 * 1024))
         .build();
     let mut buffer = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props))
         .map_err(|e| Error::engine("encoding Parquet", e.into()))?;
     for batch in batches {
-        writer.write(batch).map_err(|e| Error::engine("encoding Parquet", e.into()))?;
+        writer
+            .write(batch)
+            .map_err(|e| Error::engine("encoding Parquet", e.into()))?;
     }
-    writer.close().map_err(|e| Error::engine("encoding Parquet", e.into()))?;
+    writer
+        .close()
+        .map_err(|e| Error::engine("encoding Parquet", e.into()))?;
     Ok(Bytes::from(buffer))
 }
 
 /// Write batches to `w` in `format` (the header is written even when there are no rows).
-pub fn write_to(w: impl Write + Send, format: SourceFormat, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-    let fail = |e: datafusion::arrow::error::ArrowError| Error::engine("writing the delta", e.into());
+pub fn write_to(
+    w: impl Write + Send,
+    format: SourceFormat,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<()> {
+    let fail =
+        |e: datafusion::arrow::error::ArrowError| Error::engine("writing the delta", e.into());
     match format {
         SourceFormat::Csv => {
             let mut writer = CsvWriterBuilder::new().with_header(true).build(w);
-            writer.write(&RecordBatch::new_empty(schema.clone())).map_err(fail)?;
+            writer
+                .write(&RecordBatch::new_empty(schema.clone()))
+                .map_err(fail)?;
             for batch in batches {
                 writer.write(batch).map_err(fail)?;
             }
@@ -63,15 +77,22 @@ pub fn write_to(w: impl Write + Send, format: SourceFormat, schema: &SchemaRef, 
             writer.finish().map_err(fail)?;
         }
         SourceFormat::Parquet => {
-            let mut writer = ArrowWriter::try_new(w, schema.clone(), None).map_err(|e| Error::engine("writing the delta", e.into()))?;
+            let mut writer = ArrowWriter::try_new(w, schema.clone(), None)
+                .map_err(|e| Error::engine("writing the delta", e.into()))?;
             for batch in batches {
-                writer.write(batch).map_err(|e| Error::engine("writing the delta", e.into()))?;
+                writer
+                    .write(batch)
+                    .map_err(|e| Error::engine("writing the delta", e.into()))?;
             }
-            writer.close().map_err(|e| Error::engine("writing the delta", e.into()))?;
+            writer
+                .close()
+                .map_err(|e| Error::engine("writing the delta", e.into()))?;
         }
         SourceFormat::Excel => {
             return Err(Error::Usage {
-                message: "deltas are written as .csv, .parquet or .json; Excel output is not supported".into(),
+                message:
+                    "deltas are written as .csv, .parquet or .json; Excel output is not supported"
+                        .into(),
             });
         }
     }
@@ -80,19 +101,32 @@ pub fn write_to(w: impl Write + Send, format: SourceFormat, schema: &SchemaRef, 
 
 /// Write a delta file by its extension, atomically (temporary file, then rename).
 pub fn write_file(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-    let format = SourceFormat::from_extension(&path.to_string_lossy()).ok_or_else(|| Error::Usage {
-        message: format!("{}: the output format follows the extension: use .csv, .parquet or .json", path.display()),
-    })?;
+    let format =
+        SourceFormat::from_extension(&path.to_string_lossy()).ok_or_else(|| Error::Usage {
+            message: format!(
+                "{}: the output format follows the extension: use .csv, .parquet or .json",
+                path.display()
+            ),
+        })?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = path.with_file_name(format!(".{file_name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(
+        ".{file_name}.{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
     let file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, e))?;
     let mut buffered = std::io::BufWriter::new(file);
     let written = write_to(&mut buffered, format, schema, batches).and_then(|()| {
         buffered.flush().map_err(|e| Error::io(&temp, e))?;
-        buffered.get_ref().sync_all().map_err(|e| Error::io(&temp, e))
+        buffered
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(&temp, e))
     });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&temp);

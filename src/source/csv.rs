@@ -35,7 +35,12 @@ pub fn read_csv(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
         });
     }
     if let Err(e) = std::str::from_utf8(body) {
-        let line = 1 + skip + body[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+        let line = 1
+            + skip
+            + body[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
         return Err(Error::SourceData {
             path: path.to_path_buf(),
             row: Some(line as u64),
@@ -44,12 +49,19 @@ pub fn read_csv(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
         });
     }
 
-    let format = Format::default().with_header(true).with_delimiter(options.delimiter);
-    let (inferred, _) = format.infer_schema(body, Some(1)).map_err(|e| data_error(path, skip, &e.to_string()))?;
+    let format = Format::default()
+        .with_header(true)
+        .with_delimiter(options.delimiter);
+    let (inferred, _) = format
+        .infer_schema(body, Some(1))
+        .map_err(|e| data_error(path, skip, &e.to_string()))?;
     let names: Vec<String> = inferred.fields().iter().map(|f| f.name().clone()).collect();
     check_header(path, options.header_row, &names)?;
     let text_schema = Arc::new(Schema::new(
-        names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>(),
+        names
+            .iter()
+            .map(|n| Field::new(n, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
     ));
     let reader = ReaderBuilder::new(text_schema.clone())
         .with_header(true)
@@ -62,7 +74,8 @@ pub fn read_csv(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
     for batch in reader {
         batches.push(batch.map_err(|e| data_error(path, skip, &e.to_string()))?);
     }
-    let text = concat_batches(&text_schema, &batches).map_err(|e| Error::engine("reading CSV", e.into()))?;
+    let text = concat_batches(&text_schema, &batches)
+        .map_err(|e| Error::engine("reading CSV", e.into()))?;
     let origin = RowOrigin {
         path,
         first_data_row: options.header_row as u64 + 1,
@@ -117,7 +130,9 @@ fn data_error(path: &Path, skipped_lines: usize, message: &str) -> Error {
         path: path.to_path_buf(),
         row: None,
         column: None,
-        message: format!("malformed CSV: {shifted}. Check the delimiter (`delimiter`), quoting and the number of fields on that line."),
+        message: format!(
+            "malformed CSV: {shifted}. Check the delimiter (`delimiter`), quoting and the number of fields on that line."
+        ),
     }
 }
 

@@ -42,7 +42,9 @@ const MILLIS_PER_DAY: f64 = 86_400_000.0;
 /// its sheet column. Fully empty rows below it are skipped. Declared columns
 /// (`options.columns`) are converted to their type; the others take the type their cells share
 /// (int64, float64, boolean, timestamp), else text. Cells whose text is one of
-/// `options.null_values` are null. Every error names the sheet row as Excel shows it.
+/// `options.null_values` are null. An error cell (`#N/A`, `#DIV/0!`...), a value that does not
+/// fit its declared type, a missing sheet or a file that is no workbook is an
+/// [`Error::SourceData`]; errors about a cell name its sheet row as Excel shows it.
 pub fn read_excel(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
     if options.header_row == 0 {
         return Err(Error::SourceData {

@@ -28,15 +28,19 @@ pub fn read_json(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
         column: None,
         message: format!("malformed JSON lines ({e}). Each line must hold one JSON object."),
     };
-    let (inferred, _) = infer_json_schema(BufReader::new(Cursor::new(&bytes)), None).map_err(|e| malformed(&e))?;
+    let (inferred, _) =
+        infer_json_schema(BufReader::new(Cursor::new(&bytes)), None).map_err(|e| malformed(&e))?;
     // Declared columns are read with their declared type where JSON allows it, else cast below.
     let schema = Arc::new(inferred);
     let reader = ReaderBuilder::new(schema.clone())
         .with_batch_size(64 * 1024)
         .build(BufReader::new(Cursor::new(&bytes)))
         .map_err(|e| malformed(&e))?;
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| malformed(&e))?;
-    let batch = concat_batches(&schema, &batches).map_err(|e| Error::engine("reading JSON", e.into()))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| malformed(&e))?;
+    let batch =
+        concat_batches(&schema, &batches).map_err(|e| Error::engine("reading JSON", e.into()))?;
     apply_declared(path, batch, options)
 }
 
@@ -53,7 +57,10 @@ fn apply_declared(path: &Path, batch: RecordBatch, options: &SourceOptions) -> R
                     path: path.to_path_buf(),
                     row: None,
                     column: Some(field.name().clone()),
-                    message: format!("cannot read the column as {}: {e}", super::types::type_name(t)),
+                    message: format!(
+                        "cannot read the column as {}: {e}",
+                        super::types::type_name(t)
+                    ),
                 })?;
                 fields.push(Field::new(field.name(), t.clone(), true));
                 columns.push(cast);
@@ -64,5 +71,6 @@ fn apply_declared(path: &Path, batch: RecordBatch, options: &SourceOptions) -> R
             }
         }
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| Error::engine("reading JSON", e.into()))
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::engine("reading JSON", e.into()))
 }

@@ -155,7 +155,10 @@ pub fn resolve_files(table: &str, pattern: &str, selection: FileSelection) -> Re
         let entries = glob::glob(pattern).map_err(|e| Error::Usage {
             message: format!("table {table}: source path {pattern} is not a valid glob: {e}"),
         })?;
-        entries.filter_map(|e| e.ok()).filter(|p| p.is_file()).collect()
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|p| p.is_file())
+            .collect()
     } else {
         let p = PathBuf::from(pattern);
         if p.is_file() { vec![p] } else { Vec::new() }
@@ -186,12 +189,19 @@ pub fn read_file(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
 }
 
 /// Load every file of a table's source into Arrow.
-pub fn load(table: &str, pattern: &str, selection: FileSelection, options: &SourceOptions) -> Result<LoadedSource> {
+pub fn load(
+    table: &str,
+    pattern: &str,
+    selection: FileSelection,
+    options: &SourceOptions,
+) -> Result<LoadedSource> {
     let paths = resolve_files(table, pattern, selection)?;
     let mut batches = Vec::with_capacity(paths.len());
     let mut files = Vec::with_capacity(paths.len());
     for path in &paths {
-        let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
         if size == 0 {
             return Err(Error::SourceEmpty { path: path.clone() });
         }
@@ -218,7 +228,12 @@ pub fn load(table: &str, pattern: &str, selection: FileSelection, options: &Sour
 fn unify_schemas(paths: &[PathBuf], batches: &[RecordBatch]) -> Result<SchemaRef> {
     let first = batches[0].schema();
     for (batch, path) in batches.iter().zip(paths).skip(1) {
-        let names: Vec<&String> = batch.schema_ref().fields().iter().map(|f| f.name()).collect();
+        let names: Vec<&String> = batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name())
+            .collect();
         let expected: Vec<&String> = first.fields().iter().map(|f| f.name()).collect();
         if names != expected {
             return Err(Error::SourceData {
@@ -228,8 +243,16 @@ fn unify_schemas(paths: &[PathBuf], batches: &[RecordBatch]) -> Result<SchemaRef
                 message: format!(
                     "its columns differ from {}'s ({} vs {}); with `files: all` every file must have the same header",
                     paths[0].display(),
-                    names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                    expected.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    names
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    expected
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }

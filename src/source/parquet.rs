@@ -15,11 +15,18 @@ pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
         path: path.to_path_buf(),
         row: None,
         column: None,
-        message: format!("not a readable Parquet file ({e}). Is it truncated, or another format with a .parquet name?"),
+        message: format!(
+            "not a readable Parquet file ({e}). Is it truncated, or another format with a .parquet name?"
+        ),
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| not_parquet(&e))?;
     let schema = builder.schema().clone();
-    let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| not_parquet(&e))?;
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| not_parquet(&e))?;
+    let reader = builder
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| not_parquet(&e))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| not_parquet(&e))?;
     concat_batches(&schema, &batches).map_err(|e| Error::engine("reading Parquet", e.into()))
 }

@@ -40,7 +40,8 @@ pub fn parse_type(name: &str) -> Option<DataType> {
 }
 
 /// The type names `parse_type` accepts, for error messages.
-pub const TYPE_NAMES: &str = "string, int64, int32, float64, boolean, date, timestamp, decimal(P,S)";
+pub const TYPE_NAMES: &str =
+    "string, int64, int32, float64, boolean, date, timestamp, decimal(P,S)";
 
 /// The name of a type as a pipeline file would declare it.
 pub fn type_name(t: &DataType) -> String {
@@ -169,13 +170,21 @@ pub fn infer_text_column(values: &ArrayRef) -> Result<DataType> {
             .map(|a| a.null_count() == values.null_count())
             .unwrap_or(false)
     };
-    let code_like = compute::kernels::comparison::regexp_is_match_scalar(strings, r"^[+-]?0[0-9]|^\s|\s$|^[+-]?[0-9]{19,}$", None)
-        .map(|m: BooleanArray| m.true_count() > 0)
-        .unwrap_or(true);
+    let code_like = compute::kernels::comparison::regexp_is_match_scalar(
+        strings,
+        r"^[+-]?0[0-9]|^\s|\s$|^[+-]?[0-9]{19,}$",
+        None,
+    )
+    .map(|m: BooleanArray| m.true_count() > 0)
+    .unwrap_or(true);
     if !code_like {
-        let numeric = compute::kernels::comparison::regexp_is_match_scalar(strings, r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$", None)
-            .map(|m: BooleanArray| m.true_count() == non_null)
-            .unwrap_or(false);
+        let numeric = compute::kernels::comparison::regexp_is_match_scalar(
+            strings,
+            r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+            None,
+        )
+        .map(|m: BooleanArray| m.true_count() == non_null)
+        .unwrap_or(false);
         if numeric {
             if fits(&DataType::Int64) && !has_decimal_point(strings)? {
                 return Ok(DataType::Int64);
@@ -185,15 +194,20 @@ pub fn infer_text_column(values: &ArrayRef) -> Result<DataType> {
             }
         }
     }
-    let booleans = compute::kernels::comparison::regexp_is_match_scalar(strings, r"^(?i)(true|false)$", None)
-        .map(|m: BooleanArray| m.true_count() == non_null)
-        .unwrap_or(false);
+    let booleans =
+        compute::kernels::comparison::regexp_is_match_scalar(strings, r"^(?i)(true|false)$", None)
+            .map(|m: BooleanArray| m.true_count() == non_null)
+            .unwrap_or(false);
     if booleans {
         return Ok(DataType::Boolean);
     }
-    let timestamp_like = compute::kernels::comparison::regexp_is_match_scalar(strings, r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$", None)
-        .map(|m: BooleanArray| m.true_count() == non_null)
-        .unwrap_or(false);
+    let timestamp_like = compute::kernels::comparison::regexp_is_match_scalar(
+        strings,
+        r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$",
+        None,
+    )
+    .map(|m: BooleanArray| m.true_count() == non_null)
+    .unwrap_or(false);
     if timestamp_like {
         let t = DataType::Timestamp(TimeUnit::Microsecond, None);
         if fits(&t) {
@@ -204,9 +218,11 @@ pub fn infer_text_column(values: &ArrayRef) -> Result<DataType> {
 }
 
 fn has_decimal_point(strings: &StringArray) -> Result<bool> {
-    Ok(compute::kernels::comparison::regexp_is_match_scalar(strings, r"[.eE]", None)
-        .map(|m: BooleanArray| m.true_count() > 0)
-        .unwrap_or(true))
+    Ok(
+        compute::kernels::comparison::regexp_is_match_scalar(strings, r"[.eE]", None)
+            .map(|m: BooleanArray| m.true_count() > 0)
+            .unwrap_or(true),
+    )
 }
 
 /// Turn a batch of text columns into typed columns: declared types are parsed, the others
@@ -250,5 +266,6 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef, path: &Path) -> Result<R
         })?;
         columns.push(cast);
     }
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::engine("combining source files", e.into()))
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::engine("combining source files", e.into()))
 }

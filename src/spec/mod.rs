@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::datatypes::DataType;
 use serde_saphyr::Spanned;
 
-pub use raw::{Duplicates, YamlScalar};
 use raw::{ChangeKindName, Files, Mode, RawPipeline, RawTable, SheetValue};
+pub use raw::{Duplicates, YamlScalar};
 
 use crate::error::{Error, Result};
 use crate::source::{FileSelection, SheetRef, SourceFormat, SourceOptions, types};
@@ -159,10 +159,15 @@ impl Default for ChangeColumns {
         ChangeColumns {
             type_column: "change_type".into(),
             reason_column: "change_reason".into(),
-            labels: [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted, ChangeKind::Unchanged]
-                .into_iter()
-                .map(|k| (k, k.canonical().to_string()))
-                .collect(),
+            labels: [
+                ChangeKind::New,
+                ChangeKind::Changed,
+                ChangeKind::Deleted,
+                ChangeKind::Unchanged,
+            ]
+            .into_iter()
+            .map(|k| (k, k.canonical().to_string()))
+            .collect(),
         }
     }
 }
@@ -170,7 +175,10 @@ impl Default for ChangeColumns {
 impl ChangeColumns {
     /// The configured label of a change kind.
     pub fn label(&self, kind: ChangeKind) -> &str {
-        self.labels.get(&kind).map(String::as_str).unwrap_or(kind.canonical())
+        self.labels
+            .get(&kind)
+            .map(String::as_str)
+            .unwrap_or(kind.canonical())
     }
 }
 
@@ -182,37 +190,63 @@ pub fn load(path: &Path, store_override: Option<&str>) -> Result<Plan> {
     let raw: RawPipeline = serde_saphyr::from_str(&text).map_err(|e| syntax_error(path, &e))?;
     let dir = path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."));
     let dir = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
     let file_hash = format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
     validate(path, &dir, raw, store_override, file_hash)
 }
 
-/// Every key the file may hold at each level, for suggestions.
+/// A YAML or schema error, with its line and column, and for an unknown key the closest valid one.
 fn syntax_error(path: &Path, e: &serde_saphyr::Error) -> Error {
-    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    let message = match e {
-        serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    let text = match e {
+        serde_saphyr::Error::Message { msg, .. } => msg.clone(),
+        other => {
+            // The rendered message may carry a snippet and a location prefix; keep the gist.
+            let first = other
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid YAML")
+                .to_string();
+            let prefix =
+                regex::Regex::new(r"^(error: )?line \d+ column \d+: ").expect("valid regex");
+            prefix.replace(&first, "").into_owned()
+        }
+    };
+    let unknown = regex::Regex::new(r"unknown field `([^`]+)`, expected (?:one of )?(.+)$")
+        .expect("valid regex");
+    let message = match unknown.captures(&text) {
+        Some(caps) => {
+            let field = &caps[1];
+            let expected: Vec<String> = caps[2]
+                .split(", ")
+                .map(|k| k.trim_matches('`').to_string())
+                .collect();
             let closest = expected
                 .iter()
-                .map(|k| (strsim::levenshtein(field, k), *k))
+                .map(|k| (strsim::levenshtein(field, k), k))
                 .min()
                 .filter(|(d, k)| *d <= 3.max(k.len() / 2));
             let valid = expected.join(", ");
             match closest {
-                Some((_, k)) => format!("unknown key `{field}`: did you mean `{k}`? Valid keys here: {valid}."),
+                Some((_, k)) => {
+                    format!("unknown key `{field}`: did you mean `{k}`? Valid keys here: {valid}.")
+                }
                 None => format!("unknown key `{field}`. Valid keys here: {valid}."),
             }
         }
-        serde_saphyr::Error::SerdeMissingField { field, .. } => {
-            format!("missing required key `{field}`.")
-        }
-        other => {
-            // The library's message can carry a rendered snippet; keep its first line.
-            let text = other.to_string();
-            text.lines().next().unwrap_or("invalid YAML").to_string()
-        }
+        None => text.replace("missing field", "missing required key"),
     };
     Error::PipelineSyntax {
         path: path.to_path_buf(),
@@ -246,10 +280,18 @@ fn not_supported(problems: &mut Vec<String>, table: &str, key: &str, line: u64, 
     ));
 }
 
-fn validate(path: &Path, dir: &Path, raw: RawPipeline, store_override: Option<&str>, file_hash: String) -> Result<Plan> {
+fn validate(
+    path: &Path,
+    dir: &Path,
+    raw: RawPipeline,
+    store_override: Option<&str>,
+    file_hash: String,
+) -> Result<Plan> {
     let mut problems = Vec::new();
     let name = raw.name.unwrap_or_else(|| {
-        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into())
     });
     let store = match store_override.or(raw.store.as_deref()) {
         Some(s) => {
@@ -276,7 +318,11 @@ fn validate(path: &Path, dir: &Path, raw: RawPipeline, store_override: Option<&s
     }
     // A table with problems of its own is missing from `tables`; ordering would then report
     // its dependents as a cycle, so order only a clean set.
-    let ordered = if problems.is_empty() { dependency_order(tables, &mut problems) } else { Vec::new() };
+    let ordered = if problems.is_empty() {
+        dependency_order(tables, &mut problems)
+    } else {
+        Vec::new()
+    };
     if !problems.is_empty() {
         return Err(Error::PipelineInvalid {
             path: path.to_path_buf(),
@@ -293,12 +339,27 @@ fn validate(path: &Path, dir: &Path, raw: RawPipeline, store_override: Option<&s
     })
 }
 
-fn table_plan(dir: &Path, name: &str, raw: RawTable, all_tables: &[String], problems: &mut Vec<String>) -> Option<TablePlan> {
+fn table_plan(
+    dir: &Path,
+    name: &str,
+    raw: RawTable,
+    all_tables: &[String],
+    problems: &mut Vec<String>,
+) -> Option<TablePlan> {
     let before = problems.len();
     for (key, value) in [
-        ("tolerance", raw.tolerance.as_ref().map(|s| s.referenced.line())),
-        ("partition_by", raw.partition_by.as_ref().map(|s| s.referenced.line())),
-        ("validate", raw.validate.as_ref().map(|s| s.referenced.line())),
+        (
+            "tolerance",
+            raw.tolerance.as_ref().map(|s| s.referenced.line()),
+        ),
+        (
+            "partition_by",
+            raw.partition_by.as_ref().map(|s| s.referenced.line()),
+        ),
+        (
+            "validate",
+            raw.validate.as_ref().map(|s| s.referenced.line()),
+        ),
         ("guard", raw.guard.as_ref().map(|s| s.referenced.line())),
     ] {
         if let Some(line) = value {
@@ -313,21 +374,29 @@ fn table_plan(dir: &Path, name: &str, raw: RawTable, all_tables: &[String], prob
     if let Some(mode) = &raw.mode
         && mode.value == Mode::Incremental
     {
-        not_supported(problems, name, "mode: incremental", mode.referenced.line(), "planned with partitions and incremental mode");
+        not_supported(
+            problems,
+            name,
+            "mode: incremental",
+            mode.referenced.line(),
+            "planned with partitions and incremental mode",
+        );
     }
 
     let src = raw.source;
     let format = match &src.format {
-        Some(f) => match f.value.to_ascii_lowercase().as_str() {
-            "csv" => Some(SourceFormat::Csv),
-            "excel" | "xlsx" | "xls" | "ods" => Some(SourceFormat::Excel),
-            "parquet" => Some(SourceFormat::Parquet),
-            "json" | "jsonl" | "ndjson" => Some(SourceFormat::Json),
-            other => {
-                problems.push(format!("{}: table {name}: unknown format `{other}`; use csv, excel, parquet or json.", at(f)));
-                None
+        Some(f) => {
+            match f.value.to_ascii_lowercase().as_str() {
+                "csv" => Some(SourceFormat::Csv),
+                "excel" | "xlsx" | "xls" | "ods" => Some(SourceFormat::Excel),
+                "parquet" => Some(SourceFormat::Parquet),
+                "json" | "jsonl" | "ndjson" => Some(SourceFormat::Json),
+                other => {
+                    problems.push(format!("{}: table {name}: unknown format `{other}`; use csv, excel, parquet or json.", at(f)));
+                    None
+                }
             }
-        },
+        }
         None => {
             let f = SourceFormat::from_extension(&src.path.value);
             if f.is_none() {
@@ -343,11 +412,19 @@ fn table_plan(dir: &Path, name: &str, raw: RawTable, all_tables: &[String], prob
     let delimiter = match &src.delimiter {
         None => b',',
         Some(d) => {
-            let text = if d.value == "\\t" { "\t" } else { d.value.as_str() };
+            let text = if d.value == "\\t" {
+                "\t"
+            } else {
+                d.value.as_str()
+            };
             if text.len() == 1 {
                 text.as_bytes()[0]
             } else {
-                problems.push(format!("{}: table {name}: `delimiter` must be one ASCII character, got {:?}.", at(d), d.value));
+                problems.push(format!(
+                    "{}: table {name}: `delimiter` must be one ASCII character, got {:?}.",
+                    at(d),
+                    d.value
+                ));
                 b','
             }
         }
@@ -366,7 +443,9 @@ fn table_plan(dir: &Path, name: &str, raw: RawTable, all_tables: &[String], prob
     }
     let header_row = src.header_row.unwrap_or(1);
     if header_row == 0 {
-        problems.push(format!("table {name}: `header_row` is 1-based; use 1 for the first row."));
+        problems.push(format!(
+            "table {name}: `header_row` is 1-based; use 1 for the first row."
+        ));
     }
     let source = SourceOptions {
         format: format.unwrap_or(SourceFormat::Csv),
@@ -383,7 +462,9 @@ fn table_plan(dir: &Path, name: &str, raw: RawTable, all_tables: &[String], prob
     let key_line = raw.key.referenced.line();
     let key = raw.key.value.into_vec();
     if key.is_empty() {
-        problems.push(format!("line {key_line}: table {name}: `key` names no column."));
+        problems.push(format!(
+            "line {key_line}: table {name}: `key` names no column."
+        ));
     }
     let compare = match (raw.compare, raw.ignore) {
         (Some(c), Some(i)) => {
@@ -406,7 +487,10 @@ fn table_plan(dir: &Path, name: &str, raw: RawTable, all_tables: &[String], prob
     let depends_on = raw.depends_on.map(|d| {
         for dep in &d.value {
             if !all_tables.contains(dep) {
-                problems.push(format!("{}: table {name}: `depends_on` names unknown table `{dep}`.", at(&d)));
+                problems.push(format!(
+                    "{}: table {name}: `depends_on` names unknown table `{dep}`.",
+                    at(&d)
+                ));
             } else if dep == name {
                 problems.push(format!("{}: table {name} depends on itself.", at(&d)));
             }
@@ -443,7 +527,10 @@ fn table_plan(dir: &Path, name: &str, raw: RawTable, all_tables: &[String], prob
     };
     let (emit_deleted, delete_set) = match raw.on_delete {
         None => (true, Vec::new()),
-        Some(d) => (d.emit.unwrap_or(true), d.set.map(|m| m.into_iter().collect()).unwrap_or_default()),
+        Some(d) => (
+            d.emit.unwrap_or(true),
+            d.set.map(|m| m.into_iter().collect()).unwrap_or_default(),
+        ),
     };
     let mut outputs = Vec::new();
     for o in raw.output.into_iter().flatten() {
@@ -515,7 +602,10 @@ fn dependency_order(tables: Vec<(TablePlan, u64)>, problems: &mut Vec<String>) -
         }
     }
     if !remaining.is_empty() {
-        let cycle: Vec<String> = remaining.iter().map(|(t, line)| format!("{} (line {line})", t.name)).collect();
+        let cycle: Vec<String> = remaining
+            .iter()
+            .map(|(t, line)| format!("{} (line {line})", t.name))
+            .collect();
         problems.push(format!(
             "`depends_on` forms a cycle among: {}. Remove one of the dependencies.",
             cycle.join(", ")

@@ -188,7 +188,9 @@ impl Store {
             std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
         }
         let objects: Option<Arc<dyn ObjectStore>> = if root.is_dir() {
-            Some(Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| store_error(location, e))?))
+            Some(Arc::new(
+                LocalFileSystem::new_with_prefix(&root).map_err(|e| store_error(location, e))?,
+            ))
         } else {
             None
         };
@@ -217,7 +219,9 @@ impl Store {
 
     /// Tables that have at least one version.
     pub async fn tables(&self) -> Result<Vec<String>> {
-        let Some(objects) = &self.objects else { return Ok(Vec::new()) };
+        let Some(objects) = &self.objects else {
+            return Ok(Vec::new());
+        };
         let listing = objects
             .list_with_delimiter(None)
             .await
@@ -235,7 +239,9 @@ impl Store {
 
     /// The committed versions of a table, ascending.
     pub async fn versions(&self, table: &str) -> Result<Vec<u64>> {
-        let Some(objects) = &self.objects else { return Ok(Vec::new()) };
+        let Some(objects) = &self.objects else {
+            return Ok(Vec::new());
+        };
         let prefix = Path::from(format!("{table}/_commits"));
         let metas: Vec<_> = objects
             .list(Some(&prefix))
@@ -283,7 +289,11 @@ impl Store {
         let size = bytes.len() as u64;
         let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
         self.objects()?
-            .put_opts(&path, PutPayload::from(bytes), PutOptions::from(PutMode::Create))
+            .put_opts(
+                &path,
+                PutPayload::from(bytes),
+                PutOptions::from(PutMode::Create),
+            )
             .await
             .map_err(|e| store_error(format!("{}/{path}", self.location), e))?;
         Ok(StoredFile {
@@ -299,7 +309,11 @@ impl Store {
         let json = serde_json::to_vec_pretty(record).map_err(|e| store_error(&self.location, e))?;
         match self
             .objects()?
-            .put_opts(&path, PutPayload::from(json), PutOptions::from(PutMode::Create))
+            .put_opts(
+                &path,
+                PutPayload::from(json),
+                PutOptions::from(PutMode::Create),
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -328,7 +342,9 @@ impl Store {
 
     /// Every recorded run, oldest first.
     pub async fn runs(&self) -> Result<Vec<RunRecord>> {
-        let Some(objects) = &self.objects else { return Ok(Vec::new()) };
+        let Some(objects) = &self.objects else {
+            return Ok(Vec::new());
+        };
         let metas: Vec<_> = objects
             .list(Some(&Path::from("_runs")))
             .try_collect()
@@ -349,7 +365,11 @@ impl Store {
                 Err(e) => tracing::warn!("skipping damaged run record {}: {e}", meta.location),
             }
         }
-        runs.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.table.cmp(&b.table)));
+        runs.sort_by(|a, b| {
+            a.started_at
+                .cmp(&b.started_at)
+                .then_with(|| a.table.cmp(&b.table))
+        });
         Ok(runs)
     }
 

@@ -19,7 +19,13 @@ fn with_baseline() -> Workdir {
 }
 
 fn baseline_still_answers(w: &Workdir) {
-    let o = w.run(&["query", "items.yaml", "SELECT sku, qty FROM items ORDER BY sku", "--format", "csv"]);
+    let o = w.run(&[
+        "query",
+        "items.yaml",
+        "SELECT sku, qty FROM items ORDER BY sku",
+        "--format",
+        "csv",
+    ]);
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "sku,qty\nA,1\nB,2\n");
 }
@@ -27,11 +33,17 @@ fn baseline_still_answers(w: &Workdir) {
 #[test]
 fn unknown_key_names_line_and_suggests() {
     let w = Workdir::new();
-    w.write("p.yaml", "tables:\n  items:\n    source:\n      path: items.csv\n    key: sku\n    compre: [qty]\n");
+    w.write(
+        "p.yaml",
+        "tables:\n  items:\n    source:\n      path: items.csv\n    key: sku\n    compre: [qty]\n",
+    );
     let o = w.run(&["check", "p.yaml"]);
     assert_code(&o, 2);
     let err = stderr(&o);
-    assert!(err.contains("p.yaml:6:5: unknown key `compre`: did you mean `compare`?"), "{err}");
+    assert!(
+        err.contains("p.yaml:6:5: unknown key `compre`: did you mean `compare`?"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -44,7 +56,10 @@ fn dependency_cycle_is_named() {
     let o = w.run(&["run", "p.yaml"]);
     assert_code(&o, 2);
     let err = stderr(&o);
-    assert!(err.contains("`depends_on` forms a cycle among: a (line 2), b (line 6)"), "{err}");
+    assert!(
+        err.contains("`depends_on` forms a cycle among: a (line 3), b (line 7)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -53,7 +68,11 @@ fn later_issue_keys_are_refused_not_ignored() {
     w.write("p.yaml", "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    guard: {max_deleted: 20%}\n");
     let o = w.run(&["run", "p.yaml"]);
     assert_code(&o, 2);
-    assert!(stderr(&o).contains("line 5: table items: `guard` is not supported yet"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("line 5: table items: `guard` is not supported yet"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -64,7 +83,8 @@ fn key_column_that_does_not_exist() {
     assert_code(&o, 1);
     let out = stdout(&o);
     assert!(
-        out.contains("items: failed: table items: column \"sku\" named in `key` is not in") && out.contains("Columns present: SKU, qty."),
+        out.contains("items: failed: table items: column \"sku\" named in `key` is not in")
+            && out.contains("Columns present: SKU, qty."),
         "{out}"
     );
     baseline_still_answers(&w);
@@ -86,7 +106,11 @@ fn empty_source_file() {
     w.write("items.csv", "");
     let o = w.run(&["run", "items.yaml"]);
     assert_code(&o, 1);
-    assert!(stdout(&o).contains("items.csv: the file is empty"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("items.csv: the file is empty"),
+        "{}",
+        stdout(&o)
+    );
     baseline_still_answers(&w);
 }
 
@@ -97,7 +121,10 @@ fn duplicate_key_names_the_key_and_row() {
     let o = w.run(&["run", "items.yaml"]);
     assert_code(&o, 1);
     let out = stdout(&o);
-    assert!(out.contains("key sku=A appears 2 times in the new snapshot"), "{out}");
+    assert!(
+        out.contains("key sku=A appears 2 times in the new snapshot"),
+        "{out}"
+    );
     assert!(out.contains("items.csv row 2"), "{out}");
     assert!(out.contains("`duplicates: keep_first`"), "{out}");
     baseline_still_answers(&w);
@@ -109,7 +136,11 @@ fn null_key_names_the_row() {
     w.write("items.csv", "sku,qty\nA,1\n,2\n");
     let o = w.run(&["run", "items.yaml"]);
     assert_code(&o, 1);
-    assert!(stdout(&o).contains("key column \"sku\" is empty at") && stdout(&o).contains("row 3"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("key column \"sku\" is empty at") && stdout(&o).contains("row 3"),
+        "{}",
+        stdout(&o)
+    );
     baseline_still_answers(&w);
 }
 

@@ -65,12 +65,31 @@ fn composite_keys_round_trip_exactly() {
 
     let batch = read_parquet(&w.path("out/orders-2.parquet"));
     let col = |name: &str| -> Vec<String> {
-        let array = datafusion::arrow::compute::cast(batch.column_by_name(name).unwrap(), &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
-        array.as_string::<i32>().iter().map(|v| v.unwrap_or("<null>").to_string()).collect()
+        let array = datafusion::arrow::compute::cast(
+            batch.column_by_name(name).unwrap(),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        array
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.unwrap_or("<null>").to_string())
+            .collect()
     };
-    assert_eq!(col("customer"), ["GREYSON, Inc.", "Müller GmbH", "Zoë", "Ørsted"]);
+    assert_eq!(
+        col("customer"),
+        ["GREYSON, Inc.", "Müller GmbH", "Zoë", "Ørsted"]
+    );
     assert_eq!(col("po"), ["PO-1", "PO\n7", "PO-2", "PO-9"]);
-    assert_eq!(col("note"), ["said \"hi\"", "multi\nline, changed", "new, with comma", "gone tomorrow"]);
+    assert_eq!(
+        col("note"),
+        [
+            "said \"hi\"",
+            "multi\nline, changed",
+            "new, with comma",
+            "gone tomorrow"
+        ]
+    );
     assert_eq!(col("change_type"), ["CHANGED", "CHANGED", "NEW", "DELETED"]);
 }
 
@@ -84,9 +103,21 @@ fn ad_hoc_diff_matches_the_pipeline() {
     let out = stdout(&o).replace("Müller GmbH,", "\"Müller GmbH\",");
     assert_eq!(out, EXPECTED_DELTA);
 
-    let o = w.run(&["diff", "old.csv", "new.csv", "--key", "customer,po,line", "--output", "delta.json"]);
+    let o = w.run(&[
+        "diff",
+        "old.csv",
+        "new.csv",
+        "--key",
+        "customer,po,line",
+        "--output",
+        "delta.json",
+    ]);
     assert_code(&o, 0);
-    let lines: Vec<serde_json::Value> = w.read("delta.json").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = w
+        .read("delta.json")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[1]["po"], "PO\n7");
     assert_eq!(lines[3]["change_type"], "DELETED");

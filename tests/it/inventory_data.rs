@@ -35,7 +35,7 @@ pub fn day1(n: usize) -> Vec<VendorRow> {
 }
 
 fn row(i: usize) -> VendorRow {
-    let upc_is_number = i % 3 == 0;
+    let upc_is_number = i.is_multiple_of(3);
     let upc = if upc_is_number {
         format!("{}", 7_000_000_200_000u64 + i as u64)
     } else {
@@ -60,17 +60,26 @@ pub fn day2(day1: &[VendorRow]) -> (Vec<VendorRow>, Vec<ExpectedRow>) {
     for (i, r) in day1.iter().enumerate() {
         let mut r = r.clone();
         if i % 100 == 13 {
-            expected.push((r.upc.clone(), 0, "Yes", "deleted", "row removed".to_string()));
+            expected.push((
+                r.upc.clone(),
+                0,
+                "Yes",
+                "deleted",
+                "row removed".to_string(),
+            ));
             continue;
         }
-        if i % 20 == 0 {
+        if i.is_multiple_of(20) {
             let new_qty = if r.qty > 5 { r.qty - 5 } else { r.qty + 5 };
             expected.push((
                 r.upc.clone(),
                 new_qty,
                 discontinued(r.status),
                 "updated",
-                format!("Variant Inventory Qty changed from {} to {}", r.qty, new_qty),
+                format!(
+                    "Variant Inventory Qty changed from {} to {}",
+                    r.qty, new_qty
+                ),
             ));
             r.qty = new_qty;
         } else if i % 100 == 7 {
@@ -94,7 +103,13 @@ pub fn day2(day1: &[VendorRow]) -> (Vec<VendorRow>, Vec<ExpectedRow>) {
         let mut r = row(n + j);
         r.upc = format!("{:013}", 990_000_000 + j);
         r.upc_is_number = false;
-        expected.push((r.upc.clone(), r.qty, discontinued(r.status), "new", "new row".to_string()));
+        expected.push((
+            r.upc.clone(),
+            r.qty,
+            discontinued(r.status),
+            "new",
+            "new row".to_string(),
+        ));
         rows.push(r);
     }
     expected.sort_by(|a, b| a.0.cmp(&b.0));
@@ -107,15 +122,24 @@ pub fn write_workbook(path: &Path, date: &str, rows: &[VendorRow]) {
     let mut workbook = Workbook::new();
     let sheet = workbook.add_worksheet();
     sheet.set_name("Inventory").unwrap();
-    sheet.write_string(0, 0, "Loloi Rugs — Inventory Report").unwrap();
-    sheet.write_string(1, 0, format!("Generated {date}")).unwrap();
-    for (c, h) in ["UPC", "Item Name", "Status", "Qty", "Price"].iter().enumerate() {
+    sheet
+        .write_string(0, 0, "Loloi Rugs — Inventory Report")
+        .unwrap();
+    sheet
+        .write_string(1, 0, format!("Generated {date}"))
+        .unwrap();
+    for (c, h) in ["UPC", "Item Name", "Status", "Qty", "Price"]
+        .iter()
+        .enumerate()
+    {
         sheet.write_string(2, c as u16, *h).unwrap();
     }
     for (i, r) in rows.iter().enumerate() {
         let row = 3 + i as u32;
         if r.upc_is_number {
-            sheet.write_number(row, 0, r.upc.parse::<f64>().unwrap()).unwrap();
+            sheet
+                .write_number(row, 0, r.upc.parse::<f64>().unwrap())
+                .unwrap();
         } else {
             sheet.write_string(row, 0, &r.upc).unwrap();
         }
@@ -126,6 +150,8 @@ pub fn write_workbook(path: &Path, date: &str, rows: &[VendorRow]) {
     }
     let notes = workbook.add_worksheet();
     notes.set_name("Notes").unwrap();
-    notes.write_string(0, 0, "Quantities are on hand at the warehouse.").unwrap();
+    notes
+        .write_string(0, 0, "Quantities are on hand at the warehouse.")
+        .unwrap();
     workbook.save(path).unwrap();
 }

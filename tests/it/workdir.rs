@@ -33,7 +33,8 @@ impl Workdir {
     }
 
     pub fn read(&self, relative: &str) -> String {
-        std::fs::read_to_string(self.path(relative)).unwrap_or_else(|e| panic!("reading {relative}: {e}"))
+        std::fs::read_to_string(self.path(relative))
+            .unwrap_or_else(|e| panic!("reading {relative}: {e}"))
     }
 
     /// Run tidemark with `args` in this folder.
