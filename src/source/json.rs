@@ -30,8 +30,7 @@ pub fn read_json(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
     };
     let (inferred, _) =
         infer_json_schema(BufReader::new(Cursor::new(&bytes)), None).map_err(|e| malformed(&e))?;
-    // Declared columns are read with their declared type where JSON allows it, else cast below.
-    let schema = Arc::new(inferred);
+    let schema = Arc::new(in_file_order(&bytes, inferred));
     let reader = ReaderBuilder::new(schema.clone())
         .with_batch_size(64 * 1024)
         .build(BufReader::new(Cursor::new(&bytes)))
@@ -42,6 +41,22 @@ pub fn read_json(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
     let batch =
         concat_batches(&schema, &batches).map_err(|e| Error::engine("reading JSON", e.into()))?;
     apply_declared(path, batch, options)
+}
+
+/// Arrow's inference sorts keys by name; a person expects the file's order, which the first
+/// object gives (keys that appear only later follow, in inferred order).
+fn in_file_order(bytes: &[u8], inferred: Schema) -> Schema {
+    let first_line = bytes.split(|&b| b == b'\n').find(|l| !l.iter().all(u8::is_ascii_whitespace));
+    let Some(Ok(first)) = first_line.map(serde_json::from_slice::<indexmap::IndexMap<String, serde_json::Value>>) else {
+        return inferred;
+    };
+    let mut fields: Vec<_> = first.keys().filter_map(|k| inferred.field_with_name(k).ok().cloned()).collect();
+    for f in inferred.fields() {
+        if !first.contains_key(f.name()) {
+            fields.push(f.as_ref().clone());
+        }
+    }
+    Schema::new(fields)
 }
 
 fn apply_declared(path: &Path, batch: RecordBatch, options: &SourceOptions) -> Result<RecordBatch> {

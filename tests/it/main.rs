@@ -4,4 +4,5 @@ mod bad_input;
 mod composite_keys;
 mod inventory;
 mod inventory_data;
+mod sources;
 mod workdir;
