@@ -7,6 +7,7 @@ use tidemark::cli::{Cli, execute};
 use tidemark::error::exit_code;
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     std::panic::set_hook(Box::new(|info| {
         eprintln!("tidemark: internal error, please report it with the command you ran: {info}");
     }));
@@ -66,4 +67,14 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_target(false)
         .without_time()
         .init();
+}
+
+/// `tidemark query ... | head` must end quietly when the reader goes away, as other command-line
+/// tools do; Rust ignores SIGPIPE by default, which turns that into a write error on stdout.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -67,32 +67,29 @@ async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<Reco
     Ok((schema, batches))
 }
 
-/// Statements separated by `;`, read until end of input.
+/// Statements separated by `;` (outside quotes), read until end of input.
 async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
     let interactive = std::io::stdin().is_terminal();
-    let mut statement = String::new();
-    let stdin = std::io::stdin();
+    let mut pending = String::new();
     if interactive {
         eprint!("tidemark> ");
     }
-    for line in stdin.lock().lines() {
+    for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| Error::io("stdin", e))?;
-        statement.push_str(&line);
-        statement.push('\n');
-        if line.trim_end().ends_with(';') {
-            let sql = statement.trim().trim_end_matches(';').to_string();
-            statement.clear();
-            if !sql.is_empty() {
-                match run_sql(ctx, &sql).await {
-                    Ok((schema, batches)) => emit(&schema, &batches, format, None)?,
-                    Err(e) => eprintln!("error: {e}"),
-                }
+        pending.push_str(&line);
+        pending.push('\n');
+        let (statements, rest) = split_statements(&pending);
+        pending = rest;
+        for sql in statements {
+            match run_sql(ctx, &sql).await {
+                Ok((schema, batches)) => emit(&schema, &batches, format, None)?,
+                Err(e) => eprintln!("error: {e}"),
             }
         }
         if interactive {
             eprint!(
                 "{}",
-                if statement.is_empty() {
+                if pending.trim().is_empty() {
                     "tidemark> "
                 } else {
                     "       -> "
@@ -102,6 +99,28 @@ async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Complete statements (without their `;`) and the unfinished rest.
+fn split_statements(text: &str) -> (Vec<String>, String) {
+    let mut statements = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, ';') => {
+                let sql = text[start..i].trim();
+                if !sql.is_empty() {
+                    statements.push(sql.to_string());
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    (statements, text[start..].to_string())
 }
 
 /// Print or write a result in `format`.
@@ -154,4 +173,16 @@ fn header_only(schema: &SchemaRef) -> String {
     pretty_format_batches(&[empty])
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_statements;
+
+    #[test]
+    fn statements_split_on_semicolons_outside_quotes() {
+        let (done, rest) = split_statements("SELECT ';' AS a; SELECT \"x;y\" FROM t;\nSELECT 2");
+        assert_eq!(done, ["SELECT ';' AS a", "SELECT \"x;y\" FROM t"]);
+        assert_eq!(rest, "\nSELECT 2");
+    }
 }

@@ -46,11 +46,18 @@ pub fn read_json(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
 /// Arrow's inference sorts keys by name; a person expects the file's order, which the first
 /// object gives (keys that appear only later follow, in inferred order).
 fn in_file_order(bytes: &[u8], inferred: Schema) -> Schema {
-    let first_line = bytes.split(|&b| b == b'\n').find(|l| !l.iter().all(u8::is_ascii_whitespace));
-    let Some(Ok(first)) = first_line.map(serde_json::from_slice::<indexmap::IndexMap<String, serde_json::Value>>) else {
+    let first_line = bytes
+        .split(|&b| b == b'\n')
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace));
+    let Some(Ok(first)) =
+        first_line.map(serde_json::from_slice::<indexmap::IndexMap<String, serde_json::Value>>)
+    else {
         return inferred;
     };
-    let mut fields: Vec<_> = first.keys().filter_map(|k| inferred.field_with_name(k).ok().cloned()).collect();
+    let mut fields: Vec<_> = first
+        .keys()
+        .filter_map(|k| inferred.field_with_name(k).ok().cloned())
+        .collect();
     for f in inferred.fields() {
         if !first.contains_key(f.name()) {
             fields.push(f.as_ref().clone());

@@ -269,3 +269,62 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef, path: &Path) -> Result<R
     RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| Error::engine("combining source files", e.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Baselines store column types as text; every type tidemark produces must read back.
+    #[test]
+    fn pinned_type_names_round_trip() {
+        for name in [
+            "string",
+            "int64",
+            "int32",
+            "float64",
+            "boolean",
+            "date",
+            "timestamp",
+            "decimal(12,2)",
+        ] {
+            let t = parse_type(name).unwrap();
+            let back: DataType = t.to_string().parse().unwrap();
+            assert_eq!(back, t, "{name}");
+        }
+        let zoned = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!(zoned.to_string().parse::<DataType>().unwrap(), zoned);
+    }
+
+    #[test]
+    fn codes_with_leading_zeros_stay_strings() {
+        let values: ArrayRef = Arc::new(StringArray::from(vec![Some("0123"), Some("456"), None]));
+        assert_eq!(infer_text_column(&values).unwrap(), DataType::Utf8);
+        let values: ArrayRef = Arc::new(StringArray::from(vec![Some("123"), Some("-456"), None]));
+        assert_eq!(infer_text_column(&values).unwrap(), DataType::Int64);
+        let values: ArrayRef = Arc::new(StringArray::from(vec![Some("1.5"), Some("0.25")]));
+        assert_eq!(infer_text_column(&values).unwrap(), DataType::Float64);
+        let values: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("2024-01-15 10:00:00"),
+            Some("2024-01-16"),
+        ]));
+        assert_eq!(
+            infer_text_column(&values).unwrap(),
+            DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_names_its_row() {
+        let values: ArrayRef = Arc::new(StringArray::from(vec![Some("1"), Some("12 pcs")]));
+        let origin = RowOrigin {
+            path: Path::new("stock.csv"),
+            first_data_row: 2,
+            row_numbers: None,
+        };
+        let err = parse_text_column("Qty", &values, &DataType::Int64, &origin).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "stock.csv, row 3, column \"Qty\": value \"12 pcs\" is not a valid int64. Fix the value, or declare the column with another type under `source.columns`."
+        );
+    }
+}

@@ -270,8 +270,27 @@ fn resolve_path(dir: &Path, p: &str) -> String {
     if p.contains("://") || Path::new(p).is_absolute() {
         p.to_string()
     } else {
-        dir.join(p).display().to_string()
+        normalise(&dir.join(p)).display().to_string()
     }
+}
+
+/// `a/pipelines/../data` -> `a/data`, without touching the file system (the path may be a glob
+/// or not exist yet), so messages and commit records show the path a person would write.
+fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn not_supported(problems: &mut Vec<String>, table: &str, key: &str, line: u64, issue: &str) {

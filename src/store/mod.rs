@@ -392,3 +392,66 @@ pub fn snapshot_name(version: u64, run_id: &str) -> String {
 pub fn changes_name(version: u64, run_id: &str) -> String {
     format!("changes/v{version:08}-{run_id}.parquet")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(table: &str, version: u64) -> CommitRecord {
+        let file = StoredFile {
+            path: "snapshots/x.parquet".into(),
+            size: 0,
+            xxh3_128: String::new(),
+        };
+        CommitRecord {
+            format: RECORD_FORMAT,
+            table: table.into(),
+            version,
+            kind: CommitKind::Run,
+            committed_at: Utc::now(),
+            started_at: Utc::now(),
+            run_id: "r".into(),
+            pipeline: "p".into(),
+            pipeline_hash: String::new(),
+            tidemark_version: String::new(),
+            snapshot: file.clone(),
+            changes: file,
+            counts: Counts::default(),
+            source_files: Vec::new(),
+            key: vec!["id".into()],
+            schema: Vec::new(),
+            hash: HashSpec {
+                version: 1,
+                columns: Vec::new(),
+            },
+            duration_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_commits_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().display().to_string(), true).unwrap();
+        store.commit(&record("items", 1)).await.unwrap();
+        let second = store.commit(&record("items", 1)).await.unwrap_err();
+        assert!(
+            matches!(second, Error::Conflict { version: 1, .. }),
+            "{second}"
+        );
+        assert_eq!(second.exit_code(), 4);
+        assert_eq!(store.versions("items").await.unwrap(), vec![1]);
+        store.commit(&record("items", 2)).await.unwrap();
+        assert_eq!(store.latest("items").await.unwrap().unwrap().version, 2);
+        assert_eq!(store.tables().await.unwrap(), vec!["items".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn reading_a_missing_store_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().join("absent").display().to_string();
+        let store = Store::open(&location, false).unwrap();
+        assert!(store.versions("items").await.unwrap().is_empty());
+        assert!(store.runs().await.unwrap().is_empty());
+        assert!(!dir.path().join("absent").exists());
+    }
+}

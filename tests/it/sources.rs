@@ -20,15 +20,27 @@ fn csv_options_header_row_delimiter_null_values_and_declared_types() {
         "p.yaml",
         "tables:\n  stock:\n    source:\n      path: stock.txt\n      format: csv\n      header_row: 2\n      delimiter: \";\"\n      null_values: [\"\", \"N/A\"]\n      columns: {zip: string, price: \"decimal(8,2)\"}\n    key: zip\n    output:\n      - path: out/stock.csv\n",
     );
-    w.write("stock.txt", "Exported by ERP; do not edit\nzip;price;qty\n01234;1.50;N/A\n98765;2;7\n");
+    w.write(
+        "stock.txt",
+        "Exported by ERP; do not edit\nzip;price;qty\n01234;1.50;N/A\n98765;2;7\n",
+    );
     let o = w.run(&["run", "p.yaml"]);
     assert_code(&o, 0);
-    assert_eq!(w.read("out/stock.csv"), "zip,price,qty,change_type,change_reason\n01234,1.50,,NEW,new row\n98765,2.00,7,NEW,new row\n");
-    w.write("stock.txt", "Exported by ERP; do not edit\nzip;price;qty\n01234;1.5;3\n98765;2.00;7\n");
+    assert_eq!(
+        w.read("out/stock.csv"),
+        "zip,price,qty,change_type,change_reason\n01234,1.50,,NEW,new row\n98765,2.00,7,NEW,new row\n"
+    );
+    w.write(
+        "stock.txt",
+        "Exported by ERP; do not edit\nzip;price;qty\n01234;1.5;3\n98765;2.00;7\n",
+    );
     let o = w.run(&["run", "p.yaml"]);
     assert_code(&o, 0);
     // 1.5 and 1.50 are the same decimal; only qty changed, from null.
-    assert_eq!(w.read("out/stock.csv"), "zip,price,qty,change_type,change_reason\n01234,1.50,3,CHANGED,qty changed from null to 3\n");
+    assert_eq!(
+        w.read("out/stock.csv"),
+        "zip,price,qty,change_type,change_reason\n01234,1.50,3,CHANGED,qty changed from null to 3\n"
+    );
 }
 
 #[test]
@@ -40,7 +52,10 @@ fn json_lines_source() {
     w.write("users.jsonl", "{\"id\": 1, \"name\": \"Ann\", \"active\": false}\n{\"id\": 3, \"name\": \"Cy\", \"active\": true}\n");
     let o = w.run(&["run", "p.yaml"]);
     assert_code(&o, 0);
-    assert_eq!(summary(&o), ["users: v2 committed — 2 rows: 1 new, 1 changed, 1 deleted, 0 unchanged, 0 rejected"]);
+    assert_eq!(
+        summary(&o),
+        ["users: v2 committed — 2 rows: 1 new, 1 changed, 1 deleted, 0 unchanged, 0 rejected"]
+    );
     assert_eq!(
         w.read("out/users.json"),
         "{\"id\":1,\"name\":\"Ann\",\"active\":false,\"change_type\":\"CHANGED\",\"change_reason\":\"active changed from true to false\"}\n\
@@ -50,9 +65,20 @@ fn json_lines_source() {
 }
 
 fn write_parquet(path: &std::path::Path, ids: Vec<i64>, names: Vec<&str>) {
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(names))]).unwrap();
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(names)),
+        ],
+    )
+    .unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
 }
@@ -62,16 +88,30 @@ fn parquet_source_globs_with_all_files_and_source_override() {
     let w = Workdir::new();
     w.write("p.yaml", "tables:\n  parts:\n    source: {path: \"in/parts-*.parquet\", files: all}\n    key: id\n    output: [{path: out/parts.csv}]\n");
     std::fs::create_dir_all(w.path("in")).unwrap();
-    write_parquet(&w.path("in/parts-1.parquet"), vec![1, 2], vec!["bolt", "nut"]);
+    write_parquet(
+        &w.path("in/parts-1.parquet"),
+        vec![1, 2],
+        vec!["bolt", "nut"],
+    );
     write_parquet(&w.path("in/parts-2.parquet"), vec![3], vec!["washer"]);
     let o = w.run(&["run", "p.yaml"]);
     assert_code(&o, 0);
-    assert_eq!(summary(&o), ["parts: v1 committed — 3 rows: 3 new, 0 changed, 0 deleted, 0 unchanged, 0 rejected"]);
+    assert_eq!(
+        summary(&o),
+        ["parts: v1 committed — 3 rows: 3 new, 0 changed, 0 deleted, 0 unchanged, 0 rejected"]
+    );
 
-    write_parquet(&w.path("today.parquet"), vec![1, 2, 3], vec!["bolt", "nut", "spring washer"]);
+    write_parquet(
+        &w.path("today.parquet"),
+        vec![1, 2, 3],
+        vec!["bolt", "nut", "spring washer"],
+    );
     let o = w.run(&["run", "p.yaml", "--source", "parts=today.parquet"]);
     assert_code(&o, 0);
-    assert_eq!(w.read("out/parts.csv"), "id,name,change_type,change_reason\n3,spring washer,CHANGED,name changed from washer to spring washer\n");
+    assert_eq!(
+        w.read("out/parts.csv"),
+        "id,name,change_type,change_reason\n3,spring washer,CHANGED,name changed from washer to spring washer\n"
+    );
 }
 
 #[test]
@@ -86,13 +126,23 @@ fn transform_reads_a_dependency_and_tables_run_in_order() {
     let o = w.run(&["run", "p.yaml"]);
     assert_code(&o, 0);
     let lines = summary(&o);
-    assert!(lines[0].starts_with("categories: v1 committed") && lines[1].starts_with("items: v1 committed"), "{lines:?}");
-    assert_eq!(w.read("out/items.csv"), "sku,category,change_type,change_reason\nA,Rugs,NEW,new row\nB,Lamps,NEW,new row\n");
+    assert!(
+        lines[0].starts_with("categories: v1 committed")
+            && lines[1].starts_with("items: v1 committed"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        w.read("out/items.csv"),
+        "sku,category,change_type,change_reason\nA,Rugs,NEW,new row\nB,Lamps,NEW,new row\n"
+    );
 
     w.write("categories.csv", "id,name\n1,Rugs\n2,Lighting\n");
     let o = w.run(&["run", "p.yaml", "--table", "categories", "--table", "items"]);
     assert_code(&o, 0);
-    assert_eq!(w.read("out/items.csv"), "sku,category,change_type,change_reason\nB,Lighting,CHANGED,category changed from Lamps to Lighting\n");
+    assert_eq!(
+        w.read("out/items.csv"),
+        "sku,category,change_type,change_reason\nB,Lighting,CHANGED,category changed from Lamps to Lighting\n"
+    );
 
     // A failed parent skips its dependents.
     std::fs::remove_file(w.path("categories.csv")).unwrap();
@@ -106,7 +156,10 @@ fn transform_reads_a_dependency_and_tables_run_in_order() {
 #[test]
 fn check_validates_sources_and_writes_nothing() {
     let w = Workdir::new();
-    w.write("p.yaml", "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    compare: [qty]\n");
+    w.write(
+        "p.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    compare: [qty]\n",
+    );
     w.write("items.csv", "sku,qty\nA,1\n");
     let o = w.run(&["check", "p.yaml"]);
     assert_code(&o, 0);
@@ -114,6 +167,10 @@ fn check_validates_sources_and_writes_nothing() {
     w.write("items.csv", "sku,quantity\nA,1\n");
     let o = w.run(&["check", "p.yaml"]);
     assert_code(&o, 1);
-    assert!(stdout(&o).contains("column \"qty\" named in `compare` is not in"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("column \"qty\" named in `compare` is not in"),
+        "{}",
+        stdout(&o)
+    );
     assert!(!w.path(".tidemark").exists());
 }
