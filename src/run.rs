@@ -342,6 +342,10 @@ async fn execute(
         register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
     }
     let rows_in: u64 = incoming.iter().map(|b| b.num_rows() as u64).sum();
+    tracing::info!(
+        "{name}: loaded, typed and hashed {rows_in} rows ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
 
     let column_types: HashMap<String, DataType> = incoming_schema
         .fields()
@@ -395,6 +399,10 @@ async fn execute(
         include_unchanged,
     };
     let delta = diff::classify(&ctx, &settings, rows_in).await?;
+    tracing::info!(
+        "{name}: classified against the baseline ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
     let version = baseline.as_ref().map_or(1, |b| b.version + 1);
     let change_columns = Some((
         table.change_columns.type_column.clone(),
@@ -454,6 +462,10 @@ async fn execute(
         duration_ms: started.elapsed().as_millis() as u64,
     };
     store.commit(&record).await?;
+    tracing::info!(
+        "{name}: committed v{version} ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
 
     // Step 3: outputs, only after the commit succeeded.
     let now = Utc::now();

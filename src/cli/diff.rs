@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::OutputFormat;
 use crate::error::{Error, Result, exit_code};
 use crate::run::diff_files;
-use crate::source::{SourceFormat, SourceOptions};
+use crate::source::{SheetRef, SourceFormat, SourceOptions};
 use crate::spec::{ChangeColumns, ChangeKind, CompareColumns, Duplicates, TablePlan};
 
 /// Arguments of `diff`.
@@ -30,9 +30,18 @@ pub struct DiffArgs {
     /// Output format; default from --output's extension, else csv.
     #[arg(long, value_enum)]
     pub format: Option<OutputFormat>,
+    /// Excel: the sheet to read in both files (name or 0-based index); default the first.
+    #[arg(long)]
+    pub sheet: Option<String>,
+    /// Excel/CSV: 1-based row holding the column names in both files.
+    #[arg(long, default_value_t = 1)]
+    pub header_row: usize,
+    /// CSV: the field delimiter of both files.
+    #[arg(long, default_value = ",")]
+    pub delimiter: char,
 }
 
-fn options_for(path: &std::path::Path) -> Result<SourceOptions> {
+fn options_for(path: &std::path::Path, args: &DiffArgs) -> Result<SourceOptions> {
     let format =
         SourceFormat::from_extension(&path.to_string_lossy()).ok_or_else(|| Error::Usage {
             message: format!(
@@ -40,8 +49,19 @@ fn options_for(path: &std::path::Path) -> Result<SourceOptions> {
                 path.display()
             ),
         })?;
+    if args.header_row == 0 || !args.delimiter.is_ascii() {
+        return Err(Error::Usage {
+            message: "--header-row is 1-based and --delimiter must be one ASCII character".into(),
+        });
+    }
     Ok(SourceOptions {
         format,
+        sheet: args.sheet.as_ref().map(|s| match s.parse::<usize>() {
+            Ok(i) => SheetRef::Index(i),
+            Err(_) => SheetRef::Name(s.clone()),
+        }),
+        header_row: args.header_row,
+        delimiter: args.delimiter as u8,
         ..SourceOptions::default()
     })
 }
@@ -58,7 +78,7 @@ pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
         name: "diff".into(),
         source_path: args.new.display().to_string(),
         files: Default::default(),
-        source: options_for(&args.new)?,
+        source: options_for(&args.new, &args)?,
         transform: None,
         key: args.key.clone(),
         compare,
@@ -69,7 +89,7 @@ pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
         outputs: Vec::new(),
         change_columns: ChangeColumns::default(),
     };
-    let old_options = options_for(&args.old)?;
+    let old_options = options_for(&args.old, &args)?;
     let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
     let (schema, batches, counts) = diff_files(&args.old, &old_options, &table, &include).await?;
     let format = args.format.unwrap_or_else(|| {
