@@ -87,7 +87,7 @@ pub enum Error {
     },
 
     /// A column the pipeline names is not in the data.
-    #[error("table {table}: column \"{column}\" named in `{setting}` is not in {origin}. Columns present: {}.", available.join(", "))]
+    #[error("table {table}: column \"{column}\" named in `{setting}` is not in {origin}. Columns present: {}. Check the spelling (names are case-sensitive), the header row (`header_row`), or the transform.", available.join(", "))]
     MissingColumn {
         /// Table name.
         table: String,

@@ -67,6 +67,8 @@ pub struct TableRun {
     pub duration_ms: u64,
     /// Delta files written.
     pub delta_files: Vec<String>,
+    /// Source files read.
+    pub sources: Vec<String>,
     /// The failure, if any.
     pub error: Option<Error>,
     /// Why it was skipped.
@@ -161,6 +163,7 @@ pub async fn run_pipeline(
                 rejected: 0,
                 duration_ms: 0,
                 delta_files: Vec::new(),
+                sources: Vec::new(),
                 error: None,
                 skipped_because: Some(format!("{dep} failed")),
                 delta: None,
@@ -216,6 +219,7 @@ pub async fn run_table(
             rejected: 0,
             duration_ms,
             delta_files: Vec::new(),
+            sources: Vec::new(),
             error: Some(e),
             skipped_because: None,
             delta: None,
@@ -244,7 +248,7 @@ pub async fn run_table(
             deleted: outcome.counts.deleted,
             unchanged: outcome.counts.unchanged,
             rejected: outcome.rejected,
-            source: None,
+            source: (!outcome.sources.is_empty()).then(|| outcome.sources.join(", ")),
             error: outcome.error.as_ref().map(|e| e.to_string()),
         };
         if let Err(e) = store.write_run(&record, &run_id).await {
@@ -417,6 +421,7 @@ async fn execute(
             rejected: 0,
             duration_ms: 0,
             delta_files: Vec::new(),
+            sources: source_files.iter().map(|f| f.path.clone()).collect(),
             error: None,
             skipped_because: None,
             delta: Some(delta),
@@ -497,6 +502,7 @@ async fn execute(
         rejected: 0,
         duration_ms: 0,
         delta_files,
+        sources: source_files.iter().map(|f| f.path.clone()).collect(),
         error: None,
         skipped_because: None,
         delta: None,

@@ -98,6 +98,13 @@ fn missing_source_file() {
     assert_code(&o, 1);
     assert!(stdout(&o).contains("matches no file. Check `source.path` in the pipeline file, or pass today's file with --source items=PATH."), "{}", stdout(&o));
     baseline_still_answers(&w);
+    // The failed run is recorded next to the committed one.
+    let o = w.run(&["query", "items.yaml", "SELECT version, status, rows_in, source IS NOT NULL AS has_source, error IS NOT NULL AS has_error FROM runs ORDER BY started_at", "--format", "csv"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "version,status,rows_in,has_source,has_error\n1,committed,2,true,false\n,failed,0,false,true\n"
+    );
 }
 
 #[test]
