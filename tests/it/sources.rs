@@ -174,3 +174,24 @@ fn check_validates_sources_and_writes_nothing() {
     );
     assert!(!w.path(".tidemark").exists());
 }
+
+/// .xls and .ods read like .xlsx: title rows skipped, barcodes exactly as a person reads them.
+#[test]
+fn legacy_and_open_document_workbooks() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    for file in ["vendor.xls", "vendor.ods"] {
+        let w = Workdir::new();
+        std::fs::copy(format!("{fixtures}/{file}"), w.path(file)).unwrap();
+        w.write(
+            "p.yaml",
+            format!("tables:\n  stock:\n    source: {{path: {file}, sheet: Inventory, header_row: 3, columns: {{UPC: string}}}}\n    key: UPC\n    output: [{{path: out/stock.csv}}]\n"),
+        );
+        let o = w.run(&["run", "p.yaml"]);
+        assert_code(&o, 0);
+        assert_eq!(
+            w.read("out/stock.csv"),
+            "UPC,Qty,Name,change_type,change_reason\n0000000000017,0,Stool,NEW,new row\n0123456789012,5,\"Rug, ivory\",NEW,new row\n7000000200000,12,\"Lamp \"\"big\"\"\",NEW,new row\n",
+            "{file}"
+        );
+    }
+}
