@@ -32,6 +32,43 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// `--source T=PATH`.
     pub source_overrides: HashMap<String, PathBuf>,
+    /// Show a progress spinner per table on stderr (hidden when stderr is not a terminal).
+    pub progress: bool,
+}
+
+/// A per-table spinner naming the current phase; draws nothing when stderr is not a terminal.
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn new(enabled: bool, table: &str) -> Self {
+        if !enabled {
+            return Progress(None);
+        }
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})")
+                .expect("a valid template"),
+        );
+        bar.set_prefix(table.to_string());
+        bar.set_message("starting");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Progress(Some(bar))
+    }
+
+    fn phase(&self, message: &'static str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(message);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// How a table's run ended.
@@ -278,6 +315,8 @@ async fn execute(
     run_id: &str,
 ) -> Result<TableRun> {
     let name = table.name.as_str();
+    let progress = Progress::new(options.progress, name);
+    progress.phase("loading the source");
     let ctx = engine::session();
     let loaded = load_snapshot(&ctx, table, store, options.source_overrides.get(name)).await?;
     let LoadedSnapshot {
@@ -402,6 +441,7 @@ async fn execute(
         baseline_columns,
         include_unchanged,
     };
+    progress.phase("comparing with the baseline");
     let delta = diff::classify(&ctx, &settings, rows_in).await?;
     tracing::info!(
         "{name}: classified against the baseline ({:.2} s)",
@@ -429,6 +469,7 @@ async fn execute(
         });
     }
 
+    progress.phase("writing the snapshot and committing");
     // Step 1 of the commit protocol: data files under names only this run can choose.
     let snapshot_bytes = sink::encode_parquet(&incoming_schema, &incoming)?;
     let snapshot = store
@@ -472,6 +513,7 @@ async fn execute(
         started.elapsed().as_secs_f64()
     );
 
+    progress.phase("writing the delta");
     // Step 3: outputs, only after the commit succeeded.
     let now = Utc::now();
     let mut delta_files = Vec::new();

@@ -57,7 +57,7 @@ pub enum Command {
 pub async fn execute(cli: Cli) -> Result<u8> {
     let store = cli.global.store.as_deref();
     match cli.command {
-        Command::Run(args) => run::execute(args, store).await,
+        Command::Run(args) => run::execute(args, store, cli.global.quiet).await,
         Command::Check(args) => check::execute(args, store).await,
         Command::Diff(args) => diff::execute(args).await,
         Command::Query(args) => query::execute(args, store).await,

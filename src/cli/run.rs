@@ -29,7 +29,7 @@ pub struct RunArgs {
     pub report: Option<PathBuf>,
 }
 
-pub(super) async fn execute(args: RunArgs, store: Option<&str>) -> Result<u8> {
+pub(super) async fn execute(args: RunArgs, store: Option<&str>, quiet: bool) -> Result<u8> {
     let plan = spec::load(&super::pipeline_path(&args.pipeline), store)?;
     let mut source_overrides = HashMap::new();
     for s in &args.sources {
@@ -44,6 +44,7 @@ pub(super) async fn execute(args: RunArgs, store: Option<&str>) -> Result<u8> {
         tables: args.tables.clone(),
         dry_run: args.dry_run,
         source_overrides,
+        progress: !quiet,
     };
     let outcome = run_pipeline(&plan, &options, |t| {
         println!("{}", summary_line(t));
