@@ -378,7 +378,7 @@ async fn execute(
     })?;
     check_null_keys(table, &incoming, &origin, first_data_row)?;
     register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
-    if let Some(batches) = deduplicate(&ctx, table, &origin, first_data_row).await? {
+    if let Some(batches) = deduplicate(&ctx, table, &incoming, &origin, first_data_row).await? {
         incoming = batches;
         ctx.deregister_table("incoming")
             .map_err(engine_err(name, "registering tables"))?;
@@ -685,7 +685,7 @@ pub async fn diff_files(
         loaded.batches.clone(),
     )?;
     // With `duplicates: error` (the ad-hoc diff's setting) this only ever reports a repeat.
-    deduplicate(&ctx, table, &origin, first_data_row).await?;
+    deduplicate(&ctx, table, &loaded.batches, &origin, first_data_row).await?;
     let rows_in = loaded.num_rows() as u64;
     // The old file's shared columns are read as the new file's types, so that a column inferred
     // differently on the two days compares by value.
@@ -839,20 +839,39 @@ fn check_null_keys(
 }
 
 /// Repeated keys: an error naming the first, or the kept rows for keep_first / keep_last.
+/// `rows` are the snapshot's batches in file order; each row gets its ordinal so that "first"
+/// and "last" mean file order whatever the engine's partitioning.
 async fn deduplicate(
     ctx: &SessionContext,
     table: &TablePlan,
+    rows: &[RecordBatch],
     origin: &str,
     first_data_row: u64,
 ) -> Result<Option<Vec<RecordBatch>>> {
     let name = table.name.as_str();
+    let Some(first) = rows.first() else { return Ok(None) };
+    let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> = first.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new("__tidemark_row", DataType::UInt64, false)));
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    let mut numbered = Vec::with_capacity(rows.len());
+    let mut offset = 1u64;
+    for batch in rows {
+        let n = batch.num_rows() as u64;
+        let ordinals = datafusion::arrow::array::UInt64Array::from_iter_values(offset..offset + n);
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(ordinals));
+        numbered.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::engine("numbering rows", e.into()))?);
+        offset += n;
+    }
+    ctx.deregister_table("incoming_numbered").map_err(engine_err(name, "checking keys"))?;
+    register_batches(ctx, "incoming_numbered", schema, numbered)?;
     let keys = table
         .key
         .iter()
         .map(|k| diff::ident(k))
         .collect::<Vec<_>>()
         .join(", ");
-    let numbered = "SELECT *, row_number() OVER () AS __tidemark_row FROM incoming";
+    let numbered = "SELECT * FROM incoming_numbered";
     let sql = format!(
         "SELECT {keys}, count(*) AS n, min(__tidemark_row) AS first_row FROM ({numbered}) GROUP BY {keys} HAVING count(*) > 1 ORDER BY first_row LIMIT 1"
     );

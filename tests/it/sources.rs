@@ -195,3 +195,22 @@ fn legacy_and_open_document_workbooks() {
         );
     }
 }
+
+#[test]
+fn duplicates_keep_first_or_last_in_file_order() {
+    for (setting, kept) in [("keep_first", "1"), ("keep_last", "3")] {
+        let w = Workdir::new();
+        w.write("p.yaml", format!("tables:\n  items:\n    source: {{path: items.csv}}\n    key: sku\n    duplicates: {setting}\n    output: [{{path: out/items.csv}}]\n"));
+        let mut csv = String::from("sku,qty\nA,1\n");
+        for i in 0..2000 {
+            csv.push_str(&format!("X{i},{i}\n"));
+        }
+        csv.push_str("A,2\nA,3\n");
+        w.write("items.csv", csv);
+        let o = w.run(&["run", "p.yaml"]);
+        assert_code(&o, 0);
+        assert!(stdout(&o).starts_with("items: v1 committed — 2001 rows"), "{}", stdout(&o));
+        let delta = w.read("out/items.csv");
+        assert!(delta.contains(&format!("\nA,{kept},NEW,new row\n")), "{setting}: {}", &delta[..200]);
+    }
+}
