@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, cast, lit, when};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, ident};
 
-use crate::diff::row_hash::{HASH_VERSION, ROW_HASH_COLUMN, row_hash_udf};
+use crate::diff::row_hash::{self, HASH_VERSION, ROW_HASH_COLUMN};
 use crate::diff::{self, CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings};
 use crate::engine;
 use crate::error::{Error, Result};
@@ -338,44 +338,99 @@ async fn execute(
                 .collect()
         })
         .unwrap_or_default();
-    let mut projection: Vec<Expr> = Vec::with_capacity(columns.len() + 1);
-    for field in frame.schema().fields() {
-        let column = ident(field.name());
-        let expr = match pinned.get(field.name().as_str()) {
+    progress.phase("typing and hashing rows");
+    let plan_schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let raw = frame
+        .collect()
+        .await
+        .map_err(engine_err(name, "reading the snapshot"))?;
+    let raw_schema = raw.first().map(|b| b.schema()).unwrap_or(plan_schema);
+    // The baseline pins every column's type; a declared type wins (the user changed it).
+    let mut targets: Vec<Option<DataType>> = Vec::with_capacity(raw_schema.fields().len());
+    for field in raw_schema.fields() {
+        let target = match pinned.get(field.name().as_str()) {
             Some(type_text)
                 if table.source.declared_type(field.name()).is_none()
                     && *type_text != field.data_type().to_string() =>
             {
-                let target: DataType = type_text.parse().map_err(|_| Error::Store {
+                Some(type_text.parse::<DataType>().map_err(|_| Error::Store {
                     location: store.location().to_string(),
                     message: format!("table {name}: the baseline's type `{type_text}` of column \"{}\" is not readable", field.name()),
-                })?;
-                cast(column, target).alias(field.name())
+                })?)
             }
-            _ => column,
+            _ => None,
         };
-        projection.push(expr);
+        targets.push(target);
     }
     let compared = table.compare.resolve(&columns, &table.key);
-    projection.push(
-        row_hash_udf()
-            .call(compared.iter().map(ident).collect())
-            .alias(ROW_HASH_COLUMN),
-    );
-    let typed = frame
-        .select(projection)
-        .map_err(engine_err(name, "pinning column types"))?;
-    let incoming_schema: SchemaRef = Arc::new(typed.schema().as_arrow().clone());
-    let pinned_note = baseline
-        .as_ref()
-        .map(|b| format!(" pinned by the baseline (v{})", b.version))
-        .unwrap_or_default();
-    let mut incoming = typed.collect().await.map_err(|e| Error::SourceData {
-        path: PathBuf::from(loaded_origin_path(&source_files)),
-        row: None,
-        column: None,
-        message: format!("table {name}: a value does not fit its column's type{pinned_note}: {e}. Declare the column's type under `source.columns`, or fix the value."),
-    })?;
+    let origin_path = PathBuf::from(&origin);
+    let mut row_offset = 0u64;
+    let mut incoming = Vec::with_capacity(raw.len());
+    let mut incoming_schema: Option<SchemaRef> = None;
+    for batch in &raw {
+        let row_origin = source::types::RowOrigin {
+            path: &origin_path,
+            first_data_row: first_data_row + row_offset,
+            row_numbers: None,
+        };
+        let mut fields = Vec::with_capacity(batch.num_columns() + 1);
+        let mut arrays = Vec::with_capacity(batch.num_columns() + 1);
+        for ((field, values), target) in raw_schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .zip(&targets)
+        {
+            match target {
+                Some(t) => {
+                    arrays.push(source::types::pin_column(
+                        field.name(),
+                        values,
+                        t,
+                        &row_origin,
+                    )?);
+                    fields.push(Arc::new(Field::new(field.name(), t.clone(), true)));
+                }
+                None => {
+                    arrays.push(values.clone());
+                    fields.push(field.clone());
+                }
+            }
+        }
+        let hashed: Vec<_> = compared
+            .iter()
+            .map(|c| arrays[raw_schema.index_of(c).expect("compared columns exist")].clone())
+            .collect();
+        let hashes = row_hash::hash_rows(&hashed, batch.num_rows())
+            .map_err(engine_err(name, "hashing rows"))?;
+        arrays.push(Arc::new(hashes));
+        fields.push(Arc::new(Field::new(
+            ROW_HASH_COLUMN,
+            DataType::UInt64,
+            false,
+        )));
+        let schema = incoming_schema
+            .get_or_insert_with(|| Arc::new(Schema::new(fields)))
+            .clone();
+        incoming.push(
+            RecordBatch::try_new(schema, arrays)
+                .map_err(|e| Error::engine("typing the snapshot", e.into()))?,
+        );
+        row_offset += batch.num_rows() as u64;
+    }
+    let incoming_schema = incoming_schema.unwrap_or_else(|| {
+        let mut fields: Vec<Field> = raw_schema
+            .fields()
+            .iter()
+            .zip(&targets)
+            .map(|(f, t)| match t {
+                Some(t) => Field::new(f.name(), t.clone(), true),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        fields.push(Field::new(ROW_HASH_COLUMN, DataType::UInt64, false));
+        Arc::new(Schema::new(fields))
+    });
     check_null_keys(table, &incoming, &origin, first_data_row)?;
     register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
     if let Some(batches) = deduplicate(&ctx, table, &incoming, &origin, first_data_row).await? {
@@ -550,10 +605,6 @@ async fn execute(
         delta: None,
         change_columns,
     })
-}
-
-fn loaded_origin_path(files: &[SourceFile]) -> String {
-    files.first().map(|f| f.path.clone()).unwrap_or_default()
 }
 
 /// A table's new snapshot, loaded and transformed, not yet typed or hashed.
@@ -849,9 +900,16 @@ async fn deduplicate(
     first_data_row: u64,
 ) -> Result<Option<Vec<RecordBatch>>> {
     let name = table.name.as_str();
-    let Some(first) = rows.first() else { return Ok(None) };
-    let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> = first.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new("__tidemark_row", DataType::UInt64, false)));
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
+        first.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+        "__tidemark_row",
+        DataType::UInt64,
+        false,
+    )));
     let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
     let mut numbered = Vec::with_capacity(rows.len());
     let mut offset = 1u64;
@@ -860,10 +918,14 @@ async fn deduplicate(
         let ordinals = datafusion::arrow::array::UInt64Array::from_iter_values(offset..offset + n);
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(ordinals));
-        numbered.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::engine("numbering rows", e.into()))?);
+        numbered.push(
+            RecordBatch::try_new(schema.clone(), columns)
+                .map_err(|e| Error::engine("numbering rows", e.into()))?,
+        );
         offset += n;
     }
-    ctx.deregister_table("incoming_numbered").map_err(engine_err(name, "checking keys"))?;
+    ctx.deregister_table("incoming_numbered")
+        .map_err(engine_err(name, "checking keys"))?;
     register_batches(ctx, "incoming_numbered", schema, numbered)?;
     let keys = table
         .key

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
 use datafusion::arrow::compute::kernels::cast::{CastOptions, cast_with_options};
+use datafusion::arrow::compute::kernels::cmp::distinct;
 use datafusion::arrow::compute::{self};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::FormatOptions;
+use datafusion::arrow::util::display::{FormatOptions, array_value_to_string};
 
 use crate::error::{Error, Result};
 
@@ -84,7 +85,8 @@ pub struct RowOrigin<'a> {
 }
 
 impl RowOrigin<'_> {
-    fn row_of(&self, index: usize) -> u64 {
+    /// The row number a person counts for data row `index`.
+    pub fn row_of(&self, index: usize) -> u64 {
         match self.row_numbers {
             Some(rows) if index < rows.len() => rows[index],
             _ => self.first_data_row + index as u64,
@@ -138,6 +140,68 @@ pub fn parse_text_column(
         message: format!("cannot read the column as {}: {e}", type_name(target)),
     })?;
     Ok(parsed)
+}
+
+/// Read a column as the type the baseline pinned for it. A value that does not fit, or that would
+/// change (5.5 read as an integer), is an error naming its row: never a silent change.
+pub fn pin_column(
+    column: &str,
+    values: &ArrayRef,
+    target: &DataType,
+    origin: &RowOrigin<'_>,
+) -> Result<ArrayRef> {
+    let fail = |i: usize, what: String| Error::SourceData {
+        path: origin.path.to_path_buf(),
+        row: Some(origin.row_of(i)),
+        column: Some(column.to_string()),
+        message: format!(
+            "{what}; the baseline pins the column as {}. Fix the value, or declare the column's type under `source.columns` to change it.",
+            type_name(target)
+        ),
+    };
+    let show = |i: usize| array_value_to_string(values, i).unwrap_or_default();
+    let source =
+        if matches!(target, DataType::Boolean) && matches!(values.data_type(), DataType::Utf8) {
+            normalise_booleans(values)?
+        } else {
+            values.clone()
+        };
+    let cast = cast_with_options(&source, target, &lenient()).map_err(|e| Error::SourceData {
+        path: origin.path.to_path_buf(),
+        row: None,
+        column: Some(column.to_string()),
+        message: format!(
+            "cannot read the column as {} (the type the baseline pins): {e}",
+            type_name(target)
+        ),
+    })?;
+    if cast.null_count() != values.null_count()
+        && let Some(i) = (0..values.len()).find(|&i| cast.is_null(i) && !values.is_null(i))
+    {
+        return Err(fail(
+            i,
+            format!("value \"{}\" is not a valid {}", show(i), type_name(target)),
+        ));
+    }
+    // Numbers must survive the cast unchanged: 5.5 must not become 5.
+    if values.data_type().is_numeric() {
+        let back = cast_with_options(&cast, values.data_type(), &lenient())
+            .map_err(|e| Error::engine("checking a cast", e.into()))?;
+        let differs =
+            distinct(&back, values).map_err(|e| Error::engine("checking a cast", e.into()))?;
+        if let Some(i) = (0..differs.len()).find(|&i| differs.value(i)) {
+            let became = array_value_to_string(&cast, i).unwrap_or_default();
+            return Err(fail(
+                i,
+                format!(
+                    "value {} would become {became} as {}",
+                    show(i),
+                    type_name(target)
+                ),
+            ));
+        }
+    }
+    Ok(cast)
 }
 
 /// Map the usual spellings of booleans to ones the cast kernel reads.

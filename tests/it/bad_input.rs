@@ -162,3 +162,40 @@ fn pinned_type_mismatch_is_an_error_not_a_crash() {
     assert!(!stderr(&o).contains("internal error"));
     baseline_still_answers(&w);
 }
+
+/// Issue 2 review: a changed inferred type must never be cast silently into the baseline.
+#[test]
+fn a_decimal_in_a_pinned_integer_column_is_refused_with_its_row() {
+    let w = with_baseline();
+    w.write("items.csv", "sku,qty\nA,1\nB,2.5\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 1);
+    let out = stdout(&o);
+    assert!(
+        out.contains("items.csv, row 3, column \"qty\": value 2.5 would become 2 as int64; the baseline pins the column as int64."),
+        "{out}"
+    );
+    baseline_still_answers(&w);
+}
+
+#[test]
+fn a_pinned_column_read_as_text_compares_by_value() {
+    let w = with_baseline();
+    // "n/a" makes today's column text; the values that are numbers still compare as numbers.
+    w.write("items.csv", "sku,qty\nA,1\nB,n/a\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 1);
+    assert!(
+        stdout(&o).contains("row 3, column \"qty\": value \"n/a\" is not a valid int64"),
+        "{}",
+        stdout(&o)
+    );
+    w.write("items.csv", "sku,qty\nA,1\nB,3\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("0 new, 1 changed, 0 deleted, 1 unchanged"),
+        "{}",
+        stdout(&o)
+    );
+}

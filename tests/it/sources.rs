@@ -209,8 +209,16 @@ fn duplicates_keep_first_or_last_in_file_order() {
         w.write("items.csv", csv);
         let o = w.run(&["run", "p.yaml"]);
         assert_code(&o, 0);
-        assert!(stdout(&o).starts_with("items: v1 committed — 2001 rows"), "{}", stdout(&o));
+        assert!(
+            stdout(&o).starts_with("items: v1 committed — 2001 rows"),
+            "{}",
+            stdout(&o)
+        );
         let delta = w.read("out/items.csv");
-        assert!(delta.contains(&format!("\nA,{kept},NEW,new row\n")), "{setting}: {}", &delta[..200]);
+        assert!(
+            delta.contains(&format!("\nA,{kept},NEW,new row\n")),
+            "{setting}: {}",
+            &delta[..200]
+        );
     }
 }
