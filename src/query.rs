@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::TableReference;
 use datafusion::logical_expr::lit;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 
@@ -90,7 +91,7 @@ async fn register_table(ctx: &SessionContext, store: &Store, table: &str) -> Res
         (format!("{table}_changes"), changes),
     ] {
         if let Some(frame) = frame {
-            ctx.register_table(name.as_str(), frame.into_view())
+            ctx.register_table(TableReference::bare(name.as_str()), frame.into_view())
                 .map_err(fail)?;
         }
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::ScalarValue;
+use datafusion::common::{ScalarValue, TableReference};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, cast, lit, when};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, ident};
@@ -110,10 +110,8 @@ pub struct TableRun {
     pub error: Option<Error>,
     /// Why it was skipped.
     pub skipped_because: Option<String>,
-    /// The delta as computed (dry runs print it).
-    pub delta: Option<Delta>,
-    /// Column names of the delta as configured (dry runs print it with them).
-    pub change_columns: Option<(String, String)>,
+    /// Dry runs: the delta as the first output would receive it.
+    pub preview: Option<(SchemaRef, Vec<RecordBatch>)>,
 }
 
 /// The outcome of a pipeline run.
@@ -203,8 +201,7 @@ pub async fn run_pipeline(
                 sources: Vec::new(),
                 error: None,
                 skipped_because: Some(format!("{dep} failed")),
-                delta: None,
-                change_columns: None,
+                preview: None,
             }
         } else {
             let outcome = run_table(plan, table, &store, options).await;
@@ -259,8 +256,7 @@ pub async fn run_table(
             sources: Vec::new(),
             error: Some(e),
             skipped_because: None,
-            delta: None,
-            change_columns: None,
+            preview: None,
         },
     };
     if !options.dry_run {
@@ -503,10 +499,22 @@ async fn execute(
         started.elapsed().as_secs_f64()
     );
     let version = baseline.as_ref().map_or(1, |b| b.version + 1);
-    let change_columns = Some((
-        table.change_columns.type_column.clone(),
-        table.change_columns.reason_column.clone(),
-    ));
+    // Every output is shaped before the commit, so a bad output setting fails the run while
+    // nothing is committed yet; only the file writes come after the commit.
+    let mut shaped = Vec::with_capacity(table.outputs.len());
+    for output in &table.outputs {
+        shaped.push(
+            shape_batches(
+                &ctx,
+                table,
+                &delta,
+                &output.include,
+                output.columns.as_deref(),
+                &column_types,
+            )
+            .await?,
+        );
+    }
     if options.dry_run {
         return Ok(TableRun {
             table: name.to_string(),
@@ -519,8 +527,13 @@ async fn execute(
             sources: source_files.iter().map(|f| f.path.clone()).collect(),
             error: None,
             skipped_because: None,
-            delta: Some(delta),
-            change_columns,
+            preview: Some(match shaped.into_iter().next() {
+                Some(first) => first,
+                None => {
+                    shape_batches(&ctx, table, &delta, &DEFAULT_INCLUDE, None, &column_types)
+                        .await?
+                }
+            }),
         });
     }
 
@@ -572,23 +585,9 @@ async fn execute(
     // Step 3: outputs, only after the commit succeeded.
     let now = Utc::now();
     let mut delta_files = Vec::new();
-    for output in &table.outputs {
-        let path = PathBuf::from(sink::render_path(&output.path, name, version, now));
-        let frame = shape_output(
-            &ctx,
-            table,
-            &delta,
-            &output.include,
-            output.columns.as_deref(),
-            &column_types,
-        )
-        .await?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame
-            .collect()
-            .await
-            .map_err(engine_err(name, "shaping the delta"))?;
-        sink::write_file(&path, &schema, &batches)?;
+    for (output, (schema, batches)) in table.outputs.iter().zip(&shaped) {
+        let path = sink::output_path(&output.path, name, version, now);
+        sink::write_file(&path, schema, batches)?;
         delta_files.push(path.display().to_string());
     }
     Ok(TableRun {
@@ -602,8 +601,7 @@ async fn execute(
         sources: source_files.iter().map(|f| f.path.clone()).collect(),
         error: None,
         skipped_because: None,
-        delta: None,
-        change_columns,
+        preview: None,
     })
 }
 
@@ -637,7 +635,22 @@ pub async fn load_snapshot(
             .to_string(),
         None => table.source_path.clone(),
     };
-    let loaded = source::load(name, &source_path, table.files, &table.source)?;
+    // A file given with --source is read by its own extension (today's export may be a CSV
+    // where the pipeline usually reads a workbook); the other source settings still apply.
+    let mut options = table.source.clone();
+    if source_override.is_some()
+        && let Some(format) = source::SourceFormat::from_extension(&source_path)
+    {
+        options.format = format;
+    }
+    let loaded = source::load(name, &source_path, table.files, &options)?;
+    let source_columns: Vec<String> = loaded
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let source_origin = loaded.origin();
     let origin = if table.transform.is_some() {
         "the transform's result".to_string()
     } else {
@@ -669,7 +682,7 @@ pub async fn load_snapshot(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    check_columns(table, &columns, &origin)?;
+    check_columns(table, &source_columns, &source_origin, &columns, &origin)?;
     Ok(LoadedSnapshot {
         frame,
         columns,
@@ -703,7 +716,7 @@ pub async fn diff_files(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    check_columns(table, &columns, &origin)?;
+    check_columns(table, &columns, &origin, &columns, &origin)?;
     let old_columns: Vec<String> = old_loaded
         .schema
         .fields()
@@ -803,7 +816,8 @@ pub fn register_batches(
     };
     let table = MemTable::try_new(schema, partitions)
         .map_err(|e| Error::engine(format!("registering {name}"), e))?;
-    ctx.register_table(name, Arc::new(table))
+    // Names are registered exactly as written: SQL then needs quotes for mixed-case names.
+    ctx.register_table(TableReference::bare(name), Arc::new(table))
         .map_err(|e| Error::engine(format!("registering {name}"), e))?;
     Ok(())
 }
@@ -818,18 +832,30 @@ pub async fn register_snapshot(
 ) -> Result<()> {
     let path = store.local_path(table, &record.snapshot.path);
     let path_text = path.display().to_string();
-    ctx.register_parquet(alias, &path_text, ParquetReadOptions::default())
-        .await
-        .map_err(|e| Error::Store {
-            location: path_text.clone(),
-            message: format!(
-                "cannot read the snapshot of {table} v{}: {e}. Run `tidemark verify`.",
-                record.version
-            ),
-        })
+    ctx.register_parquet(
+        TableReference::bare(alias),
+        &path_text,
+        ParquetReadOptions::default(),
+    )
+    .await
+    .map_err(|e| Error::Store {
+        location: path_text.clone(),
+        message: format!(
+            "cannot read the snapshot of {table} v{}: {e}. Run `tidemark verify`.",
+            record.version
+        ),
+    })
 }
 
-fn check_columns(table: &TablePlan, columns: &[String], origin: &str) -> Result<()> {
+/// Every column the pipeline names must exist: in the source (`source.columns`) or in the
+/// snapshot (key, compare/ignore, on_delete.set, output.columns).
+fn check_columns(
+    table: &TablePlan,
+    source_columns: &[String],
+    source_origin: &str,
+    columns: &[String],
+    origin: &str,
+) -> Result<()> {
     let missing = |setting: &str, column: &String| Error::MissingColumn {
         table: table.name.clone(),
         column: column.clone(),
@@ -859,6 +885,33 @@ fn check_columns(table: &TablePlan, columns: &[String], origin: &str) -> Result<
     for (c, _) in &table.delete_set {
         if !columns.contains(c) {
             return Err(missing("on_delete.set", c));
+        }
+    }
+    let cc = &table.change_columns;
+    for output in &table.outputs {
+        for c in output.columns.iter().flatten() {
+            if !columns.contains(c) && *c != cc.type_column && *c != cc.reason_column {
+                let mut available = columns.to_vec();
+                available.extend([cc.type_column.clone(), cc.reason_column.clone()]);
+                return Err(Error::MissingColumn {
+                    table: table.name.clone(),
+                    column: c.clone(),
+                    setting: "output.columns".into(),
+                    origin: "the delta".into(),
+                    available,
+                });
+            }
+        }
+    }
+    for (c, _) in &table.source.columns {
+        if !source_columns.contains(c) {
+            return Err(Error::MissingColumn {
+                table: table.name.clone(),
+                column: c.clone(),
+                setting: "source.columns".into(),
+                origin: source_origin.to_string(),
+                available: source_columns.to_vec(),
+            });
         }
     }
     Ok(())
@@ -1103,6 +1156,29 @@ fn yaml_scalar(value: &YamlScalar) -> ScalarValue {
         YamlScalar::Text(t) => ScalarValue::Utf8(Some(t.clone())),
         YamlScalar::Null(()) => ScalarValue::Null,
     }
+}
+
+/// What an output includes when it does not say.
+pub const DEFAULT_INCLUDE: [ChangeKind; 3] =
+    [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
+
+/// Shape the delta for one output and collect it.
+pub async fn shape_batches(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    delta: &Delta,
+    include: &[ChangeKind],
+    columns: Option<&[String]>,
+    types: &HashMap<String, DataType>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let frame = shape_output(ctx, table, delta, include, columns, types).await?;
+    let plan_schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame
+        .collect()
+        .await
+        .map_err(engine_err(&table.name, "shaping the delta"))?;
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(plan_schema);
+    Ok((schema, batches))
 }
 
 /// The delta as a DataFrame (with its schema even when it has no rows).

@@ -51,8 +51,15 @@ pub(super) async fn execute(args: RunArgs, store: Option<&str>, quiet: bool) -> 
         if let Some(e) = &t.error {
             tracing::debug!("{}: {e:?}", t.table);
         }
-        if let (Some(delta), Some((type_col, reason_col))) = (&t.delta, &t.change_columns) {
-            print_delta(delta, type_col, reason_col);
+        if let Some((schema, batches)) = &t.preview
+            && let Err(e) = sink::write_to(
+                std::io::BufWriter::new(std::io::stdout()),
+                SourceFormat::Csv,
+                schema,
+                batches,
+            )
+        {
+            tracing::error!("could not print the delta: {e}");
         }
     })
     .await?;
@@ -60,40 +67,6 @@ pub(super) async fn execute(args: RunArgs, store: Option<&str>, quiet: bool) -> 
         write_report(report, &outcome)?;
     }
     Ok(outcome.exit_code())
-}
-
-fn print_delta(delta: &crate::diff::Delta, type_col: &str, reason_col: &str) {
-    use datafusion::arrow::datatypes::{Field, Schema};
-    let fields: Vec<Field> = delta
-        .schema
-        .fields()
-        .iter()
-        .map(|f| match f.name().as_str() {
-            crate::diff::CHANGE_TYPE_COLUMN => f.as_ref().clone().with_name(type_col),
-            crate::diff::CHANGE_REASON_COLUMN => f.as_ref().clone().with_name(reason_col),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    let schema = std::sync::Arc::new(Schema::new(fields));
-    let batches: Vec<_> = delta
-        .batches
-        .iter()
-        .filter_map(|b| {
-            datafusion::arrow::record_batch::RecordBatch::try_new(
-                schema.clone(),
-                b.columns().to_vec(),
-            )
-            .ok()
-        })
-        .collect();
-    if let Err(e) = sink::write_to(
-        std::io::BufWriter::new(std::io::stdout()),
-        SourceFormat::Csv,
-        &schema,
-        &batches,
-    ) {
-        tracing::error!("could not print the delta: {e}");
-    }
 }
 
 /// The one-line summary of SPEC 6.

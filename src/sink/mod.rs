@@ -3,7 +3,7 @@
 //! the store uses for snapshots and change rows.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -27,6 +27,28 @@ pub fn render_path(template: &str, table: &str, version: u64, now: DateTime<Utc>
         .replace("{timestamp}", &now.format("%Y-%m-%dT%H-%M-%SZ").to_string())
         .replace("{date}", &now.format("%Y-%m-%d").to_string())
 }
+
+/// The file an output writes this run. A templated path that already exists (two runs within
+/// the same `{timestamp}` second, say) gets `-v<version>` before its extension rather than
+/// overwriting the earlier run's delta; a plain path (a "latest" copy) is replaced.
+pub fn output_path(template: &str, table: &str, version: u64, now: DateTime<Utc>) -> PathBuf {
+    let path = PathBuf::from(render_path(template, table, version, now));
+    if !template.contains('{') || !path.exists() {
+        return path;
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-v{version}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-v{version}"),
+    };
+    path.with_file_name(name)
+}
+
+/// The placeholders output path templates understand.
+pub const PLACEHOLDERS: [&str; 4] = ["{table}", "{version}", "{timestamp}", "{date}"];
 
 /// Encode batches as one Parquet file (zstd, row groups of 1M rows).
 pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Bytes> {

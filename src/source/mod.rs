@@ -211,6 +211,14 @@ pub fn load(
             size,
         });
     }
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Err(Error::SourceData {
+            path: paths[paths.len() - 1].clone(),
+            row: None,
+            column: None,
+            message: "the file has a header but no data rows. A truncated export? tidemark refuses to treat it as an empty snapshot, which would delete every row; nothing was committed.".into(),
+        });
+    }
     let schema = unify_schemas(&paths, &batches)?;
     let batches = batches
         .into_iter()

@@ -561,6 +561,20 @@ fn table_plan(
                 o.path
             ));
         }
+        let unknown: Vec<String> = regex::Regex::new(r"\{[^}]*\}")
+            .expect("valid regex")
+            .find_iter(&o.path)
+            .map(|m| m.as_str().to_string())
+            .filter(|p| !crate::sink::PLACEHOLDERS.contains(&p.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            problems.push(format!(
+                "line {line}: table {name}: output path `{}` has unknown placeholder(s) {}; use {}.",
+                o.path,
+                unknown.join(", "),
+                crate::sink::PLACEHOLDERS.join(", ")
+            ));
+        }
         let include = match o.include {
             None => vec![ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted],
             Some(list) => list

@@ -192,7 +192,7 @@ fn dry_run_commits_and_writes_nothing() {
         "{out}"
     );
     assert_eq!(
-        out.lines().filter(|l| l.ends_with(",NEW,new row")).count(),
+        out.lines().filter(|l| l.ends_with(",new,new row")).count(),
         10,
         "{out}"
     );

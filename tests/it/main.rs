@@ -4,5 +4,6 @@ mod bad_input;
 mod composite_keys;
 mod inventory;
 mod inventory_data;
+mod review_findings;
 mod sources;
 mod workdir;

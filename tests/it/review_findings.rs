@@ -1,0 +1,125 @@
+//! Regressions for the findings of issue 2's new-user review.
+
+use crate::workdir::{Workdir, assert_code, stderr, stdout};
+
+#[test]
+fn a_bad_output_setting_fails_before_anything_is_committed() {
+    let w = Workdir::new();
+    w.write("p.yaml", "tables:\n  t:\n    source: {path: t.csv}\n    key: id\n    output: [{path: out/t.csv, columns: [id, nosuch]}]\n");
+    w.write("t.csv", "id,name\n1,a\n");
+    let o = w.run(&["check", "p.yaml"]);
+    assert_code(&o, 1);
+    assert!(stdout(&o).contains("column \"nosuch\" named in `output.columns` is not in the delta. Columns present: id, name, change_type, change_reason."), "{}", stdout(&o));
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 1);
+    assert!(
+        !w.path(".tidemark/t/_commits").exists(),
+        "nothing may be committed"
+    );
+}
+
+#[test]
+fn mixed_case_table_names_work_when_quoted() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  Categories:\n    source: {path: c.csv}\n    key: id\n  Items:\n    source: {path: i.csv}\n    key: sku\n    depends_on: [Categories]\n    transform: SELECT s.sku, c.name FROM source s JOIN \"Categories\" c ON s.cat = c.id\n",
+    );
+    w.write("c.csv", "id,name\n1,Rugs\n");
+    w.write("i.csv", "sku,cat\nA,1\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    let o = w.run(&[
+        "query",
+        "p.yaml",
+        "SELECT i.sku, i.name FROM \"Items\" i JOIN \"Categories_changes\" c ON c.name = i.name",
+        "--format",
+        "csv",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "sku,name\nA,Rugs\n");
+}
+
+#[test]
+fn a_header_only_file_is_refused_not_read_as_deleting_everything() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  t:\n    source: {path: t.csv}\n    key: id\n",
+    );
+    w.write("t.csv", "id,name\n1,a\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    w.write("t.csv", "id,name\n");
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 1);
+    assert!(
+        stdout(&o).contains("t.csv: the file has a header but no data rows"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn source_override_is_read_by_its_own_extension() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  t:\n    source: {path: vendor.xlsx, columns: {code: string}}\n    key: code\n",
+    );
+    w.write("today.csv", "code,qty\n007,1\n");
+    let o = w.run(&["run", "p.yaml", "--source", "t=today.csv"]);
+    assert_code(&o, 0);
+    let o = w.run(&["query", "p.yaml", "SELECT code FROM t", "--format", "csv"]);
+    assert_eq!(stdout(&o), "code\n007\n");
+}
+
+#[test]
+fn a_declared_column_missing_from_the_file_is_an_error() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  t:\n    source: {path: t.csv, columns: {nosuch: string}}\n    key: id\n",
+    );
+    w.write("t.csv", "id,name\n1,a\n");
+    let o = w.run(&["check", "p.yaml"]);
+    assert_code(&o, 1);
+    assert!(
+        stdout(&o).contains("column \"nosuch\" named in `source.columns` is not in"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn unknown_placeholders_are_refused() {
+    let w = Workdir::new();
+    w.write("p.yaml", "tables:\n  t:\n    source: {path: t.csv}\n    key: id\n    output: [{path: \"out/x-{tabel}.csv\"}]\n");
+    let o = w.run(&["check", "p.yaml"]);
+    assert_code(&o, 2);
+    assert!(
+        stderr(&o).contains(
+            "line 5: table t: output path `out/x-{tabel}.csv` has unknown placeholder(s) {tabel}"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn runs_within_one_second_keep_every_delta() {
+    let w = Workdir::new();
+    w.write("p.yaml", "tables:\n  t:\n    source: {path: t.csv}\n    key: id\n    output: [{path: \"out/d-{date}.csv\"}]\n");
+    w.write("t.csv", "id,name\n1,a\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    w.write("t.csv", "id,name\n1,b\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    let mut files: Vec<String> = std::fs::read_dir(w.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].ends_with("-v2.csv") || files[1].ends_with("-v2.csv"),
+        "{files:?}"
+    );
+}
