@@ -552,6 +552,7 @@ fn table_plan(
         ),
     };
     let mut outputs = Vec::new();
+    let placeholder = regex::Regex::new(r"\{[^}]*\}").expect("valid regex");
     for o in raw.output.into_iter().flatten() {
         let line = o.referenced.line();
         let o = o.value;
@@ -561,8 +562,7 @@ fn table_plan(
                 o.path
             ));
         }
-        let unknown: Vec<String> = regex::Regex::new(r"\{[^}]*\}")
-            .expect("valid regex")
+        let unknown: Vec<String> = placeholder
             .find_iter(&o.path)
             .map(|m| m.as_str().to_string())
             .filter(|p| !crate::sink::PLACEHOLDERS.contains(&p.as_str()))
