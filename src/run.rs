@@ -717,6 +717,14 @@ pub async fn diff_files(
         .map(|f| f.name().clone())
         .collect();
     check_columns(table, &columns, &origin, &columns, &origin)?;
+    deduplicate(
+        &ctx,
+        table,
+        &old_loaded.batches,
+        &old_loaded.origin(),
+        first_data_row_of(&table.source),
+    )
+    .await?;
     let old_columns: Vec<String> = old_loaded
         .schema
         .fields()
@@ -800,6 +808,10 @@ pub async fn diff_files(
         .await
         .map_err(engine_err(name, "shaping the delta"))?;
     Ok((schema, batches, delta.counts))
+}
+
+fn first_data_row_of(options: &source::SourceOptions) -> u64 {
+    options.header_row as u64 + 1
 }
 
 /// Register record batches as a table.

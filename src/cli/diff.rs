@@ -67,6 +67,27 @@ fn options_for(path: &std::path::Path, args: &DiffArgs) -> Result<SourceOptions>
 }
 
 pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
+    for (role, path) in [("OLD", &args.old), ("NEW", &args.new)] {
+        if !path.is_file() {
+            return Err(Error::Usage {
+                message: format!("{role} file {} does not exist.", path.display()),
+            });
+        }
+    }
+    if let Some(out) = &args.output
+        && args.format.is_none()
+        && !matches!(
+            SourceFormat::from_extension(&out.to_string_lossy()),
+            Some(SourceFormat::Csv | SourceFormat::Json | SourceFormat::Parquet)
+        )
+    {
+        return Err(Error::Usage {
+            message: format!(
+                "--output {}: the delta is written as .csv, .json (JSON lines) or .parquet; pick one of those extensions or pass --format.",
+                out.display()
+            ),
+        });
+    }
     let compare = if !args.compare.is_empty() {
         CompareColumns::Only(args.compare.clone())
     } else if !args.ignore.is_empty() {

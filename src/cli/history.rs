@@ -42,7 +42,7 @@ pub(super) async fn execute(args: HistoryArgs, store: Option<&str>) -> Result<u8
             message: format!("the pipeline has no table `{t}`"),
         });
     }
-    let store = Store::open(&plan.store, false)?;
+    let store = Store::open_existing(&plan.store)?;
     let mut rows = Vec::new();
     for table in &plan.tables {
         if args.table.as_ref().is_some_and(|t| t != &table.name) {

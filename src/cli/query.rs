@@ -31,7 +31,7 @@ pub struct QueryArgs {
 
 pub(super) async fn execute(args: QueryArgs, store: Option<&str>) -> Result<u8> {
     let plan = spec::load(&args.pipeline, store)?;
-    let store = Store::open(&plan.store, false)?;
+    let store = Store::open_existing(&plan.store)?;
     let ctx = query::session(&store).await?;
     let format = args.format.unwrap_or_else(|| {
         match args
@@ -50,14 +50,21 @@ pub(super) async fn execute(args: QueryArgs, store: Option<&str>) -> Result<u8> 
             let (schema, batches) = run_sql(&ctx, sql).await?;
             emit(&schema, &batches, format, args.output.as_deref())?;
         }
-        None => prompt(&ctx, format).await?,
+        None => {
+            if prompt(&ctx, format).await? > 0 {
+                return Ok(exit_code::INVALID);
+            }
+        }
     }
     Ok(exit_code::OK)
 }
 
 async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let frame = ctx.sql(sql).await.map_err(|e| Error::Usage {
-        message: format!("query failed: {e}. Tables: each pipeline table T, T_history, T_changes, and runs; quote mixed-case names with double quotes."),
+        message: format!(
+            "query failed: {}. Tables: each pipeline table T, T_history, T_changes, and runs; quote mixed-case names with double quotes.",
+            readable_engine_error(&e)
+        ),
     })?;
     let schema: SchemaRef = std::sync::Arc::new(frame.schema().as_arrow().clone());
     let batches = frame
@@ -67,8 +74,21 @@ async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<Reco
     Ok((schema, batches))
 }
 
-/// Statements separated by `;` (outside quotes), read until end of input.
-async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
+/// The engine's message without its Rust wrappers (`SQL error: ParserError("...")`).
+fn readable_engine_error(e: &datafusion::error::DataFusionError) -> String {
+    let text = e.to_string();
+    let wrapped =
+        regex::Regex::new(r#"^SQL error: [A-Za-z]+Error\("(.*)"\)$"#).expect("valid regex");
+    match wrapped.captures(&text) {
+        Some(caps) => format!("SQL syntax error: {}", &caps[1]),
+        None => text,
+    }
+}
+
+/// Statements separated by `;` (outside quotes), read until end of input. Returns how many
+/// statements failed.
+async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<usize> {
+    let mut failed = 0;
     let interactive = std::io::stdin().is_terminal();
     let mut pending = String::new();
     if interactive {
@@ -83,7 +103,10 @@ async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
         for sql in statements {
             match run_sql(ctx, &sql).await {
                 Ok((schema, batches)) => emit(&schema, &batches, format, None)?,
-                Err(e) => eprintln!("error: {e}"),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: {e}");
+                }
             }
         }
         if interactive {
@@ -98,7 +121,7 @@ async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
             let _ = std::io::stderr().flush();
         }
     }
-    Ok(())
+    Ok(failed)
 }
 
 /// Complete statements (without their `;`) and the unfinished rest.

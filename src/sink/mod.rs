@@ -9,7 +9,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::json::LineDelimitedWriter;
+use datafusion::arrow::json::WriterBuilder;
+use datafusion::arrow::json::writer::LineDelimited;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -92,7 +93,10 @@ pub fn write_to(
             }
         }
         SourceFormat::Json => {
-            let mut writer = LineDelimitedWriter::new(w);
+            // Explicit nulls: a consumer must see that a field is empty, not that it is missing.
+            let mut writer = WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, LineDelimited>(w);
             for batch in batches {
                 writer.write(batch).map_err(fail)?;
             }

@@ -125,7 +125,8 @@ fn check_header(path: &Path, header_row: usize, names: &[String]) -> Result<()> 
 
 /// arrow-csv counts lines from the first line it was given; shift them to the file's lines.
 fn data_error(path: &Path, skipped_lines: usize, message: &str) -> Error {
-    let shifted = shift_line_numbers(message, skipped_lines);
+    // arrow-csv says "records" where it means fields on a line.
+    let shifted = shift_line_numbers(message, skipped_lines).replace(" records", " fields");
     Error::SourceData {
         path: path.to_path_buf(),
         row: None,

@@ -246,7 +246,26 @@ fn syntax_error(path: &Path, e: &serde_saphyr::Error) -> Error {
                 None => format!("unknown key `{field}`. Valid keys here: {valid}."),
             }
         }
-        None => text.replace("missing field", "missing required key"),
+        None => {
+            // Serde's wording names Rust types; say what the file should hold instead.
+            let untagged =
+                regex::Regex::new(r"data did not match any variant of untagged enum (\w+)")
+                    .expect("valid regex");
+            let text = untagged.replace(&text, |caps: &regex::Captures<'_>| match &caps[1] {
+                "OneOrMany" => "expected a column name or a list of column names".to_string(),
+                "SheetValue" => "expected a sheet name or a 0-based sheet index".to_string(),
+                "YamlScalar" => "expected a number, text, true/false or null".to_string(),
+                _ => "unexpected value here".to_string(),
+            });
+            let option_hint = regex::Regex::new(r"; use Option<[^>]*>").expect("valid regex");
+            option_hint
+                .replace(&text, "")
+                .replace("missing field", "missing required key")
+                .replace(
+                    "cannot deserialize null into",
+                    "an empty value where the file needs a",
+                )
+        }
     };
     Error::PipelineSyntax {
         path: path.to_path_buf(),

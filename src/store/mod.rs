@@ -201,6 +201,18 @@ impl Store {
         })
     }
 
+    /// Open a store that must exist already (commands that only read it).
+    pub fn open_existing(location: &str) -> Result<Store> {
+        let store = Store::open(location, false)?;
+        if store.objects.is_none() {
+            return Err(store_error(
+                location,
+                "no store here yet. Run `tidemark run` first, or check the pipeline's `store` and --store.",
+            ));
+        }
+        Ok(store)
+    }
+
     /// Where the store is, for messages.
     pub fn location(&self) -> &str {
         &self.location

@@ -123,3 +123,70 @@ fn runs_within_one_second_keep_every_delta() {
         "{files:?}"
     );
 }
+
+#[test]
+fn diff_refuses_a_repeated_key_in_either_file() {
+    let w = Workdir::new();
+    w.write("old.csv", "id,v\n1,a\n1,b\n");
+    w.write("new.csv", "id,v\n1,a\n");
+    let o = w.run(&["diff", "old.csv", "new.csv", "--key", "id"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("key id=1 appears 2 times"),
+        "{}",
+        stderr(&o)
+    );
+    let o = w.run(&["diff", "old.csv", "missing.csv", "--key", "id"]);
+    assert_code(&o, 2);
+    assert_eq!(stderr(&o), "error: NEW file missing.csv does not exist.\n");
+}
+
+#[test]
+fn reading_commands_need_an_existing_store() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  t:\n    source: {path: t.csv}\n    key: id\n",
+    );
+    let o = w.run(&["query", "p.yaml", "SELECT 1", "--store", "typo"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("no store here yet. Run `tidemark run` first"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn json_deltas_write_nulls_and_messages_name_no_rust_types() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  t:\n    source: {path: t.csv}\n    key: id\n    output: [{path: out/t.json}]\n",
+    );
+    w.write("t.csv", "id,note\n1,\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    assert_eq!(
+        w.read("out/t.json"),
+        "{\"id\":1,\"note\":null,\"change_type\":\"NEW\",\"change_reason\":\"new row\"}\n"
+    );
+
+    w.write(
+        "bad.yaml",
+        "tables:\n  t:\n    source: {path: t.csv}\n    key:\n",
+    );
+    let o = w.run(&["check", "bad.yaml"]);
+    assert_code(&o, 2);
+    assert!(
+        !stderr(&o).contains("enum") && !stderr(&o).contains("Option<"),
+        "{}",
+        stderr(&o)
+    );
+    let o = w.run(&["query", "p.yaml", "SELEC 1"]);
+    assert_code(&o, 2);
+    assert!(
+        stderr(&o).contains("query failed: SQL syntax error: "),
+        "{}",
+        stderr(&o)
+    );
+}
