@@ -10,7 +10,8 @@ pub mod row_hash;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -206,20 +207,19 @@ pub async fn classify(
         .map_err(|e| Error::engine("classifying rows", e))?;
     let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
 
-    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_kind: BTreeMap<ChangeKind, u64> = BTreeMap::new();
     for batch in &batches {
         let kinds = batch
             .column_by_name(CHANGE_TYPE_COLUMN)
             .expect("the classification query returns _change_type");
-        let kinds =
-            datafusion::arrow::compute::cast(kinds, &datafusion::arrow::datatypes::DataType::Utf8)
-                .map_err(|e| Error::engine("counting changes", e.into()))?;
-        let kinds = kinds.as_string::<i32>();
-        for i in 0..kinds.len() {
-            *by_kind.entry(kinds.value(i).to_string()).or_default() += 1;
+        for kind in [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted] {
+            let label = StringArray::new_scalar(kind.canonical());
+            let matches =
+                eq(kinds, &label).map_err(|e| Error::engine("counting changes", e.into()))?;
+            *by_kind.entry(kind).or_default() += matches.true_count() as u64;
         }
     }
-    let count = |k: ChangeKind| by_kind.get(k.canonical()).copied().unwrap_or(0);
+    let count = |k: ChangeKind| by_kind.get(&k).copied().unwrap_or(0);
     let counts = Counts {
         rows_in,
         new: count(ChangeKind::New),
