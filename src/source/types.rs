@@ -234,45 +234,33 @@ pub fn infer_text_column(values: &ArrayRef) -> Result<DataType> {
             .map(|a| a.null_count() == values.null_count())
             .unwrap_or(false)
     };
-    let code_like = compute::kernels::comparison::regexp_is_match_scalar(
-        strings,
-        r"^[+-]?0[0-9]|^\s|\s$|^[+-]?[0-9]{19,}$",
-        None,
-    )
-    .map(|m: BooleanArray| m.true_count() > 0)
-    .unwrap_or(true);
-    if !code_like {
-        let numeric = compute::kernels::comparison::regexp_is_match_scalar(
-            strings,
-            r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$",
-            None,
-        )
-        .map(|m: BooleanArray| m.true_count() == non_null)
-        .unwrap_or(false);
-        if numeric {
-            if fits(&DataType::Int64) && !has_decimal_point(strings)? {
+    let all_match = |pattern: &str| -> bool {
+        compute::kernels::comparison::regexp_is_match_scalar(strings, pattern, None)
+            .map(|m: BooleanArray| m.true_count() == non_null)
+            .unwrap_or(false)
+    };
+    // Each whole-column check costs a pass; the first value says which one can succeed (a name
+    // or a description is text at once).
+    let first = strings.iter().flatten().next().unwrap_or("");
+    let one = |pattern: &str| regex::Regex::new(pattern).is_ok_and(|r| r.is_match(first));
+    if one(NUMBER) {
+        let code_like =
+            compute::kernels::comparison::regexp_is_match_scalar(strings, CODE_LIKE, None)
+                .map(|m: BooleanArray| m.true_count() > 0)
+                .unwrap_or(true);
+        if !code_like && all_match(NUMBER) {
+            if !has_decimal_point(strings)? && fits(&DataType::Int64) {
                 return Ok(DataType::Int64);
             }
             if fits(&DataType::Float64) {
                 return Ok(DataType::Float64);
             }
         }
-    }
-    let booleans =
-        compute::kernels::comparison::regexp_is_match_scalar(strings, r"^(?i)(true|false)$", None)
-            .map(|m: BooleanArray| m.true_count() == non_null)
-            .unwrap_or(false);
-    if booleans {
-        return Ok(DataType::Boolean);
-    }
-    let timestamp_like = compute::kernels::comparison::regexp_is_match_scalar(
-        strings,
-        r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$",
-        None,
-    )
-    .map(|m: BooleanArray| m.true_count() == non_null)
-    .unwrap_or(false);
-    if timestamp_like {
+    } else if one(BOOLEAN) {
+        if all_match(BOOLEAN) {
+            return Ok(DataType::Boolean);
+        }
+    } else if one(TIMESTAMP) && all_match(TIMESTAMP) {
         let t = DataType::Timestamp(TimeUnit::Microsecond, None);
         if fits(&t) {
             return Ok(t);
@@ -280,6 +268,17 @@ pub fn infer_text_column(values: &ArrayRef) -> Result<DataType> {
     }
     Ok(DataType::Utf8)
 }
+
+/// A plain number: what a CSV holds for int64 or float64 columns.
+const NUMBER: &str = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$";
+/// Values that make a numeric-looking column a code: a leading zero, surrounding spaces, or more
+/// digits than an int64 holds.
+const CODE_LIKE: &str = r"^[+-]?0[0-9]|^\s|\s$|^[+-]?[0-9]{19,}$";
+/// `true` / `false` in any case.
+const BOOLEAN: &str = r"^(?i)(true|false)$";
+/// ISO dates and date-times, optionally with a zone.
+const TIMESTAMP: &str =
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$";
 
 fn has_decimal_point(strings: &StringArray) -> Result<bool> {
     Ok(
