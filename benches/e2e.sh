@@ -49,13 +49,12 @@ for i in $(seq "$runs"); do
   measure tidemark "$bin" -q run "$work/bench.yaml"
   python3 "$peers/verify.py" "$work" delta "$work/out/delta.csv" | grep -q '"keys_ok": true' || { echo "tidemark delta is wrong"; exit 1; }
   measure duckdb python3 "$peers/diff_duckdb.py" "$work/baseline.csv" "$work/new.csv" "$work/duckdb-delta.csv" "$work/duckdb-next.parquet"
-  measure floor cat "$work/baseline.csv" "$work/new.csv"
 done
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 t_wall=$(cut -d' ' -f1 "$work/tidemark.times" | median)
 printf '%-10s %-6s %-10s %10s %12s %10s\n' rows input tool "wall (s)" "peak RSS" "ratio"
-for tool in tidemark duckdb floor; do
+for tool in tidemark duckdb; do
   wall=$(cut -d' ' -f1 "$work/$tool.times" | median)
   rss=$(cut -d' ' -f2 "$work/$tool.times" | median)
   printf '%-10s %-6s %-10s %10s %9s MB %10s\n' "$rows" csv "$tool" "$wall" "$((rss / 1024))" \

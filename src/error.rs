@@ -171,6 +171,17 @@ pub enum Error {
         message: String,
     },
 
+    /// A guard tripped: the run would delete or change too much, or holds too few rows.
+    #[error("{message}")]
+    Refused {
+        /// Table name.
+        table: String,
+        /// Which limit tripped, with the numbers, and what to do.
+        message: String,
+        /// The counts of the refused run, for the run record.
+        counts: crate::diff::Counts,
+    },
+
     /// Another run committed this table's next version first.
     #[error(
         "table {table}: another run committed version {version} first; nothing of this run was committed. Run again to diff against the new baseline."
@@ -211,6 +222,7 @@ impl Error {
                 exit_code::INVALID
             }
             Error::Conflict { .. } => exit_code::CONFLICT,
+            Error::Refused { .. } => exit_code::REFUSED,
             Error::TablesFailed { code, .. } => *code,
             _ => exit_code::FAILED,
         }

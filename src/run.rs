@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub source_overrides: HashMap<String, PathBuf>,
     /// Show a progress spinner per table on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
+    /// Commit even when a guard trips.
+    pub force: bool,
 }
 
 /// A per-table spinner naming the current phase; draws nothing when stderr is not a terminal.
@@ -83,6 +85,8 @@ pub enum TableStatus {
     Failed,
     /// Another run committed the version first.
     Conflict,
+    /// A guard tripped; nothing committed.
+    Refused,
     /// Not run because a table it depends on failed.
     Skipped,
 }
@@ -240,16 +244,19 @@ pub async fn run_table(
         }
         Err(e) => TableRun {
             table: table.name.clone(),
-            status: if matches!(e, Error::Conflict { .. }) {
-                TableStatus::Conflict
-            } else {
-                TableStatus::Failed
+            status: match e {
+                Error::Conflict { .. } => TableStatus::Conflict,
+                Error::Refused { .. } => TableStatus::Refused,
+                _ => TableStatus::Failed,
             },
             version: match &e {
                 Error::Conflict { version, .. } => Some(*version),
                 _ => None,
             },
-            counts: Counts::default(),
+            counts: match &e {
+                Error::Refused { counts, .. } => *counts,
+                _ => Counts::default(),
+            },
             rejected: 0,
             duration_ms,
             delta_files: Vec::new(),
@@ -269,6 +276,7 @@ pub async fn run_table(
                 TableStatus::DryRun => "dry_run",
                 TableStatus::Failed => "failed",
                 TableStatus::Conflict => "conflict",
+                TableStatus::Refused => "refused",
                 TableStatus::Skipped => "skipped",
             }
             .to_string(),
@@ -498,6 +506,10 @@ async fn execute(
         "{name}: classified against the baseline ({:.2} s)",
         started.elapsed().as_secs_f64()
     );
+    if !options.force {
+        let baseline_rows = baseline.as_ref().map_or(0, |b| b.counts.rows_in);
+        check_guard(table, &delta.counts, baseline_rows)?;
+    }
     let version = baseline.as_ref().map_or(1, |b| b.version + 1);
     // Every output is shaped before the commit, so a bad output setting fails the run while
     // nothing is committed yet; only the file writes come after the commit.
@@ -1191,6 +1203,63 @@ pub async fn shape_batches(
         .map_err(engine_err(&table.name, "shaping the delta"))?;
     let schema = batches.first().map(|b| b.schema()).unwrap_or(plan_schema);
     Ok((schema, batches))
+}
+
+/// Refuse the run when it would delete or change more than the guard allows, or when the new
+/// snapshot holds fewer rows than it requires. Limits in percent are of the baseline's rows.
+fn check_guard(table: &TablePlan, counts: &Counts, baseline_rows: u64) -> Result<()> {
+    let guard = &table.guard;
+    let share = |n: u64| {
+        if baseline_rows == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / baseline_rows as f64
+        }
+    };
+    let refuse = |what: String| Error::Refused {
+        table: table.name.clone(),
+        message: format!("{what}. Check the source file, or run again with --force."),
+        counts: *counts,
+    };
+    for (count, limit, verb, key) in [
+        (counts.deleted, guard.max_deleted, "deleted", "max_deleted"),
+        (counts.changed, guard.max_changed, "changed", "max_changed"),
+    ] {
+        if let Some(limit) = limit
+            && count as f64 > limit.rows(baseline_rows)
+        {
+            return Err(refuse(format!(
+                "{} of {} rows ({:.1}%) would be {verb}; guard {key} is {limit}",
+                thousands(count),
+                thousands(baseline_rows),
+                share(count)
+            )));
+        }
+    }
+    if let Some(limit) = guard.min_rows
+        && (counts.rows_in as f64) < limit.rows(baseline_rows)
+    {
+        return Err(refuse(format!(
+            "the new snapshot holds {} rows ({:.1}% of the baseline's {}); guard min_rows is {limit}",
+            thousands(counts.rows_in),
+            share(counts.rows_in),
+            thousands(baseline_rows)
+        )));
+    }
+    Ok(())
+}
+
+/// 1034 -> "1,034", as people read counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The delta as a DataFrame (with its schema even when it has no rows).

@@ -109,6 +109,7 @@ pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
         delete_set: Vec::new(),
         outputs: Vec::new(),
         change_columns: ChangeColumns::default(),
+        guard: Default::default(),
     };
     let old_options = options_for(&args.old, &args)?;
     let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];

@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// Use PATH as table T's source for this run (repeatable).
     #[arg(long = "source", value_name = "T=PATH")]
     pub sources: Vec<String>,
+    /// Commit even when a guard trips.
+    #[arg(long)]
+    pub force: bool,
     /// Also write the machine-readable run report (JSON).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -45,6 +48,7 @@ pub(super) async fn execute(args: RunArgs, store: Option<&str>, quiet: bool) -> 
         dry_run: args.dry_run,
         source_overrides,
         progress: !quiet,
+        force: args.force,
     };
     let outcome = run_pipeline(&plan, &options, |t| {
         println!("{}", summary_line(t));
@@ -92,6 +96,11 @@ pub fn summary_line(t: &TableRun) -> String {
             "{}: skipped: {}",
             t.table,
             t.skipped_because.as_deref().unwrap_or("")
+        ),
+        TableStatus::Refused => format!(
+            "{}: refused — {}",
+            t.table,
+            t.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
         ),
         TableStatus::Failed | TableStatus::Conflict => format!(
             "{}: failed: {}",

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::datatypes::DataType;
 use serde_saphyr::Spanned;
 
-use raw::{ChangeKindName, Files, Mode, RawPipeline, RawTable, SheetValue};
+use raw::{ChangeKindName, Files, Mode, RawLimit, RawPipeline, RawTable, SheetValue};
 pub use raw::{Duplicates, YamlScalar};
 
 use crate::error::{Error, Result};
@@ -94,6 +94,65 @@ pub struct TablePlan {
     pub outputs: Vec<OutputPlan>,
     /// Names of the bookkeeping columns and labels.
     pub change_columns: ChangeColumns,
+    /// Limits that refuse a run (exit 3) unless `--force`.
+    pub guard: Guard,
+}
+
+/// A count, or a percentage of the baseline's rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    /// An absolute number of rows.
+    Count(u64),
+    /// Percent of the baseline's rows.
+    Percent(f64),
+}
+
+impl Limit {
+    /// The limit in rows, for a baseline of `baseline_rows`.
+    pub fn rows(self, baseline_rows: u64) -> f64 {
+        match self {
+            Limit::Count(n) => n as f64,
+            Limit::Percent(p) => baseline_rows as f64 * p / 100.0,
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Count(n) => write!(f, "{n}"),
+            Limit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// `guard:`: refuse a run that would delete or change too much, or that holds too few rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Guard {
+    /// Most rows a run may delete.
+    pub max_deleted: Option<Limit>,
+    /// Most rows a run may change.
+    pub max_changed: Option<Limit>,
+    /// Fewest rows the new snapshot may hold.
+    pub min_rows: Option<Limit>,
+}
+
+fn parse_limit(raw: &RawLimit) -> Option<Limit> {
+    match raw {
+        RawLimit::Count(n) => Some(Limit::Count(*n)),
+        RawLimit::Text(t) => {
+            let t = t.trim();
+            match t.strip_suffix('%') {
+                Some(p) => p
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .map(Limit::Percent),
+                None => t.parse::<u64>().ok().map(Limit::Count),
+            }
+        }
+    }
 }
 
 /// `compare` / `ignore`.
@@ -398,7 +457,6 @@ fn table_plan(
             "validate",
             raw.validate.as_ref().map(|s| s.referenced.line()),
         ),
-        ("guard", raw.guard.as_ref().map(|s| s.referenced.line())),
     ] {
         if let Some(line) = value {
             let issue = if key == "partition_by" {
@@ -421,6 +479,24 @@ fn table_plan(
         );
     }
 
+    let mut guard = Guard::default();
+    if let Some(g) = &raw.guard {
+        for (key, value, slot) in [
+            ("max_deleted", &g.value.max_deleted, &mut guard.max_deleted),
+            ("max_changed", &g.value.max_changed, &mut guard.max_changed),
+            ("min_rows", &g.value.min_rows, &mut guard.min_rows),
+        ] {
+            if let Some(v) = value {
+                match parse_limit(v) {
+                    Some(limit) => *slot = Some(limit),
+                    None => problems.push(format!(
+                        "{}: table {name}: guard `{key}` must be a row count (100) or a percentage of the baseline (\"20%\").",
+                        at(g)
+                    )),
+                }
+            }
+        }
+    }
     let src = raw.source;
     let format = match &src.format {
         Some(f) => {
@@ -632,6 +708,7 @@ fn table_plan(
         delete_set,
         outputs,
         change_columns,
+        guard,
     })
 }
 

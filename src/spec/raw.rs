@@ -30,7 +30,7 @@ pub struct RawTable {
     pub partition_by: Option<Spanned<IgnoredAny>>,
     pub depends_on: Option<Spanned<Vec<String>>>,
     pub validate: Option<Spanned<IgnoredAny>>,
-    pub guard: Option<Spanned<IgnoredAny>>,
+    pub guard: Option<Spanned<RawGuard>>,
     pub on_delete: Option<RawOnDelete>,
     pub output: Option<Vec<Spanned<RawOutput>>>,
     pub change_columns: Option<RawChangeColumns>,
@@ -165,4 +165,21 @@ pub struct RawLabels {
     pub changed: Option<String>,
     pub deleted: Option<String>,
     pub unchanged: Option<String>,
+}
+
+/// `guard:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    pub max_deleted: Option<RawLimit>,
+    pub max_changed: Option<RawLimit>,
+    pub min_rows: Option<RawLimit>,
+}
+
+/// A count (`100`) or a percentage of the baseline (`"20%"`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawLimit {
+    Count(u64),
+    Text(String),
 }

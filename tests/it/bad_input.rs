@@ -65,11 +65,11 @@ fn dependency_cycle_is_named() {
 #[test]
 fn later_issue_keys_are_refused_not_ignored() {
     let w = Workdir::new();
-    w.write("p.yaml", "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    guard: {max_deleted: 20%}\n");
+    w.write("p.yaml", "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    validate: {not_null: [qty]}\n");
     let o = w.run(&["run", "p.yaml"]);
     assert_code(&o, 2);
     assert!(
-        stderr(&o).contains("line 5: table items: `guard` is not supported yet"),
+        stderr(&o).contains("line 5: table items: `validate` is not supported yet"),
         "{}",
         stderr(&o)
     );
