@@ -5,6 +5,7 @@ mod diff;
 mod history;
 mod query;
 mod run;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,8 @@ pub enum Command {
     Query(query::QueryArgs),
     /// List the versions of the pipeline's tables.
     History(history::HistoryArgs),
+    /// Check every stored version's files against the sizes and checksums in its commit record.
+    Verify(verify::VerifyArgs),
 }
 
 /// Run the parsed command; returns the exit code.
@@ -62,6 +65,7 @@ pub async fn execute(cli: Cli) -> Result<u8> {
         Command::Diff(args) => diff::execute(args).await,
         Command::Query(args) => query::execute(args, store).await,
         Command::History(args) => history::execute(args, store).await,
+        Command::Verify(args) => verify::execute(args, store).await,
     }
 }
 

@@ -32,6 +32,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+pub mod verify;
+
 use crate::diff::Counts;
 use crate::error::{Error, Result};
 use crate::source::SourceFile;
@@ -270,18 +272,11 @@ impl Store {
 
     /// A version's commit record.
     pub async fn commit_record(&self, table: &str, version: u64) -> Result<CommitRecord> {
-        let path = commit_path(table, version);
-        let bytes = self
-            .objects()?
-            .get(&path)
-            .await
-            .map_err(|e| store_error(format!("{}/{path}", self.location), e))?
-            .bytes()
-            .await
-            .map_err(|e| store_error(format!("{}/{path}", self.location), e))?;
+        let relative = format!("_commits/{version:08}.json");
+        let bytes = self.read_file(table, &relative).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             store_error(
-                format!("{}/{path}", self.location),
+                format!("{}/{table}/{relative}", self.location),
                 format!("the commit record of {table} v{version} is damaged ({e}); run `tidemark verify`"),
             )
         })
@@ -335,6 +330,19 @@ impl Store {
             }),
             Err(e) => Err(store_error(format!("{}/{path}", self.location), e)),
         }
+    }
+
+    /// Read a data file of a table.
+    pub async fn read_file(&self, table: &str, relative: &str) -> Result<Bytes> {
+        let path = Path::from(format!("{table}/{relative}"));
+        let location = format!("{}/{path}", self.location);
+        self.objects()?
+            .get(&path)
+            .await
+            .map_err(|e| store_error(&location, e))?
+            .bytes()
+            .await
+            .map_err(|e| store_error(&location, e))
     }
 
     /// Record a table run (committed, failed or refused).
@@ -391,6 +399,7 @@ impl Store {
     }
 }
 
+/// Where a version's commit record lives (kept in step with `commit_record`).
 fn commit_path(table: &str, version: u64) -> Path {
     Path::from(format!("{table}/_commits/{version:08}.json"))
 }

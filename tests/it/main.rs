@@ -7,4 +7,5 @@ mod inventory;
 mod inventory_data;
 mod review_findings;
 mod sources;
+mod verify;
 mod workdir;
