@@ -13,6 +13,7 @@ pub mod diff;
 pub mod engine;
 pub mod error;
 pub mod query;
+pub mod restore;
 pub mod run;
 pub mod sink;
 pub mod source;

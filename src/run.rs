@@ -1077,7 +1077,7 @@ async fn deduplicate(
 
 /// `incoming_hashes` and `baseline_hashes`: the stored hashes when they cover the same columns
 /// the same way, else both re-hashed over the compared columns they share.
-async fn register_hash_views(
+pub(crate) async fn register_hash_views(
     ctx: &SessionContext,
     table: &TablePlan,
     shared_compared: &[String],
@@ -1142,7 +1142,7 @@ fn sql_type(t: &DataType) -> String {
 }
 
 /// The change rows as stored: every kind but UNCHANGED, canonical labels, configured names.
-async fn stored_changes(
+pub(crate) async fn stored_changes(
     ctx: &SessionContext,
     table: &TablePlan,
     delta: &Delta,

@@ -4,6 +4,7 @@ mod check;
 mod diff;
 mod history;
 mod query;
+mod rollback;
 mod run;
 mod verify;
 
@@ -52,6 +53,10 @@ pub enum Command {
     Query(query::QueryArgs),
     /// List the versions of the pipeline's tables.
     History(history::HistoryArgs),
+    /// Commit a new version whose snapshot equals version V; nothing is deleted.
+    Rollback(rollback::RollbackArgs),
+    /// Commit an empty version: the next run sees every row as NEW.
+    Reset(rollback::ResetArgs),
     /// Check every stored version's files against the sizes and checksums in its commit record.
     Verify(verify::VerifyArgs),
 }
@@ -66,6 +71,8 @@ pub async fn execute(cli: Cli) -> Result<u8> {
         Command::Query(args) => query::execute(args, store).await,
         Command::History(args) => history::execute(args, store).await,
         Command::Verify(args) => verify::execute(args, store).await,
+        Command::Rollback(args) => rollback::rollback(args, store).await,
+        Command::Reset(args) => rollback::reset(args, store).await,
     }
 }
 

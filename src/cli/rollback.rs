@@ -1,0 +1,63 @@
+//! `tidemark rollback` and `tidemark reset`.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result, exit_code};
+use crate::restore;
+use crate::spec::{self, Plan, TablePlan};
+use crate::store::{CommitRecord, Store};
+
+/// Arguments of `rollback`.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// The table to roll back.
+    #[arg(long)]
+    pub table: String,
+    /// The version whose snapshot becomes the next version.
+    #[arg(long, value_name = "V")]
+    pub to: u64,
+}
+
+/// Arguments of `reset`.
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// The table to reset.
+    #[arg(long)]
+    pub table: String,
+}
+
+fn table_of<'a>(plan: &'a Plan, name: &str) -> Result<&'a TablePlan> {
+    plan.table(name).ok_or_else(|| Error::Usage {
+        message: format!("the pipeline has no table `{name}`"),
+    })
+}
+
+fn print(record: &CommitRecord, what: &str) {
+    let c = &record.counts;
+    println!(
+        "{}: v{} committed ({what}) — {} rows: {} new, {} changed, {} deleted, {} unchanged",
+        record.table, record.version, c.rows_in, c.new, c.changed, c.deleted, c.unchanged
+    );
+}
+
+pub(super) async fn rollback(args: RollbackArgs, store: Option<&str>) -> Result<u8> {
+    let plan = spec::load(&args.pipeline, store)?;
+    let table = table_of(&plan, &args.table)?;
+    let store = Store::open_existing(&plan.store)?;
+    let record = restore::rollback(&plan, table, &store, args.to).await?;
+    print(&record, &format!("rollback to v{}", args.to));
+    Ok(exit_code::OK)
+}
+
+pub(super) async fn reset(args: ResetArgs, store: Option<&str>) -> Result<u8> {
+    let plan = spec::load(&args.pipeline, store)?;
+    let table = table_of(&plan, &args.table)?;
+    let store = Store::open_existing(&plan.store)?;
+    let record = restore::reset(&plan, table, &store).await?;
+    print(&record, "reset");
+    Ok(exit_code::OK)
+}

@@ -1,0 +1,194 @@
+//! Versions made from other versions: `rollback` (a new version whose snapshot is an earlier
+//! version's) and `reset` (a new, empty version). Neither deletes anything: the new version
+//! references existing snapshot files or adds new ones, and its change rows say what moved.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::lit;
+
+use crate::diff::row_hash::ROW_HASH_COLUMN;
+use crate::diff::{self, CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, DiffSettings};
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::run::{register_hash_views, register_snapshot, stored_changes};
+use crate::sink;
+use crate::spec::{ChangeKind, Plan, TablePlan};
+use crate::store::{self, CommitKind, CommitRecord, Store};
+
+fn latest_of(store: &Store, table: &str) -> impl Future<Output = Result<CommitRecord>> {
+    async move {
+        store.latest(table).await?.ok_or_else(|| Error::Usage {
+            message: format!(
+                "table {table} has no versions yet; there is nothing to roll back or reset."
+            ),
+        })
+    }
+}
+
+fn new_record(
+    plan: &Plan,
+    from: &CommitRecord,
+    version: u64,
+    kind: CommitKind,
+    run_id: &str,
+) -> CommitRecord {
+    CommitRecord {
+        version,
+        kind,
+        committed_at: Utc::now(),
+        started_at: Utc::now(),
+        run_id: run_id.to_string(),
+        pipeline: plan.name.clone(),
+        pipeline_hash: plan.file_hash.clone(),
+        tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
+        ..from.clone()
+    }
+}
+
+/// Commit a new version whose snapshot equals version `to`'s; its change rows are the diff from
+/// the current latest version to that snapshot.
+pub async fn rollback(
+    plan: &Plan,
+    table: &TablePlan,
+    store: &Store,
+    to: u64,
+) -> Result<CommitRecord> {
+    let started = Instant::now();
+    let name = table.name.as_str();
+    let latest = latest_of(store, name).await?;
+    let versions = store.versions(name).await?;
+    if !versions.contains(&to) {
+        return Err(Error::Usage {
+            message: format!(
+                "table {name} has no version {to}; its versions are 1 to {}.",
+                latest.version
+            ),
+        });
+    }
+    if to == latest.version {
+        return Err(Error::Usage {
+            message: format!(
+                "v{to} is already the latest version of {name}; nothing to roll back."
+            ),
+        });
+    }
+    let target = store.commit_record(name, to).await?;
+    if target.key != latest.key {
+        return Err(Error::Usage {
+            message: format!(
+                "v{to} of {name} has key {:?} but the latest version has {:?}; a rollback across a key change is not possible.",
+                target.key, latest.key
+            ),
+        });
+    }
+    let ctx = engine::session();
+    register_snapshot(&ctx, store, name, &latest, "baseline").await?;
+    register_snapshot(&ctx, store, name, &target, "incoming").await?;
+    let latest_columns: Vec<String> = latest.schema.iter().map(|c| c.name.clone()).collect();
+    let columns: Vec<String> = target.schema.iter().map(|c| c.name.clone()).collect();
+    let types: HashMap<String, DataType> = target
+        .schema
+        .iter()
+        .filter_map(|c| c.data_type.parse().ok().map(|t| (c.name.clone(), t)))
+        .collect();
+    let compared: Vec<String> = target
+        .hash
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .filter(|c| latest_columns.contains(c))
+        .collect();
+    let key_plan = TablePlan {
+        key: latest.key.clone(),
+        ..table.clone()
+    };
+    register_hash_views(
+        &ctx,
+        &key_plan,
+        &compared,
+        &types,
+        latest.hash == target.hash,
+    )
+    .await?;
+    let settings = DiffSettings {
+        key: latest.key.clone(),
+        compared,
+        columns,
+        baseline_columns: latest_columns,
+        include_unchanged: false,
+    };
+    let delta = diff::classify(&ctx, &settings, target.counts.rows_in).await?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let version = latest.version + 1;
+    let (schema, batches) = stored_changes(&ctx, table, &delta).await?;
+    let changes = store
+        .put_file(
+            name,
+            &store::changes_name(version, &run_id),
+            sink::encode_parquet(&schema, &batches)?,
+        )
+        .await?;
+    let mut record = new_record(plan, &target, version, CommitKind::Rollback, &run_id);
+    record.changes = changes;
+    record.counts = delta.counts;
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    store.commit(&record).await?;
+    Ok(record)
+}
+
+/// Commit an empty version: the next run sees every row as NEW. Its change rows are every row
+/// of the latest version, DELETED.
+pub async fn reset(plan: &Plan, table: &TablePlan, store: &Store) -> Result<CommitRecord> {
+    let started = Instant::now();
+    let name = table.name.as_str();
+    let latest = latest_of(store, name).await?;
+    let ctx = engine::session();
+    register_snapshot(&ctx, store, name, &latest, "baseline").await?;
+    let fail = |e| Error::engine(format!("resetting {name}"), e);
+    let frame = ctx.table("baseline").await.map_err(fail)?;
+    let snapshot_schema = Arc::new(frame.schema().as_arrow().clone());
+    let cc = &table.change_columns;
+    let changes_frame = frame
+        .drop_columns(&[ROW_HASH_COLUMN])
+        .and_then(|f| f.with_column(CHANGE_TYPE_COLUMN, lit(ChangeKind::Deleted.canonical())))
+        .and_then(|f| f.with_column(CHANGE_REASON_COLUMN, lit("row removed (reset)")))
+        .map_err(fail)?;
+    let renamed = changes_frame
+        .with_column_renamed(CHANGE_TYPE_COLUMN, &cc.type_column)
+        .and_then(|f| f.with_column_renamed(CHANGE_REASON_COLUMN, &cc.reason_column))
+        .map_err(fail)?;
+    let changes_schema = Arc::new(renamed.schema().as_arrow().clone());
+    let change_rows = renamed.collect().await.map_err(fail)?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let version = latest.version + 1;
+    let empty = sink::encode_parquet(
+        &snapshot_schema,
+        &[RecordBatch::new_empty(snapshot_schema.clone())],
+    )?;
+    let snapshot = store
+        .put_file(name, &store::snapshot_name(version, &run_id), empty)
+        .await?;
+    let changes = store
+        .put_file(
+            name,
+            &store::changes_name(version, &run_id),
+            sink::encode_parquet(&changes_schema, &change_rows)?,
+        )
+        .await?;
+    let mut record = new_record(plan, &latest, version, CommitKind::Reset, &run_id);
+    record.snapshot = snapshot;
+    record.changes = changes;
+    record.source_files = Vec::new();
+    record.counts = Counts {
+        deleted: latest.counts.rows_in,
+        ..Counts::default()
+    };
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    store.commit(&record).await?;
+    Ok(record)
+}

@@ -1,0 +1,91 @@
+//! `rollback` and `reset`: new versions made from old ones; nothing is deleted.
+
+use crate::workdir::{Workdir, assert_code, stdout};
+
+fn query(w: &Workdir, sql: &str) -> String {
+    let o = w.run(&["query", "p.yaml", sql, "--format", "csv"]);
+    assert_code(&o, 0);
+    stdout(&o)
+}
+
+#[test]
+fn rollback_restores_an_earlier_snapshot_and_reset_empties_the_baseline() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n",
+    );
+    w.write("items.csv", "sku,qty\nA,1\nB,2\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    w.write("items.csv", "sku,qty\nA,1\nB,3\nC,1\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+
+    let o = w.run(&["rollback", "p.yaml", "--table", "items", "--to", "1"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "items: v3 committed (rollback to v1) — 2 rows: 0 new, 1 changed, 1 deleted, 1 unchanged\n"
+    );
+    assert_eq!(
+        query(&w, "SELECT sku, qty FROM items ORDER BY sku"),
+        "sku,qty\nA,1\nB,2\n"
+    );
+    assert_eq!(
+        query(
+            &w,
+            "SELECT sku, qty, change_type, change_reason FROM items_changes WHERE _version = 3 ORDER BY sku"
+        ),
+        "sku,qty,change_type,change_reason\nB,2,CHANGED,qty changed from 3 to 2\nC,1,DELETED,row removed\n"
+    );
+    let o = w.run(&["history", "p.yaml"]);
+    assert!(
+        stdout(&o)
+            .lines()
+            .any(|l| l.contains("| 3 ") && l.contains("| rollback |")),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = w.run(&["reset", "p.yaml", "--table", "items"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "items: v4 committed (reset) — 0 rows: 0 new, 0 changed, 2 deleted, 0 unchanged\n"
+    );
+    assert_eq!(query(&w, "SELECT count(*) AS n FROM items"), "n\n0\n");
+    let o = w.run(&["run", "p.yaml"]);
+    assert!(
+        stdout(&o).starts_with("items: v5 committed — 3 rows: 3 new, 0 changed, 0 deleted"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Every version is still there and intact.
+    let o = w.run(&["verify", "p.yaml"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o).lines().count(), 5);
+    assert_eq!(
+        query(
+            &w,
+            "SELECT _version, count(*) AS n FROM items_history GROUP BY 1 ORDER BY 1"
+        ),
+        "_version,n\n1,2\n2,3\n3,2\n5,3\n"
+    );
+}
+
+#[test]
+fn rollback_to_a_missing_version_is_an_error() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n",
+    );
+    w.write("items.csv", "sku,qty\nA,1\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    let o = w.run(&["rollback", "p.yaml", "--table", "items", "--to", "7"]);
+    assert_code(&o, 2);
+    assert_eq!(
+        crate::workdir::stderr(&o),
+        "error: table items has no version 7; its versions are 1 to 1.\n"
+    );
+}
