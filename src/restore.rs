@@ -20,14 +20,12 @@ use crate::sink;
 use crate::spec::{ChangeKind, Plan, TablePlan};
 use crate::store::{self, CommitKind, CommitRecord, Store};
 
-fn latest_of(store: &Store, table: &str) -> impl Future<Output = Result<CommitRecord>> {
-    async move {
-        store.latest(table).await?.ok_or_else(|| Error::Usage {
-            message: format!(
-                "table {table} has no versions yet; there is nothing to roll back or reset."
-            ),
-        })
-    }
+async fn latest_of(store: &Store, table: &str) -> Result<CommitRecord> {
+    store.latest(table).await?.ok_or_else(|| Error::Usage {
+        message: format!(
+            "table {table} has no versions yet; there is nothing to roll back or reset."
+        ),
+    })
 }
 
 fn new_record(
