@@ -656,12 +656,7 @@ pub async fn load_snapshot(
         options.format = format;
     }
     let loaded = source::load(name, &source_path, table.files, &options)?;
-    let source_columns: Vec<String> = loaded
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let source_columns: Vec<String> = column_names(&loaded.schema);
     let source_origin = loaded.origin();
     let origin = if table.transform.is_some() {
         "the transform's result".to_string()
@@ -688,19 +683,14 @@ pub async fn load_snapshot(
             .await
             .map_err(engine_err(name, "reading the source"))?,
     };
-    let columns: Vec<String> = frame
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let columns: Vec<String> = column_names(frame.schema().as_arrow());
     check_columns(table, &source_columns, &source_origin, &columns, &origin)?;
     Ok(LoadedSnapshot {
         frame,
         columns,
         files,
         origin,
-        first_data_row: table.source.header_row as u64 + 1,
+        first_data_row: first_data_row_of(&table.source),
     })
 }
 
@@ -722,12 +712,7 @@ pub async fn diff_files(
     )?;
     let loaded = source::load(name, &table.source_path, table.files, &table.source)?;
     let origin = loaded.origin();
-    let columns: Vec<String> = loaded
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let columns: Vec<String> = column_names(&loaded.schema);
     check_columns(table, &columns, &origin, &columns, &origin)?;
     deduplicate(
         &ctx,
@@ -737,12 +722,7 @@ pub async fn diff_files(
         first_data_row_of(&table.source),
     )
     .await?;
-    let old_columns: Vec<String> = old_loaded
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let old_columns: Vec<String> = column_names(&old_loaded.schema);
     for k in &table.key {
         if !old_columns.contains(k) {
             return Err(Error::MissingColumn {
@@ -760,7 +740,7 @@ pub async fn diff_files(
         .iter()
         .map(|f| (f.name().clone(), f.data_type().clone()))
         .collect();
-    let first_data_row = table.source.header_row as u64 + 1;
+    let first_data_row = first_data_row_of(&table.source);
     check_null_keys(table, &loaded.batches, &origin, first_data_row)?;
     register_batches(
         &ctx,
@@ -822,6 +802,12 @@ pub async fn diff_files(
     Ok((schema, batches, delta.counts))
 }
 
+/// The names of a schema's columns, in order.
+fn column_names(schema: &datafusion::arrow::datatypes::Schema) -> Vec<String> {
+    schema.fields().iter().map(|f| f.name().clone()).collect()
+}
+
+/// The row number (as a person counts) of a source's first data row.
 fn first_data_row_of(options: &source::SourceOptions) -> u64 {
     options.header_row as u64 + 1
 }
@@ -1332,12 +1318,7 @@ pub async fn shape_output(
     match columns {
         None => Ok(frame),
         Some(wanted) => {
-            let available: Vec<String> = frame
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
+            let available: Vec<String> = column_names(frame.schema().as_arrow());
             for c in wanted {
                 if !available.contains(c) {
                     return Err(Error::MissingColumn {
