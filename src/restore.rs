@@ -109,6 +109,7 @@ pub async fn rollback(
         &ctx,
         &key_plan,
         &compared,
+        &[],
         &types,
         latest.hash == target.hash,
     )
@@ -119,6 +120,7 @@ pub async fn rollback(
         columns,
         baseline_columns: latest_columns,
         include_unchanged: false,
+        tolerance: Vec::new(),
     };
     let delta = diff::classify(&ctx, &settings, target.counts.rows_in).await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();

@@ -367,6 +367,12 @@ async fn execute(
         targets.push(target);
     }
     let compared = table.compare.resolve(&columns, &table.key);
+    // Tolerance columns are compared outside the hash (a hash cannot say "close enough").
+    let hashed: Vec<String> = compared
+        .iter()
+        .filter(|c| !table.tolerance.iter().any(|(t, _)| t == *c))
+        .cloned()
+        .collect();
     let origin_path = PathBuf::from(&origin);
     let mut row_offset = 0u64;
     let mut incoming = Vec::with_capacity(raw.len());
@@ -401,11 +407,11 @@ async fn execute(
                 }
             }
         }
-        let hashed: Vec<_> = compared
+        let hash_input: Vec<_> = hashed
             .iter()
             .map(|c| arrays[raw_schema.index_of(c).expect("compared columns exist")].clone())
             .collect();
-        let hashes = row_hash::hash_rows(&hashed, batch.num_rows())
+        let hashes = row_hash::hash_rows(&hash_input, batch.num_rows())
             .map_err(engine_err(name, "hashing rows"))?;
         arrays.push(Arc::new(hashes));
         fields.push(Arc::new(Field::new(
@@ -454,9 +460,19 @@ async fn execute(
         .iter()
         .map(|f| (f.name().clone(), f.data_type().clone()))
         .collect();
+    for (c, _) in &table.tolerance {
+        if !column_types[c].is_numeric() {
+            return Err(Error::Usage {
+                message: format!(
+                    "table {name}: `tolerance` names \"{c}\", which is {}, not a number. Tolerances apply to numeric columns.",
+                    source::types::type_name(&column_types[c])
+                ),
+            });
+        }
+    }
     let hash_spec = HashSpec {
         version: HASH_VERSION,
-        columns: compared
+        columns: hashed
             .iter()
             .map(|c| ColumnSchema {
                 name: c.clone(),
@@ -474,16 +490,27 @@ async fn execute(
             columns.clone()
         }
     };
-    let shared_compared: Vec<String> = compared
+    let shared = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .filter(|c| baseline_columns.contains(c))
+            .cloned()
+            .collect()
+    };
+    let shared_compared = shared(&compared);
+    let shared_hashed = shared(&hashed);
+    let tolerance: Vec<_> = table
+        .tolerance
         .iter()
-        .filter(|c| baseline_columns.contains(c))
+        .filter(|(c, _)| shared_compared.contains(c))
         .cloned()
         .collect();
+    let carried: Vec<String> = tolerance.iter().map(|(c, _)| c.clone()).collect();
     let stored_hashes_apply = baseline.as_ref().is_none_or(|b| b.hash == hash_spec);
     register_hash_views(
         &ctx,
         table,
-        &shared_compared,
+        &shared_hashed,
+        &carried,
         &column_types,
         stored_hashes_apply,
     )
@@ -499,6 +526,7 @@ async fn execute(
         columns: columns.clone(),
         baseline_columns,
         include_unchanged,
+        tolerance,
     };
     progress.phase("comparing with the baseline");
     let delta = diff::classify(&ctx, &settings, rows_in).await?;
@@ -784,13 +812,14 @@ pub async fn diff_files(
         .into_iter()
         .filter(|c| old_columns.contains(c))
         .collect();
-    register_hash_views(&ctx, table, &compared, &types, false).await?;
+    register_hash_views(&ctx, table, &compared, &[], &types, false).await?;
     let settings = DiffSettings {
         key: table.key.clone(),
         compared,
         columns,
         baseline_columns: old_columns,
         include_unchanged: include.contains(&ChangeKind::Unchanged),
+        tolerance: Vec::new(),
     };
     let delta = diff::classify(&ctx, &settings, rows_in).await?;
     let frame = shape_output(&ctx, table, &delta, include, None, &types).await?;
@@ -895,6 +924,11 @@ fn check_columns(
     for (c, _) in &table.delete_set {
         if !columns.contains(c) {
             return Err(missing("on_delete.set", c));
+        }
+    }
+    for (c, _) in &table.tolerance {
+        if !columns.contains(c) {
+            return Err(missing("tolerance", c));
         }
     }
     let cc = &table.change_columns;
@@ -1062,11 +1096,13 @@ async fn deduplicate(
 }
 
 /// `incoming_hashes` and `baseline_hashes`: the stored hashes when they cover the same columns
-/// the same way, else both re-hashed over the compared columns they share.
+/// the same way, else both re-hashed over the compared columns they share; plus the `carried`
+/// columns that are compared outside the hash (tolerances).
 pub(crate) async fn register_hash_views(
     ctx: &SessionContext,
     table: &TablePlan,
     shared_compared: &[String],
+    carried: &[String],
     types: &HashMap<String, DataType>,
     stored_hashes_apply: bool,
 ) -> Result<()> {
@@ -1101,7 +1137,11 @@ pub(crate) async fn register_hash_views(
         ("incoming_hashes", "incoming", incoming_hash),
         ("baseline_hashes", "baseline", baseline_hash),
     ] {
-        let sql = format!("SELECT {keys}, {hash} AS {ROW_HASH_COLUMN} FROM {source}");
+        let extra: String = carried
+            .iter()
+            .map(|c| format!(", {}", diff::ident(c)))
+            .collect();
+        let sql = format!("SELECT {keys}, {hash} AS {ROW_HASH_COLUMN}{extra} FROM {source}");
         let frame = ctx
             .sql(&sql)
             .await

@@ -110,6 +110,7 @@ pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
         outputs: Vec::new(),
         change_columns: ChangeColumns::default(),
         guard: Default::default(),
+        tolerance: Vec::new(),
     };
     let old_options = options_for(&args.old, &args)?;
     let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];

@@ -17,7 +17,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
-use crate::spec::ChangeKind;
+use crate::spec::{ChangeKind, Tolerance};
 
 const CLASSIFY_SQL: &str = include_str!("../../sql/classify.sql");
 const DELTA_SQL: &str = include_str!("../../sql/delta.sql");
@@ -40,6 +40,9 @@ pub struct DiffSettings {
     pub baseline_columns: Vec<String>,
     /// Whether UNCHANGED rows are returned too.
     pub include_unchanged: bool,
+    /// Compared columns outside the row hash, compared with a tolerance instead; both hash
+    /// views carry them.
+    pub tolerance: Vec<(String, Tolerance)>,
 }
 
 /// Row counts by change kind.
@@ -101,6 +104,21 @@ fn key_equal(key: &[String], left: &str, right: &str) -> String {
         .join(" AND ")
 }
 
+/// SQL that is true when column `c` moved by more than its tolerance between the two sides
+/// (or became null, or stopped being null). The small slack absorbs floating-point noise, so
+/// a change of exactly the tolerance counts as none.
+fn beyond_tolerance(column: &str, tolerance: Tolerance, old_side: &str, new_side: &str) -> String {
+    let old = format!("CAST({} AS DOUBLE)", qualified(old_side, column));
+    let new = format!("CAST({} AS DOUBLE)", qualified(new_side, column));
+    let allowed = match tolerance {
+        Tolerance::Absolute(t) => format!("{t:?}"),
+        Tolerance::Relative(r) => format!("{r:?} * abs({old})"),
+    };
+    format!(
+        "(({old} IS NULL) <> ({new} IS NULL) OR abs({new} - {old}) > {allowed} * (1 + 1e-9) + 1e-12)"
+    )
+}
+
 /// Fill the classification query's placeholders.
 pub fn classify_sql(settings: &DiffSettings) -> String {
     let key_columns = settings
@@ -116,10 +134,18 @@ pub fn classify_sql(settings: &DiffSettings) -> String {
         })
         .collect::<Vec<_>>()
         .join(",\n    ");
+    let mut content_differs = vec!["baseline._row_hash <> incoming._row_hash".to_string()];
+    content_differs.extend(
+        settings
+            .tolerance
+            .iter()
+            .map(|(c, t)| beyond_tolerance(c, *t, "baseline", "incoming")),
+    );
+    let content_differs = content_differs.join("\n            OR ");
     let row_filter = if settings.include_unchanged {
-        "TRUE"
+        "TRUE".to_string()
     } else {
-        "baseline._row_hash IS DISTINCT FROM incoming._row_hash"
+        format!("baseline._row_hash IS NULL OR incoming._row_hash IS NULL OR {content_differs}")
     };
     CLASSIFY_SQL
         .replace("{key_columns}", &key_columns)
@@ -127,7 +153,8 @@ pub fn classify_sql(settings: &DiffSettings) -> String {
             "{key_join}",
             &key_equal(&settings.key, "baseline", "incoming"),
         )
-        .replace("{row_filter}", row_filter)
+        .replace("{content_differs}", &content_differs)
+        .replace("{row_filter}", &row_filter)
 }
 
 /// Fill the delta query's placeholders.
@@ -156,8 +183,12 @@ pub fn delta_sql(settings: &DiffSettings) -> String {
         .iter()
         .map(|c| {
             let (old, new) = (qualified("baseline", c), qualified("incoming", c));
+            let differs = match settings.tolerance.iter().find(|(t, _)| t == c) {
+                Some((_, t)) => beyond_tolerance(c, *t, "baseline", "incoming"),
+                None => format!("{old} IS DISTINCT FROM {new}"),
+            };
             format!(
-                "CASE WHEN {old} IS DISTINCT FROM {new} THEN {} || coalesce(CAST({old} AS VARCHAR), 'null') || ' to ' || coalesce(CAST({new} AS VARCHAR), 'null') END",
+                "CASE WHEN {differs} THEN {} || coalesce(CAST({old} AS VARCHAR), 'null') || ' to ' || coalesce(CAST({new} AS VARCHAR), 'null') END",
                 literal(&format!("{c} changed from "))
             )
         })
@@ -250,4 +281,43 @@ pub async fn classify(
         batches,
         counts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(tolerance: Vec<(String, Tolerance)>) -> DiffSettings {
+        DiffSettings {
+            key: vec!["sku".into()],
+            compared: vec!["price".into()],
+            columns: vec!["sku".into(), "price".into()],
+            baseline_columns: vec!["sku".into(), "price".into()],
+            include_unchanged: false,
+            tolerance,
+        }
+    }
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        for tolerance in [
+            vec![],
+            vec![("price".to_string(), Tolerance::Relative(0.01))],
+        ] {
+            let s = settings(tolerance);
+            for sql in [classify_sql(&s), delta_sql(&s)] {
+                let body: String = sql.lines().filter(|l| !l.starts_with("--")).collect();
+                assert!(!body.contains('{'), "{sql}");
+            }
+        }
+    }
+
+    #[test]
+    fn tolerance_columns_are_compared_outside_the_hash() {
+        let sql = classify_sql(&settings(vec![(
+            "price".into(),
+            Tolerance::Absolute(0.005),
+        )]));
+        assert!(sql.contains("abs(CAST(incoming.\"price\" AS DOUBLE) - CAST(baseline.\"price\" AS DOUBLE)) > 0.005"), "{sql}");
+    }
 }

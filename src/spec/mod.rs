@@ -96,6 +96,32 @@ pub struct TablePlan {
     pub change_columns: ChangeColumns,
     /// Limits that refuse a run (exit 3) unless `--force`.
     pub guard: Guard,
+    /// Numeric columns whose small changes are no change, in table order of declaration.
+    pub tolerance: Vec<(String, Tolerance)>,
+}
+
+/// How far a numeric value may move and still count as unchanged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    /// At most this much, either way.
+    Absolute(f64),
+    /// At most this fraction of the old value (`1%` is 0.01).
+    Relative(f64),
+}
+
+fn parse_tolerance(raw: &RawLimit) -> Option<Tolerance> {
+    let t = match raw {
+        RawLimit::Count(n) => Tolerance::Absolute(*n as f64),
+        RawLimit::Number(x) => Tolerance::Absolute(*x),
+        RawLimit::Text(t) => match t.trim().strip_suffix('%') {
+            Some(p) => Tolerance::Relative(p.trim().parse::<f64>().ok()? / 100.0),
+            None => Tolerance::Absolute(t.trim().parse().ok()?),
+        },
+    };
+    let value = match t {
+        Tolerance::Absolute(v) | Tolerance::Relative(v) => v,
+    };
+    (value.is_finite() && value >= 0.0).then_some(t)
 }
 
 /// A count, or a percentage of the baseline's rows.
@@ -140,6 +166,7 @@ pub struct Guard {
 fn parse_limit(raw: &RawLimit) -> Option<Limit> {
     match raw {
         RawLimit::Count(n) => Some(Limit::Count(*n)),
+        RawLimit::Number(_) => None,
         RawLimit::Text(t) => {
             let t = t.trim();
             match t.strip_suffix('%') {
@@ -446,10 +473,6 @@ fn table_plan(
     let before = problems.len();
     for (key, value) in [
         (
-            "tolerance",
-            raw.tolerance.as_ref().map(|s| s.referenced.line()),
-        ),
-        (
             "partition_by",
             raw.partition_by.as_ref().map(|s| s.referenced.line()),
         ),
@@ -494,6 +517,18 @@ fn table_plan(
                         at(g)
                     )),
                 }
+            }
+        }
+    }
+    let mut tolerance = Vec::new();
+    if let Some(t) = &raw.tolerance {
+        for (column, value) in &t.value {
+            match parse_tolerance(value) {
+                Some(tol) => tolerance.push((column.clone(), tol)),
+                None => problems.push(format!(
+                    "{}: table {name}: tolerance of \"{column}\" must be an absolute amount (0.005) or a percentage (\"1%\").",
+                    at(t)
+                )),
             }
         }
     }
@@ -709,6 +744,7 @@ fn table_plan(
         outputs,
         change_columns,
         guard,
+        tolerance,
     })
 }
 

@@ -24,7 +24,7 @@ pub struct RawTable {
     pub key: Spanned<OneOrMany>,
     pub compare: Option<Spanned<Vec<String>>>,
     pub ignore: Option<Spanned<Vec<String>>>,
-    pub tolerance: Option<Spanned<IgnoredAny>>,
+    pub tolerance: Option<Spanned<IndexMap<String, RawLimit>>>,
     pub duplicates: Option<Duplicates>,
     pub mode: Option<Spanned<Mode>>,
     pub partition_by: Option<Spanned<IgnoredAny>>,
@@ -176,10 +176,11 @@ pub struct RawGuard {
     pub min_rows: Option<RawLimit>,
 }
 
-/// A count (`100`) or a percentage of the baseline (`"20%"`).
+/// A count (`100`), a number (`0.005`) or a percentage (`"20%"`).
 #[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
 pub enum RawLimit {
     Count(u64),
+    Number(f64),
     Text(String),
 }

@@ -8,5 +8,6 @@ mod inventory_data;
 mod restore;
 mod review_findings;
 mod sources;
+mod tolerance;
 mod verify;
 mod workdir;
