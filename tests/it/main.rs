@@ -5,6 +5,7 @@ mod composite_keys;
 mod guards;
 mod inventory;
 mod inventory_data;
+mod races;
 mod restore;
 mod review_findings;
 mod sources;
