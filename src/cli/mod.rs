@@ -8,8 +8,6 @@ mod rollback;
 mod run;
 mod verify;
 
-use std::path::PathBuf;
-
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Result;
@@ -87,9 +85,4 @@ pub enum OutputFormat {
     Json,
     /// Parquet (needs --output).
     Parquet,
-}
-
-/// Resolve the pipeline file argument.
-fn pipeline_path(path: &std::path::Path) -> PathBuf {
-    path.to_path_buf()
 }

@@ -33,7 +33,7 @@ pub struct RunArgs {
 }
 
 pub(super) async fn execute(args: RunArgs, store: Option<&str>, quiet: bool) -> Result<u8> {
-    let plan = spec::load(&super::pipeline_path(&args.pipeline), store)?;
+    let plan = spec::load(&args.pipeline, store)?;
     let mut source_overrides = HashMap::new();
     for s in &args.sources {
         let (table, path) = s.split_once('=').ok_or_else(|| Error::Usage {

@@ -7,7 +7,6 @@ mod raw;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::datatypes::DataType;
 use serde_saphyr::Spanned;
 
 use raw::{ChangeKindName, Files, Mode, RawLimit, RawPipeline, RawTable, SheetValue};
@@ -777,9 +776,4 @@ fn dependency_order(tables: Vec<(TablePlan, u64)>, problems: &mut Vec<String>) -
         ));
     }
     ordered
-}
-
-/// The declared type of a source column, used to pin types.
-pub fn declared(plan: &TablePlan, column: &str) -> Option<DataType> {
-    plan.source.declared_type(column).cloned()
 }
