@@ -328,7 +328,7 @@ async fn execute(
         columns,
         files: source_files,
         origin,
-        first_data_row,
+        rows,
     } = loaded;
 
     let baseline = store.latest(name).await?;
@@ -378,9 +378,10 @@ async fn execute(
     let mut incoming = Vec::with_capacity(raw.len());
     let mut incoming_schema: Option<SchemaRef> = None;
     for batch in &raw {
+        // Rows are numbered from 0 here and placed by `rows` when an error names one.
         let row_origin = source::types::RowOrigin {
             path: &origin_path,
-            first_data_row: first_data_row + row_offset,
+            first_data_row: row_offset,
             row_numbers: None,
         };
         let mut fields = Vec::with_capacity(batch.num_columns() + 1);
@@ -393,12 +394,9 @@ async fn execute(
         {
             match target {
                 Some(t) => {
-                    arrays.push(source::types::pin_column(
-                        field.name(),
-                        values,
-                        t,
-                        &row_origin,
-                    )?);
+                    let pinned = source::types::pin_column(field.name(), values, t, &row_origin)
+                        .map_err(|e| relocate(e, &rows))?;
+                    arrays.push(pinned);
                     fields.push(Arc::new(Field::new(field.name(), t.clone(), true)));
                 }
                 None => {
@@ -441,9 +439,9 @@ async fn execute(
         fields.push(Field::new(ROW_HASH_COLUMN, DataType::UInt64, false));
         Arc::new(Schema::new(fields))
     });
-    check_null_keys(table, &incoming, &origin, first_data_row)?;
+    check_null_keys(table, &incoming, &origin, &rows)?;
     register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
-    if let Some(batches) = deduplicate(&ctx, table, &incoming, &origin, first_data_row).await? {
+    if let Some(batches) = deduplicate(&ctx, table, &incoming, &origin, &rows).await? {
         incoming = batches;
         ctx.deregister_table("incoming")
             .map_err(engine_err(name, "registering tables"))?;
@@ -655,8 +653,8 @@ pub struct LoadedSnapshot {
     pub files: Vec<SourceFile>,
     /// Where rows come from, for messages.
     pub origin: String,
-    /// Row number (as a person counts) of the first data row.
-    pub first_data_row: u64,
+    /// Maps row indexes of the snapshot to rows a person counts.
+    pub rows: source::RowLocator,
 }
 
 /// Load a table's source, register it as `source` (and its dependencies by name), apply the
@@ -686,6 +684,11 @@ pub async fn load_snapshot(
     let loaded = source::load(name, &source_path, table.files, &options)?;
     let source_columns: Vec<String> = column_names(&loaded.schema);
     let source_origin = loaded.origin();
+    let rows = if table.transform.is_some() {
+        source::RowLocator::From(1)
+    } else {
+        loaded.locator(&options)
+    };
     let origin = if table.transform.is_some() {
         "the transform's result".to_string()
     } else {
@@ -718,7 +721,7 @@ pub async fn load_snapshot(
         columns,
         files,
         origin,
-        first_data_row: first_data_row_of(&table.source),
+        rows,
     })
 }
 
@@ -747,7 +750,7 @@ pub async fn diff_files(
         table,
         &old_loaded.batches,
         &old_loaded.origin(),
-        first_data_row_of(&table.source),
+        &old_loaded.locator(old_options),
     )
     .await?;
     let old_columns: Vec<String> = column_names(&old_loaded.schema);
@@ -768,8 +771,8 @@ pub async fn diff_files(
         .iter()
         .map(|f| (f.name().clone(), f.data_type().clone()))
         .collect();
-    let first_data_row = first_data_row_of(&table.source);
-    check_null_keys(table, &loaded.batches, &origin, first_data_row)?;
+    let rows = loaded.locator(&table.source);
+    check_null_keys(table, &loaded.batches, &origin, &rows)?;
     register_batches(
         &ctx,
         "incoming",
@@ -777,7 +780,7 @@ pub async fn diff_files(
         loaded.batches.clone(),
     )?;
     // With `duplicates: error` (the ad-hoc diff's setting) this only ever reports a repeat.
-    deduplicate(&ctx, table, &loaded.batches, &origin, first_data_row).await?;
+    deduplicate(&ctx, table, &loaded.batches, &origin, &rows).await?;
     let rows_in = loaded.num_rows() as u64;
     // The old file's shared columns are read as the new file's types, so that a column inferred
     // differently on the two days compares by value.
@@ -836,9 +839,22 @@ fn column_names(schema: &datafusion::arrow::datatypes::Schema) -> Vec<String> {
     schema.fields().iter().map(|f| f.name().clone()).collect()
 }
 
-/// The row number (as a person counts) of a source's first data row.
-fn first_data_row_of(options: &source::SourceOptions) -> u64 {
-    options.header_row as u64 + 1
+/// An error that names a 0-based row index, with the row a person counts instead.
+fn relocate(e: Error, rows: &source::RowLocator) -> Error {
+    match e {
+        Error::SourceData {
+            path,
+            row: Some(index),
+            column,
+            message,
+        } => Error::SourceData {
+            path,
+            row: Some(rows.row(index)),
+            column,
+            message,
+        },
+        other => other,
+    }
 }
 
 /// Register record batches as a table.
@@ -965,7 +981,7 @@ fn check_null_keys(
     table: &TablePlan,
     batches: &[RecordBatch],
     origin: &str,
-    first_data_row: u64,
+    rows: &source::RowLocator,
 ) -> Result<()> {
     let mut offset = 0u64;
     for batch in batches {
@@ -977,7 +993,7 @@ fn check_null_keys(
                     table: table.name.clone(),
                     column: k.clone(),
                     origin: origin.to_string(),
-                    row: first_data_row + offset + index,
+                    row: rows.row(offset + index),
                 });
             }
         }
@@ -994,7 +1010,7 @@ async fn deduplicate(
     table: &TablePlan,
     rows: &[RecordBatch],
     origin: &str,
-    first_data_row: u64,
+    locator: &source::RowLocator,
 ) -> Result<Option<Vec<RecordBatch>>> {
     let name = table.name.as_str();
     let Some(first) = rows.first() else {
@@ -1070,7 +1086,7 @@ async fn deduplicate(
                 key: key_text,
                 count: as_u64(count),
                 origin: origin.to_string(),
-                first_row: first_data_row + as_u64(first) - 1,
+                first_row: locator.row(as_u64(first).saturating_sub(1)),
             })
         }
         keep => {

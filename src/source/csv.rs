@@ -81,7 +81,25 @@ pub fn read_csv(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
         first_data_row: options.header_row as u64 + 1,
         row_numbers: None,
     };
-    type_text_batch(&text, &options.columns, &origin)
+    type_text_batch(&text, &options.columns, &origin).map_err(|e| match e {
+        // Records can span lines: name the line the record starts on.
+        Error::SourceData {
+            path,
+            row: Some(row),
+            column,
+            message,
+        } => {
+            let index = row.saturating_sub(options.header_row as u64 + 1);
+            let row = record_line(&path, options.header_row, index).unwrap_or(row);
+            Error::SourceData {
+                path,
+                row: Some(row),
+                column,
+                message,
+            }
+        }
+        other => other,
+    })
 }
 
 /// Byte offset just after the first `lines` lines, or None when the file has fewer.
@@ -144,4 +162,56 @@ fn shift_line_numbers(message: &str, skipped_lines: usize) -> String {
         format!("line {}", n + skipped_lines)
     })
     .into_owned()
+}
+
+/// The line on which data record `index` (0-based) starts, as a person counts lines in the file,
+/// for error messages. Quoted fields may span lines, so records and lines differ; the file is
+/// read again only here, on the error path.
+pub fn record_line(path: &Path, header_row: usize, index: u64) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let start = offset_after_lines(bytes, header_row.saturating_sub(1))?;
+    // Scan from the header record (record 0 of the scan, on line `header_row`).
+    let mut line = header_row as u64;
+    let mut record = 0u64;
+    let mut in_quotes = false;
+    let mut at_record_start = false;
+    for &b in &bytes[start..] {
+        if at_record_start {
+            if record == index + 1 {
+                return Some(line);
+            }
+            at_record_start = false;
+        }
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'\n' => {
+                line += 1;
+                if !in_quotes {
+                    record += 1;
+                    at_record_start = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_lines_count_quoted_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(
+            &path,
+            "title\nid,note\n1,\"two\nlines\"\n2,x\n3,\"a \"\"q\"\"\"\n4,y\n",
+        )
+        .unwrap();
+        let lines: Vec<_> = (0..4).map(|i| record_line(&path, 2, i)).collect();
+        assert_eq!(lines, [Some(3), Some(5), Some(6), Some(7)]);
+    }
 }

@@ -122,6 +122,33 @@ pub struct SourceFile {
     pub size: u64,
 }
 
+/// Maps a snapshot's 0-based row index to the row a person counts, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowLocator {
+    /// Rows counted from this number (sheet rows below the header, JSON lines, Parquet
+    /// records, a transform's result).
+    From(u64),
+    /// Lines of one CSV file whose header is on line `header_row` (records may span lines).
+    CsvLines {
+        /// The file.
+        path: PathBuf,
+        /// 1-based header line.
+        header_row: usize,
+    },
+}
+
+impl RowLocator {
+    /// The row a person counts for data row `index`.
+    pub fn row(&self, index: u64) -> u64 {
+        match self {
+            RowLocator::From(first) => first + index,
+            RowLocator::CsvLines { path, header_row } => {
+                csv::record_line(path, *header_row, index).unwrap_or(*header_row as u64 + 1 + index)
+            }
+        }
+    }
+}
+
 /// One table's snapshot as loaded, before any transform.
 #[derive(Debug, Clone)]
 pub struct LoadedSource {
@@ -137,6 +164,20 @@ impl LoadedSource {
     /// Number of rows loaded.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// How row indexes map to rows a person counts in the source.
+    pub fn locator(&self, options: &SourceOptions) -> RowLocator {
+        match (options.format, self.files.as_slice()) {
+            (SourceFormat::Csv, [one]) => RowLocator::CsvLines {
+                path: PathBuf::from(&one.path),
+                header_row: options.header_row,
+            },
+            (SourceFormat::Csv | SourceFormat::Excel, _) => {
+                RowLocator::From(options.header_row as u64 + 1)
+            }
+            _ => RowLocator::From(1),
+        }
     }
 
     /// A human name for where the rows came from, for error messages.

@@ -199,3 +199,24 @@ fn a_pinned_column_read_as_text_compares_by_value() {
         stdout(&o)
     );
 }
+
+/// Rows are counted as lines of the file, also after a quoted field that spans lines.
+#[test]
+fn rows_are_lines_of_the_file_after_multiline_fields() {
+    let w = with_baseline();
+    w.write("items.csv", "sku,qty\nA,1\n\"B\nwith a newline\",2\nC,x\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 1);
+    assert!(
+        stdout(&o).contains("items.csv, row 5, column \"qty\": value \"x\""),
+        "{}",
+        stdout(&o)
+    );
+    w.write("items.csv", "sku,qty\n\"A\nA\",1\n,2\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert!(
+        stdout(&o).contains("key column \"sku\" is empty at") && stdout(&o).contains("row 4"),
+        "{}",
+        stdout(&o)
+    );
+}
