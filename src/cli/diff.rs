@@ -115,17 +115,7 @@ pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
     let old_options = options_for(&args.old, &args)?;
     let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
     let (schema, batches, counts) = diff_files(&args.old, &old_options, &table, &include).await?;
-    let format = args.format.unwrap_or_else(|| {
-        match args
-            .output
-            .as_ref()
-            .and_then(|p| SourceFormat::from_extension(&p.to_string_lossy()))
-        {
-            Some(SourceFormat::Parquet) => OutputFormat::Parquet,
-            Some(SourceFormat::Json) => OutputFormat::Json,
-            _ => OutputFormat::Csv,
-        }
-    });
+    let format = OutputFormat::choose(args.format, args.output.as_deref(), OutputFormat::Csv);
     super::query::emit(&schema, &batches, format, args.output.as_deref())?;
     tracing::info!(
         "{} rows: {} new, {} changed, {} deleted, {} unchanged",

@@ -86,3 +86,22 @@ pub enum OutputFormat {
     /// Parquet (needs --output).
     Parquet,
 }
+
+impl OutputFormat {
+    /// `--format` if given, else the one `--output`'s extension names, else `fallback`.
+    fn choose(
+        given: Option<OutputFormat>,
+        output: Option<&std::path::Path>,
+        fallback: OutputFormat,
+    ) -> OutputFormat {
+        use crate::source::SourceFormat;
+        given.unwrap_or_else(|| {
+            match output.and_then(|p| SourceFormat::from_extension(&p.to_string_lossy())) {
+                Some(SourceFormat::Parquet) => OutputFormat::Parquet,
+                Some(SourceFormat::Json) => OutputFormat::Json,
+                Some(SourceFormat::Csv) => OutputFormat::Csv,
+                _ => fallback,
+            }
+        })
+    }
+}

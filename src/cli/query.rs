@@ -33,18 +33,7 @@ pub(super) async fn execute(args: QueryArgs, store: Option<&str>) -> Result<u8> 
     let plan = spec::load(&args.pipeline, store)?;
     let store = Store::open_existing(&plan.store)?;
     let ctx = query::session(&store).await?;
-    let format = args.format.unwrap_or_else(|| {
-        match args
-            .output
-            .as_ref()
-            .and_then(|p| SourceFormat::from_extension(&p.to_string_lossy()))
-        {
-            Some(SourceFormat::Parquet) => OutputFormat::Parquet,
-            Some(SourceFormat::Json) => OutputFormat::Json,
-            Some(SourceFormat::Csv) => OutputFormat::Csv,
-            _ => OutputFormat::Table,
-        }
-    });
+    let format = OutputFormat::choose(args.format, args.output.as_deref(), OutputFormat::Table);
     match &args.sql {
         Some(sql) => {
             let (schema, batches) = run_sql(&ctx, sql).await?;

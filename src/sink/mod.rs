@@ -60,17 +60,24 @@ pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Byt
         .set_max_row_group_row_count(Some(1024 * 1024))
         .build();
     let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props))
-        .map_err(|e| Error::engine("encoding Parquet", e.into()))?;
-    for batch in batches {
-        writer
-            .write(batch)
-            .map_err(|e| Error::engine("encoding Parquet", e.into()))?;
-    }
-    writer
-        .close()
-        .map_err(|e| Error::engine("encoding Parquet", e.into()))?;
+    write_parquet(&mut buffer, schema, batches, Some(props))?;
     Ok(Bytes::from(buffer))
+}
+
+fn write_parquet(
+    w: impl Write + Send,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: Option<WriterProperties>,
+) -> Result<()> {
+    let fail =
+        |e: datafusion::parquet::errors::ParquetError| Error::engine("writing Parquet", e.into());
+    let mut writer = ArrowWriter::try_new(w, schema.clone(), props).map_err(fail)?;
+    for batch in batches {
+        writer.write(batch).map_err(fail)?;
+    }
+    writer.close().map_err(fail)?;
+    Ok(())
 }
 
 /// Write batches to `w` in `format` (the header is written even when there are no rows).
@@ -102,18 +109,7 @@ pub fn write_to(
             }
             writer.finish().map_err(fail)?;
         }
-        SourceFormat::Parquet => {
-            let mut writer = ArrowWriter::try_new(w, schema.clone(), None)
-                .map_err(|e| Error::engine("writing the delta", e.into()))?;
-            for batch in batches {
-                writer
-                    .write(batch)
-                    .map_err(|e| Error::engine("writing the delta", e.into()))?;
-            }
-            writer
-                .close()
-                .map_err(|e| Error::engine("writing the delta", e.into()))?;
-        }
+        SourceFormat::Parquet => write_parquet(w, schema, batches, None)?,
         SourceFormat::Excel => {
             return Err(Error::Usage {
                 message:

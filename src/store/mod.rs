@@ -272,7 +272,7 @@ impl Store {
 
     /// A version's commit record.
     pub async fn commit_record(&self, table: &str, version: u64) -> Result<CommitRecord> {
-        let relative = format!("_commits/{version:08}.json");
+        let relative = commit_name(version);
         let bytes = self.read_file(table, &relative).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             store_error(
@@ -399,9 +399,13 @@ impl Store {
     }
 }
 
-/// Where a version's commit record lives (kept in step with `commit_record`).
+/// A version's commit record, relative to its table's folder.
+fn commit_name(version: u64) -> String {
+    format!("_commits/{version:08}.json")
+}
+
 fn commit_path(table: &str, version: u64) -> Path {
-    Path::from(format!("{table}/_commits/{version:08}.json"))
+    Path::from(format!("{table}/{}", commit_name(version)))
 }
 
 /// File name of a version's snapshot.

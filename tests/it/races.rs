@@ -3,15 +3,12 @@
 
 use std::process::{Command, Stdio};
 
-use crate::workdir::{Workdir, stdout};
+use crate::workdir::{ITEMS_PIPELINE, Workdir, stdout};
 
 #[test]
 fn concurrent_runs_commit_each_version_once() {
     let w = Workdir::new();
-    w.write(
-        "p.yaml",
-        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n",
-    );
+    w.write("p.yaml", ITEMS_PIPELINE);
     let mut csv = String::from("sku,qty\n");
     for i in 0..20_000 {
         csv.push_str(&format!("S{i},{i}\n"));

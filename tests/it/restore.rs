@@ -1,6 +1,6 @@
 //! `rollback` and `reset`: new versions made from old ones; nothing is deleted.
 
-use crate::workdir::{Workdir, assert_code, stdout};
+use crate::workdir::{ITEMS_PIPELINE, Workdir, assert_code, stdout};
 
 fn query(w: &Workdir, sql: &str) -> String {
     let o = w.run(&["query", "p.yaml", sql, "--format", "csv"]);
@@ -11,10 +11,7 @@ fn query(w: &Workdir, sql: &str) -> String {
 #[test]
 fn rollback_restores_an_earlier_snapshot_and_reset_empties_the_baseline() {
     let w = Workdir::new();
-    w.write(
-        "p.yaml",
-        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n",
-    );
+    w.write("p.yaml", ITEMS_PIPELINE);
     w.write("items.csv", "sku,qty\nA,1\nB,2\n");
     assert_code(&w.run(&["run", "p.yaml"]), 0);
     w.write("items.csv", "sku,qty\nA,1\nB,3\nC,1\n");
@@ -76,10 +73,7 @@ fn rollback_restores_an_earlier_snapshot_and_reset_empties_the_baseline() {
 #[test]
 fn rollback_to_a_missing_version_is_an_error() {
     let w = Workdir::new();
-    w.write(
-        "p.yaml",
-        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n",
-    );
+    w.write("p.yaml", ITEMS_PIPELINE);
     w.write("items.csv", "sku,qty\nA,1\n");
     assert_code(&w.run(&["run", "p.yaml"]), 0);
     let o = w.run(&["rollback", "p.yaml", "--table", "items", "--to", "7"]);

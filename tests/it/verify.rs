@@ -1,14 +1,11 @@
 //! `verify` names the damaged version loudly; intact stores verify clean.
 
-use crate::workdir::{Workdir, assert_code, stderr, stdout};
+use crate::workdir::{ITEMS_PIPELINE, Workdir, assert_code, stderr, stdout};
 
 #[test]
 fn a_truncated_snapshot_is_named_by_version() {
     let w = Workdir::new();
-    w.write(
-        "p.yaml",
-        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n",
-    );
+    w.write("p.yaml", ITEMS_PIPELINE);
     w.write("items.csv", "sku,qty\nA,1\nB,2\n");
     assert_code(&w.run(&["run", "p.yaml"]), 0);
     w.write("items.csv", "sku,qty\nA,1\nB,3\n");

@@ -5,6 +5,9 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+/// The smallest pipeline: one CSV table `items` keyed by `sku`.
+pub const ITEMS_PIPELINE: &str = "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n";
+
 pub struct Workdir {
     dir: tempfile::TempDir,
 }
