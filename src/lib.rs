@@ -12,6 +12,7 @@ pub mod cli;
 pub mod diff;
 pub mod engine;
 pub mod error;
+pub mod normalize;
 pub mod query;
 pub mod restore;
 pub mod run;
@@ -19,5 +20,6 @@ pub mod sink;
 pub mod source;
 pub mod spec;
 pub mod store;
+pub mod validate;
 
 pub use error::{Error, Result};

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::{ScalarValue, TableReference};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, cast, lit, when};
@@ -18,10 +19,13 @@ use crate::diff::row_hash::{self, HASH_VERSION, ROW_HASH_COLUMN};
 use crate::diff::{self, CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings};
 use crate::engine;
 use crate::error::{Error, Result};
+use crate::normalize;
 use crate::sink;
+use crate::source::types::Pinned;
 use crate::source::{self, SourceFile};
 use crate::spec::{ChangeKind, Duplicates, Plan, TablePlan, YamlScalar};
 use crate::store::{self, ColumnSchema, CommitKind, CommitRecord, HashSpec, RunRecord, Store};
+use crate::validate::{self, RejectedRow, Rejection};
 
 /// What `tidemark run` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -104,6 +108,10 @@ pub struct TableRun {
     pub counts: Counts,
     /// Rows rejected by validation.
     pub rejected: u64,
+    /// Where the rejected rows were written.
+    pub rejects_file: Option<String>,
+    /// Schema changes and other things the user should know, one line each.
+    pub notes: Vec<String>,
     /// Wall time.
     pub duration_ms: u64,
     /// Delta files written.
@@ -200,6 +208,8 @@ pub async fn run_pipeline(
                 version: None,
                 counts: Counts::default(),
                 rejected: 0,
+                rejects_file: None,
+                notes: Vec::new(),
                 duration_ms: 0,
                 delta_files: Vec::new(),
                 sources: Vec::new(),
@@ -235,7 +245,18 @@ pub async fn run_table(
     let started = Instant::now();
     let started_at = Utc::now();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let result = execute(plan, table, store, options, started, started_at, &run_id).await;
+    let mut partial = Partial::default();
+    let result = execute(
+        plan,
+        table,
+        store,
+        options,
+        started,
+        started_at,
+        &run_id,
+        &mut partial,
+    )
+    .await;
     let duration_ms = started.elapsed().as_millis() as u64;
     let mut outcome = match result {
         Ok(mut o) => {
@@ -257,10 +278,12 @@ pub async fn run_table(
                 Error::Refused { counts, .. } => *counts,
                 _ => Counts::default(),
             },
-            rejected: 0,
+            rejected: partial.rejected,
+            rejects_file: partial.rejects_file,
+            notes: Vec::new(),
             duration_ms,
             delta_files: Vec::new(),
-            sources: Vec::new(),
+            sources: partial.sources,
             error: Some(e),
             skipped_because: None,
             preview: None,
@@ -308,6 +331,14 @@ fn engine_err(table: &str, doing: &str) -> impl Fn(datafusion::error::DataFusion
     move |e| Error::engine(context.clone(), e)
 }
 
+/// What a run learned before it failed, for the run record and report.
+#[derive(Debug, Default)]
+struct Partial {
+    sources: Vec<String>,
+    rejected: u64,
+    rejects_file: Option<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     plan: &Plan,
@@ -317,6 +348,7 @@ async fn execute(
     started: Instant,
     started_at: DateTime<Utc>,
     run_id: &str,
+    partial: &mut Partial,
 ) -> Result<TableRun> {
     let name = table.name.as_str();
     let progress = Progress::new(options.progress, name);
@@ -326,10 +358,17 @@ async fn execute(
     let LoadedSnapshot {
         frame,
         columns,
+        source_columns,
         files: source_files,
         origin,
         rows,
+        traced,
+        source_batches,
+        cell_errors,
+        early_rejects,
+        early_held_keys,
     } = loaded;
+    partial.sources = source_files.iter().map(|f| f.path.clone()).collect();
 
     let baseline = store.latest(name).await?;
     // The baseline pins every column's type; a declared type wins (the user changed it).
@@ -344,102 +383,222 @@ async fn execute(
         .unwrap_or_default();
     progress.phase("typing and hashing rows");
     let plan_schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let raw = frame
+    let mut raw = frame
         .collect()
         .await
         .map_err(engine_err(name, "reading the snapshot"))?;
-    let raw_schema = raw.first().map(|b| b.schema()).unwrap_or(plan_schema);
-    // The baseline pins every column's type; a declared type wins (the user changed it).
+    let mut raw_schema = raw.first().map(|b| b.schema()).unwrap_or(plan_schema);
+    let rows = if traced {
+        // The transform carried each row's source row: strip it, and name rows by it.
+        let mut source_rows = Vec::new();
+        for batch in &mut raw {
+            let last = batch.num_columns() - 1;
+            let ordinals = batch.column(last).clone();
+            source_rows.extend(
+                ordinals
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                    .map(|a| a.values().to_vec())
+                    .unwrap_or_default(),
+            );
+            batch.remove_column(last);
+        }
+        let mut fields: Vec<FieldRef> = raw_schema.fields().iter().cloned().collect();
+        fields.pop();
+        raw_schema = Arc::new(Schema::new(fields));
+        rows.through(source_rows)
+    } else {
+        rows
+    };
+    let mut notes: Vec<String> = Vec::new();
     let mut targets: Vec<Option<DataType>> = Vec::with_capacity(raw_schema.fields().len());
     for field in raw_schema.fields() {
+        let declared = table.source.declared_type(field.name());
         let target = match pinned.get(field.name().as_str()) {
-            Some(type_text)
-                if table.source.declared_type(field.name()).is_none()
-                    && *type_text != field.data_type().to_string() =>
-            {
-                Some(type_text.parse::<DataType>().map_err(|_| Error::Store {
+            Some(type_text) if *type_text != field.data_type().to_string() => {
+                let pinned_type = type_text.parse::<DataType>().map_err(|_| Error::Store {
                     location: store.location().to_string(),
                     message: format!("table {name}: the baseline's type `{type_text}` of column \"{}\" is not readable", field.name()),
-                })?)
+                })?;
+                match declared {
+                    Some(d) => {
+                        notes.push(format!(
+                            "column \"{}\" changes type from {} to {}, as declared in `source.columns`",
+                            field.name(),
+                            source::types::type_name(&pinned_type),
+                            source::types::type_name(d)
+                        ));
+                        None
+                    }
+                    None => Some(pinned_type),
+                }
             }
             _ => None,
         };
         targets.push(target);
     }
-    let compared = table.compare.resolve(&columns, &table.key);
+
+    // Cells that did not fit their declared type at load, then values that do not fit the
+    // type the baseline pins: each rejects its row.
+    let mut rejections: Vec<Rejection> = cell_errors
+        .into_iter()
+        .map(|e| Rejection {
+            index: e.row as u64,
+            rule: "type".into(),
+            message: e.message,
+            cell: Some((e.column, e.value)),
+        })
+        .collect();
+    let (typed_schema, typed) = pin_types(
+        &raw_schema,
+        &raw,
+        &targets,
+        &rows,
+        &origin,
+        &mut rejections,
+        &mut notes,
+    )?;
+    let typed = typed
+        .iter()
+        .map(|b| normalize::apply(name, b, &table.normalize))
+        .collect::<Result<Vec<_>>>()?;
+    let mut rejected: HashSet<u64> = rejections.iter().map(|r| r.index).collect();
+    let nulls = validate::check_nulls(table, &typed, &rejected);
+    rejected.extend(nulls.iter().map(|r| r.index));
+    rejections.extend(nulls);
+    let ruled = validate::check_rules(table, &typed_schema, &typed, &rejected).await?;
+    rejected.extend(ruled.iter().map(|r| r.index));
+    rejections.extend(ruled);
+    let rows_read =
+        raw.iter().map(|b| b.num_rows() as u64).sum::<u64>() + early_rejects.len() as u64;
+    let mut rejected_rows = early_rejects;
+    // Rows are shown as read from the source when each maps to one source row.
+    let (as_read, from_source) = if traced {
+        (&source_batches, true)
+    } else {
+        (&raw, false)
+    };
+    rejected_rows.extend(validate::locate(&rejections, &rows, as_read, from_source));
+    partial.rejected = rejected_rows.len() as u64;
+    let version = baseline.as_ref().map_or(1, |b| b.version + 1);
+    if !rejected_rows.is_empty() && !options.dry_run {
+        // Rows are shown as the source holds them, unless the transform hides which source
+        // row a result row came from: then the result's columns follow.
+        let mut reject_columns = source_columns.clone();
+        if table.transform.is_some() && !traced {
+            reject_columns.extend(
+                columns
+                    .iter()
+                    .filter(|c| !source_columns.contains(c))
+                    .cloned(),
+            );
+        }
+        let (schema, batch) = validate::rejects_batch(&rejected_rows, &reject_columns)?;
+        let path = match &table.validate.rejects_path {
+            Some(template) => sink::output_path(template, name, version, Utc::now()),
+            None => store.local_path(name, &format!("rejects/v{version:08}-{run_id}.csv")),
+        };
+        sink::write_file(&path, &schema, &[batch])?;
+        partial.rejects_file = Some(path.display().to_string());
+    }
+    let read_counts = Counts {
+        rows_in: rows_read,
+        ..Counts::default()
+    };
+    validate::check_limits(
+        table,
+        &rejected_rows,
+        rows_read,
+        partial.rejects_file.as_deref(),
+        read_counts,
+    )?;
+    // Keys of rejected rows keep their baseline rows (below), so a bad row is never DELETED.
+    let mut held_keys = early_held_keys;
+    if !rejected.is_empty() {
+        let key_schema = Arc::new(Schema::new(
+            table
+                .key
+                .iter()
+                .map(|k| typed_schema.field_with_name(k).cloned())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::engine("selecting keys", e.into()))?,
+        ));
+        for batch in validate::only_rows(&typed, &rejected)? {
+            held_keys.push(
+                batch
+                    .project(
+                        &table
+                            .key
+                            .iter()
+                            .map(|k| typed_schema.index_of(k).expect("key columns exist"))
+                            .collect::<Vec<_>>(),
+                    )
+                    .map_err(|e| Error::engine("selecting keys", e.into()))?
+                    .with_schema(key_schema.clone())
+                    .map_err(|e| Error::engine("selecting keys", e.into()))?,
+            );
+        }
+    }
+    let valid = validate::without_rows(&typed, &rejected)?;
+    drop(typed);
+
+    // A column entirely empty today (or in the baseline) is compared as if absent, so that an
+    // export that blanks a column, and the day it comes back, change no row.
+    let valid_rows: u64 = valid.iter().map(|b| b.num_rows() as u64).sum();
+    let empty_today: Vec<String> = if valid_rows == 0 {
+        Vec::new()
+    } else {
+        typed_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| {
+                valid
+                    .iter()
+                    .all(|b| b.column(*j).null_count() == b.num_rows())
+            })
+            .map(|(_, f)| f.name().clone())
+            .collect()
+    };
+    let empty_in_baseline: Vec<String> = baseline
+        .as_ref()
+        .map(|b| {
+            b.schema
+                .iter()
+                .filter(|c| c.empty)
+                .map(|c| c.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let compared: Vec<String> = table
+        .compare
+        .resolve(&columns, &table.key)
+        .into_iter()
+        .filter(|c| !empty_today.contains(c) && !empty_in_baseline.contains(c))
+        .collect();
     // Tolerance columns are compared outside the hash (a hash cannot say "close enough").
     let hashed: Vec<String> = compared
         .iter()
         .filter(|c| !table.tolerance.iter().any(|(t, _)| t == *c))
         .cloned()
         .collect();
-    let origin_path = PathBuf::from(&origin);
-    let mut row_offset = 0u64;
-    let mut incoming = Vec::with_capacity(raw.len());
-    let mut incoming_schema: Option<SchemaRef> = None;
-    for batch in &raw {
-        // Rows are numbered from 0 here and placed by `rows` when an error names one.
-        let row_origin = source::types::RowOrigin {
-            path: &origin_path,
-            first_data_row: row_offset,
-            row_numbers: None,
-        };
-        let mut fields = Vec::with_capacity(batch.num_columns() + 1);
-        let mut arrays = Vec::with_capacity(batch.num_columns() + 1);
-        for ((field, values), target) in raw_schema
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .zip(&targets)
-        {
-            match target {
-                Some(t) => {
-                    let pinned = source::types::pin_column(field.name(), values, t, &row_origin)
-                        .map_err(|e| relocate(e, &rows))?;
-                    arrays.push(pinned);
-                    fields.push(Arc::new(Field::new(field.name(), t.clone(), true)));
-                }
-                None => {
-                    arrays.push(values.clone());
-                    fields.push(field.clone());
-                }
-            }
-        }
-        let hash_input: Vec<_> = hashed
-            .iter()
-            .map(|c| arrays[raw_schema.index_of(c).expect("compared columns exist")].clone())
-            .collect();
-        let hashes = row_hash::hash_rows(&hash_input, batch.num_rows())
-            .map_err(engine_err(name, "hashing rows"))?;
-        arrays.push(Arc::new(hashes));
+    let mut incoming = Vec::with_capacity(valid.len());
+    let mut incoming_schema: SchemaRef = {
+        let mut fields: Vec<FieldRef> = typed_schema.fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(
             ROW_HASH_COLUMN,
             DataType::UInt64,
             false,
         )));
-        let schema = incoming_schema
-            .get_or_insert_with(|| Arc::new(Schema::new(fields)))
-            .clone();
-        incoming.push(
-            RecordBatch::try_new(schema, arrays)
-                .map_err(|e| Error::engine("typing the snapshot", e.into()))?,
-        );
-        row_offset += batch.num_rows() as u64;
-    }
-    let incoming_schema = incoming_schema.unwrap_or_else(|| {
-        let mut fields: Vec<Field> = raw_schema
-            .fields()
-            .iter()
-            .zip(&targets)
-            .map(|(f, t)| match t {
-                Some(t) => Field::new(f.name(), t.clone(), true),
-                None => f.as_ref().clone(),
-            })
-            .collect();
-        fields.push(Field::new(ROW_HASH_COLUMN, DataType::UInt64, false));
         Arc::new(Schema::new(fields))
-    });
-    check_null_keys(table, &incoming, &origin, &rows)?;
+    };
+    for batch in &valid {
+        incoming.push(with_row_hash(name, batch, &hashed, &incoming_schema)?);
+    }
+    incoming_schema = incoming
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or(incoming_schema);
     register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
     if let Some(batches) = deduplicate(&ctx, table, &incoming, &origin, &rows).await? {
         incoming = batches;
@@ -447,9 +606,9 @@ async fn execute(
             .map_err(engine_err(name, "registering tables"))?;
         register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
     }
-    let rows_in: u64 = incoming.iter().map(|b| b.num_rows() as u64).sum();
     tracing::info!(
-        "{name}: loaded, typed and hashed {rows_in} rows ({:.2} s)",
+        "{name}: loaded, typed and hashed {valid_rows} rows, rejected {} ({:.2} s)",
+        rejected_rows.len(),
         started.elapsed().as_secs_f64()
     );
 
@@ -475,10 +634,30 @@ async fn execute(
             .map(|c| ColumnSchema {
                 name: c.clone(),
                 data_type: column_types[c].to_string(),
+                empty: false,
             })
             .collect(),
+        normalize: table.normalize.clone(),
     };
     let baseline_columns: Vec<String> = match &baseline {
+        Some(b) if b.hash.normalize != table.normalize && !table.normalize.is_empty() => {
+            // Written without today's clean-ups: apply them, so that adding one changes no row.
+            register_snapshot(&ctx, store, name, b, "baseline_stored").await?;
+            let stored = ctx
+                .table("baseline_stored")
+                .await
+                .map_err(engine_err(name, "reading the baseline"))?;
+            let schema: SchemaRef = Arc::new(stored.schema().as_arrow().clone());
+            let batches = stored
+                .collect()
+                .await
+                .map_err(engine_err(name, "reading the baseline"))?
+                .iter()
+                .map(|b| normalize::apply(name, b, &table.normalize))
+                .collect::<Result<Vec<_>>>()?;
+            register_batches(&ctx, "baseline", schema, batches)?;
+            b.schema.iter().map(|c| c.name.clone()).collect()
+        }
         Some(b) => {
             register_snapshot(&ctx, store, name, b, "baseline").await?;
             b.schema.iter().map(|c| c.name.clone()).collect()
@@ -488,6 +667,30 @@ async fn execute(
             columns.clone()
         }
     };
+    if let Some(b) = &baseline {
+        schema_notes(b, &columns, &empty_today, &mut notes);
+    }
+    // Rejected rows keep their baseline rows: carried into the new snapshot unchanged.
+    let mut held = 0u64;
+    if baseline.is_some() && !held_keys.is_empty() {
+        let carried = carry_baseline_rows(
+            &ctx,
+            table,
+            &held_keys,
+            &incoming_schema,
+            &baseline_columns,
+            &hashed,
+        )
+        .await?;
+        held = carried.iter().map(|b| b.num_rows() as u64).sum();
+        if held > 0 {
+            incoming.extend(carried);
+            ctx.deregister_table("incoming")
+                .map_err(engine_err(name, "registering tables"))?;
+            register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
+        }
+    }
+    let rows_in: u64 = incoming.iter().map(|b| b.num_rows() as u64).sum();
     let shared = |list: &[String]| -> Vec<String> {
         list.iter()
             .filter(|c| baseline_columns.contains(c))
@@ -532,11 +735,16 @@ async fn execute(
         "{name}: classified against the baseline ({:.2} s)",
         started.elapsed().as_secs_f64()
     );
+    // What the run reports: rows read, and held rows are rejected rather than unchanged.
+    let reported = Counts {
+        rows_in: delta.counts.rows_in - held + rejected_rows.len() as u64,
+        unchanged: delta.counts.unchanged - held,
+        ..delta.counts
+    };
     if !options.force {
         let baseline_rows = baseline.as_ref().map_or(0, |b| b.counts.rows_in);
-        check_guard(table, &delta.counts, baseline_rows)?;
+        check_guard(table, &delta.counts, baseline_rows, reported)?;
     }
-    let version = baseline.as_ref().map_or(1, |b| b.version + 1);
     // Every output is shaped before the commit, so a bad output setting fails the run while
     // nothing is committed yet; only the file writes come after the commit.
     let mut shaped = Vec::with_capacity(table.outputs.len());
@@ -558,8 +766,10 @@ async fn execute(
             table: name.to_string(),
             status: TableStatus::DryRun,
             version: Some(version),
-            counts: delta.counts,
-            rejected: 0,
+            counts: reported,
+            rejected: rejected_rows.len() as u64,
+            rejects_file: None,
+            notes,
             duration_ms: 0,
             delta_files: Vec::new(),
             sources: source_files.iter().map(|f| f.path.clone()).collect(),
@@ -608,6 +818,7 @@ async fn execute(
             .map(|c| ColumnSchema {
                 name: c.clone(),
                 data_type: column_types[c].to_string(),
+                empty: empty_today.contains(c),
             })
             .collect(),
         hash: hash_spec,
@@ -632,8 +843,10 @@ async fn execute(
         table: name.to_string(),
         status: TableStatus::Committed,
         version: Some(version),
-        counts: delta.counts,
-        rejected: 0,
+        counts: reported,
+        rejected: rejected_rows.len() as u64,
+        rejects_file: partial.rejects_file.clone(),
+        notes,
         duration_ms: 0,
         delta_files,
         sources: source_files.iter().map(|f| f.path.clone()).collect(),
@@ -649,12 +862,25 @@ pub struct LoadedSnapshot {
     pub frame: DataFrame,
     /// Its column names.
     pub columns: Vec<String>,
+    /// The source's column names.
+    pub source_columns: Vec<String>,
     /// The source files read.
     pub files: Vec<SourceFile>,
     /// Where rows come from, for messages.
     pub origin: String,
-    /// Maps row indexes of the snapshot to rows a person counts.
+    /// Maps row indexes of the snapshot to rows a person counts (after a transform, of the
+    /// source rows when `frame` ends with [`SOURCE_ROW`]).
     pub rows: source::RowLocator,
+    /// Whether `frame`'s last column is [`SOURCE_ROW`], the source row of each result row.
+    pub traced: bool,
+    /// The source's rows as read (shared with the registered `source` table, not copied).
+    pub source_batches: Vec<RecordBatch>,
+    /// Without a transform: cells that did not fit their type, by snapshot row (null there).
+    pub cell_errors: Vec<source::CellError>,
+    /// With a transform: source rows whose cells did not fit, held out before it.
+    pub early_rejects: Vec<RejectedRow>,
+    /// Their keys, as the transform gives them, so that they keep their baseline rows.
+    pub early_held_keys: Vec<RecordBatch>,
 }
 
 /// Load a table's source, register it as `source` (and its dependencies by name), apply the
@@ -684,18 +910,7 @@ pub async fn load_snapshot(
     let loaded = source::load(name, &source_path, table.files, &options)?;
     let source_columns: Vec<String> = column_names(&loaded.schema);
     let source_origin = loaded.origin();
-    let rows = if table.transform.is_some() {
-        source::RowLocator::From(1)
-    } else {
-        loaded.locator(&options)
-    };
-    let origin = if table.transform.is_some() {
-        "the transform's result".to_string()
-    } else {
-        loaded.origin()
-    };
     let files = loaded.files.clone();
-    register_batches(ctx, "source", loaded.schema.clone(), loaded.batches)?;
     for dep in &table.depends_on {
         let record = store.latest(dep).await?.ok_or_else(|| Error::Usage {
             message: format!(
@@ -704,25 +919,220 @@ pub async fn load_snapshot(
         })?;
         register_snapshot(ctx, store, dep, &record, dep).await?;
     }
-    let frame = match &table.transform {
-        Some(sql) => ctx.sql(sql).await.map_err(|e| Error::Transform {
-            table: name.to_string(),
-            message: e.to_string(),
-        })?,
-        None => ctx
+    let Some(sql) = &table.transform else {
+        register_batches(ctx, "source", loaded.schema.clone(), loaded.batches.clone())?;
+        let frame = ctx
             .table("source")
             .await
-            .map_err(engine_err(name, "reading the source"))?,
+            .map_err(engine_err(name, "reading the source"))?;
+        let columns = source_columns.clone();
+        check_columns(
+            table,
+            &source_columns,
+            &source_origin,
+            &columns,
+            &source_origin,
+        )?;
+        return Ok(LoadedSnapshot {
+            frame,
+            columns,
+            source_columns,
+            files,
+            origin: source_origin,
+            rows: loaded.rows,
+            traced: false,
+            source_batches: loaded.batches.clone(),
+            cell_errors: loaded.cell_errors,
+            early_rejects: Vec::new(),
+            early_held_keys: Vec::new(),
+        });
     };
-    let columns: Vec<String> = column_names(frame.schema().as_arrow());
+    // Rows whose cells did not fit are held out before the transform, which could not say
+    // which of its result rows they became.
+    let bad: HashSet<u64> = loaded.cell_errors.iter().map(|e| e.row as u64).collect();
+    let early_rejects = if bad.is_empty() {
+        Vec::new()
+    } else {
+        let rejections: Vec<Rejection> = loaded
+            .cell_errors
+            .iter()
+            .map(|e| Rejection {
+                index: e.row as u64,
+                rule: "type".into(),
+                message: e.message.clone(),
+                cell: Some((e.column.clone(), e.value.clone())),
+            })
+            .collect();
+        validate::locate(&rejections, &loaded.rows, &loaded.batches, false)
+    };
+    let early_held_keys = if bad.is_empty() {
+        Vec::new()
+    } else {
+        let rejected = validate::only_rows(&loaded.batches, &bad)?;
+        transformed_keys(table, store, loaded.schema.clone(), rejected).await
+    };
+    let (numbered_schema, numbered) = with_source_rows(&loaded.schema, &loaded.batches, &bad)?;
+    register_batches(ctx, "source", numbered_schema, numbered)?;
+    let frame = ctx.sql(sql).await.map_err(|e| Error::Transform {
+        table: name.to_string(),
+        message: e.to_string(),
+    })?;
+    let (frame, traced) = trace_source_rows(frame);
+    let mut columns: Vec<String> = column_names(frame.schema().as_arrow());
+    if traced {
+        columns.pop();
+    }
+    let (origin, rows) = if traced {
+        (source_origin.clone(), loaded.rows.clone())
+    } else {
+        let origin = "the transform's result".to_string();
+        (
+            origin.clone(),
+            source::RowLocator::single(origin, source::FileRows::From(1)),
+        )
+    };
     check_columns(table, &source_columns, &source_origin, &columns, &origin)?;
     Ok(LoadedSnapshot {
         frame,
         columns,
+        source_columns,
         files,
         origin,
         rows,
+        traced,
+        source_batches: loaded.batches,
+        cell_errors: Vec::new(),
+        early_rejects,
+        early_held_keys,
     })
+}
+
+/// The hidden column that carries each source row's 0-based index through a transform, so
+/// that rows of its result are named by their row in the source file.
+pub const SOURCE_ROW: &str = "__tidemark_source_row";
+
+/// The source's rows without those in `held_out`, each with its 0-based index as
+/// [`SOURCE_ROW`].
+fn with_source_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    held_out: &HashSet<u64>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(SOURCE_ROW, DataType::UInt64, false)));
+    let numbered_schema = Arc::new(Schema::new(fields));
+    let mut numbered = Vec::with_capacity(batches.len());
+    let mut offset = 0u64;
+    for batch in batches {
+        let n = batch.num_rows() as u64;
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(
+            datafusion::arrow::array::UInt64Array::from_iter_values(offset..offset + n),
+        ));
+        numbered.push(
+            RecordBatch::try_new(numbered_schema.clone(), columns)
+                .map_err(|e| Error::engine("numbering source rows", e.into()))?,
+        );
+        offset += n;
+    }
+    let numbered = validate::without_rows(&numbered, held_out)?;
+    Ok((numbered_schema, numbered))
+}
+
+/// Carry [`SOURCE_ROW`] to the transform's result when each result row comes from one source
+/// row: a SELECT over the source (with WHERE, ORDER BY, joins to dependencies). Otherwise (an
+/// aggregate, a UNION) the result is left as it is, and rows are numbered in the result.
+fn trace_source_rows(frame: DataFrame) -> (DataFrame, bool) {
+    use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, Projection, Sort};
+    let schema = frame.schema().clone();
+    let fields = schema.fields();
+    if fields.iter().any(|f| f.name() == SOURCE_ROW) {
+        // `SELECT *` kept it; move it last.
+        let mut exprs: Vec<Expr> = fields
+            .iter()
+            .filter(|f| f.name() != SOURCE_ROW)
+            .map(|f| ident(f.name()))
+            .collect();
+        exprs.push(ident(SOURCE_ROW));
+        return match frame.clone().select(exprs) {
+            Ok(f) => (f, true),
+            Err(_) => (frame, false),
+        };
+    }
+    let (state, plan) = frame.clone().into_parts();
+    let add = |p: &Projection| -> Option<LogicalPlan> {
+        let mut exprs = p.expr.clone();
+        exprs.push(ident(SOURCE_ROW));
+        LogicalPlanBuilder::from(p.input.as_ref().clone())
+            .project(exprs)
+            .and_then(|b| b.build())
+            .inspect_err(|e| tracing::debug!("rows of the transform's result are not traced: {e}"))
+            .ok()
+    };
+    let traced = match &plan {
+        LogicalPlan::Projection(p) => add(p),
+        LogicalPlan::Sort(Sort { expr, input, fetch }) => match input.as_ref() {
+            LogicalPlan::Projection(p) => add(p).and_then(|projected| {
+                LogicalPlanBuilder::from(projected)
+                    .sort_with_limit(expr.clone(), *fetch)
+                    .and_then(|b| b.build())
+                    .ok()
+            }),
+            _ => None,
+        },
+        other => {
+            tracing::debug!(
+                "rows of the transform's result are not traced: its plan is {}",
+                other.display()
+            );
+            None
+        }
+    };
+    match traced {
+        Some(plan) => (DataFrame::new(state, plan), true),
+        None => (frame, false),
+    }
+}
+
+/// The keys the transform gives rows rejected before it, so that they keep their baseline rows.
+/// A transform that cannot run on those rows alone (it aggregates, or needs the others) gives
+/// none: the rows are still rejected, and the message in the log says their keys are not held.
+async fn transformed_keys(
+    table: &TablePlan,
+    store: &Store,
+    schema: SchemaRef,
+    rejected: Vec<RecordBatch>,
+) -> Vec<RecordBatch> {
+    let attempt = async {
+        let ctx = engine::session();
+        register_batches(&ctx, "source", schema, rejected)?;
+        for dep in &table.depends_on {
+            if let Some(record) = store.latest(dep).await? {
+                register_snapshot(&ctx, store, dep, &record, dep).await?;
+            }
+        }
+        let sql = table.transform.as_deref().unwrap_or("SELECT * FROM source");
+        let keys: Vec<Expr> = table.key.iter().map(ident).collect();
+        let frame = ctx
+            .sql(sql)
+            .await
+            .and_then(|f| f.select(keys))
+            .map_err(engine_err(&table.name, "finding rejected rows' keys"))?;
+        frame
+            .collect()
+            .await
+            .map_err(engine_err(&table.name, "finding rejected rows' keys"))
+    };
+    match attempt.await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(
+                "{}: the keys of rows rejected before the transform are unknown ({e}); their baseline rows are not held",
+                table.name
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// Diff two files without a store (`tidemark diff`): `old` plays the baseline, the table's
@@ -735,13 +1145,15 @@ pub async fn diff_files(
 ) -> Result<(SchemaRef, Vec<RecordBatch>, Counts)> {
     let name = table.name.as_str();
     let ctx = engine::session();
+    // An ad-hoc diff has no rejects file: a cell that does not fit is an error.
     let old_loaded = source::load(
         name,
         &old.display().to_string(),
         source::FileSelection::Newest,
         old_options,
-    )?;
-    let loaded = source::load(name, &table.source_path, table.files, &table.source)?;
+    )?
+    .strict()?;
+    let loaded = source::load(name, &table.source_path, table.files, &table.source)?.strict()?;
     let origin = loaded.origin();
     let columns: Vec<String> = column_names(&loaded.schema);
     check_columns(table, &columns, &origin, &columns, &origin)?;
@@ -750,7 +1162,7 @@ pub async fn diff_files(
         table,
         &old_loaded.batches,
         &old_loaded.origin(),
-        &old_loaded.locator(old_options),
+        &old_loaded.rows,
     )
     .await?;
     let old_columns: Vec<String> = column_names(&old_loaded.schema);
@@ -771,7 +1183,7 @@ pub async fn diff_files(
         .iter()
         .map(|f| (f.name().clone(), f.data_type().clone()))
         .collect();
-    let rows = loaded.locator(&table.source);
+    let rows = loaded.rows.clone();
     check_null_keys(table, &loaded.batches, &origin, &rows)?;
     register_batches(
         &ctx,
@@ -834,27 +1246,296 @@ pub async fn diff_files(
     Ok((schema, batches, delta.counts))
 }
 
-/// The names of a schema's columns, in order.
-fn column_names(schema: &datafusion::arrow::datatypes::Schema) -> Vec<String> {
-    schema.fields().iter().map(|f| f.name().clone()).collect()
-}
+/// One column of every batch read as a pinned type: the arrays, misfits by snapshot row with
+/// why, and a row that made an integer column widen.
+type PinnedColumn = (Vec<ArrayRef>, Vec<(u64, String)>, Option<u64>);
 
-/// An error that names a 0-based row index, with the row a person counts instead.
-fn relocate(e: Error, rows: &source::RowLocator) -> Error {
-    match e {
+/// Read every column as the type the baseline pins for it (`targets`, per column). Values
+/// that do not fit reject their rows; an integer column whose values all are numbers, some with
+/// decimals, widens to float64 (a note says so); a column where no value fits any more changed
+/// its type, which is an error unless declared.
+#[allow(clippy::too_many_arguments)]
+fn pin_types(
+    raw_schema: &SchemaRef,
+    raw: &[RecordBatch],
+    targets: &[Option<DataType>],
+    rows: &source::RowLocator,
+    origin: &str,
+    rejections: &mut Vec<Rejection>,
+    notes: &mut Vec<String>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut columns: Vec<Vec<ArrayRef>> = raw.iter().map(|b| b.columns().to_vec()).collect();
+    let mut fields: Vec<FieldRef> = raw_schema.fields().iter().cloned().collect();
+    let at_origin = |e: Error| match e {
         Error::SourceData {
-            path,
-            row: Some(index),
+            row,
             column,
             message,
+            ..
         } => Error::SourceData {
-            path,
-            row: Some(rows.row(index)),
+            path: PathBuf::from(origin),
+            row,
             column,
             message,
         },
         other => other,
+    };
+    for (j, target) in targets.iter().enumerate() {
+        let Some(target) = target else { continue };
+        let name = fields[j].name().clone();
+        let pin_all = |to: &DataType| -> Result<PinnedColumn> {
+            let mut arrays = Vec::with_capacity(raw.len());
+            let mut misfits = Vec::new();
+            let mut widened = None;
+            let mut offset = 0u64;
+            for batch in raw {
+                match source::types::pin_column(&name, batch.column(j), to).map_err(at_origin)? {
+                    Pinned::Fits { values, misfits: m } => {
+                        arrays.push(values);
+                        misfits.extend(m.into_iter().map(|(i, msg)| (offset + i as u64, msg)));
+                    }
+                    Pinned::Widened {
+                        values,
+                        example_row,
+                    } => {
+                        widened.get_or_insert(offset + example_row as u64);
+                        arrays.push(values);
+                    }
+                }
+                offset += batch.num_rows() as u64;
+            }
+            Ok((arrays, misfits, widened))
+        };
+        let (mut arrays, mut misfits, widened) = pin_all(target)?;
+        let mut final_type = target.clone();
+        if let Some(example) = widened {
+            // Every batch must agree: read the whole column as float64.
+            (arrays, misfits, _) = pin_all(&DataType::Float64)?;
+            final_type = DataType::Float64;
+            let shown = raw
+                .iter()
+                .scan(0u64, |offset, b| {
+                    let start = *offset;
+                    *offset += b.num_rows() as u64;
+                    Some((start, b))
+                })
+                .find(|(start, b)| example < start + b.num_rows() as u64)
+                .and_then(|(start, b)| {
+                    array_value_to_string(b.column(j), (example - start) as usize).ok()
+                })
+                .unwrap_or_default();
+            notes.push(format!(
+                "column \"{name}\" now has decimals ({shown} in row {}): widened from {} to float64; values compare as numbers, so this alone changes no row",
+                rows.row(example),
+                source::types::type_name(target)
+            ));
+        }
+        let non_null: usize = raw
+            .iter()
+            .map(|b| b.column(j).len() - b.column(j).null_count())
+            .sum();
+        if non_null > 1 && misfits.len() == non_null {
+            let (index, message) = &misfits[0];
+            return Err(Error::SourceData {
+                path: PathBuf::from(origin),
+                row: Some(rows.row(*index)),
+                column: Some(name.clone()),
+                message: format!(
+                    "no value fits the column's type any more ({message}): its type changed. Declare the new type under `source.columns` to accept the change (the baseline is then compared by the new type), or fix the file."
+                ),
+            });
+        }
+        rejections.extend(misfits.into_iter().map(|(index, message)| Rejection {
+            index,
+            rule: "type".into(),
+            message,
+            cell: None,
+        }));
+        for (batch_columns, array) in columns.iter_mut().zip(arrays) {
+            batch_columns[j] = array;
+        }
+        fields[j] = Arc::new(Field::new(&name, final_type, true));
     }
+    let schema = Arc::new(Schema::new(fields));
+    let batches = raw
+        .iter()
+        .zip(columns)
+        .map(|(b, cols)| {
+            RecordBatch::try_new_with_options(
+                schema.clone(),
+                cols,
+                &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+            )
+            .map_err(|e| Error::engine("typing the snapshot", e.into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((schema, batches))
+}
+
+/// `batch` with its row hash over `hashed` appended, as `schema` (its columns then `_row_hash`).
+fn with_row_hash(
+    table: &str,
+    batch: &RecordBatch,
+    hashed: &[String],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let inputs: Vec<ArrayRef> = hashed
+        .iter()
+        .map(|c| {
+            batch
+                .column_by_name(c)
+                .cloned()
+                .expect("compared columns exist")
+        })
+        .collect();
+    let hashes = row_hash::hash_rows(&inputs, batch.num_rows())
+        .map_err(engine_err(table, "hashing rows"))?;
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(hashes));
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::engine("hashing rows", e.into()))
+}
+
+/// The baseline rows of `held_keys` (keys of rejected rows) that the valid rows do not cover,
+/// as rows of the new snapshot: so a rejected row keeps its baseline row and is never DELETED.
+async fn carry_baseline_rows(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    held_keys: &[RecordBatch],
+    incoming_schema: &SchemaRef,
+    baseline_columns: &[String],
+    hashed: &[String],
+) -> Result<Vec<RecordBatch>> {
+    let name = table.name.as_str();
+    let key_fields: Vec<Field> = table
+        .key
+        .iter()
+        .map(|k| {
+            incoming_schema
+                .field_with_name(k)
+                .map(|f| f.clone().with_nullable(true))
+                .map_err(|e| Error::engine("holding keys", e.into()))
+        })
+        .collect::<Result<_>>()?;
+    let key_schema = Arc::new(Schema::new(key_fields));
+    let mut keys = Vec::with_capacity(held_keys.len());
+    for batch in held_keys {
+        let mut columns = Vec::with_capacity(table.key.len());
+        for field in key_schema.fields() {
+            let values = batch.column_by_name(field.name()).ok_or_else(|| {
+                Error::engine(
+                    "holding keys",
+                    datafusion::error::DataFusionError::Plan(format!(
+                        "no key column {}",
+                        field.name()
+                    )),
+                )
+            })?;
+            columns.push(
+                datafusion::arrow::compute::kernels::cast::cast(values, field.data_type())
+                    .map_err(|e| Error::engine("holding keys", e.into()))?,
+            );
+        }
+        keys.push(
+            RecordBatch::try_new(key_schema.clone(), columns)
+                .map_err(|e| Error::engine("holding keys", e.into()))?,
+        );
+    }
+    ctx.deregister_table("held_keys")
+        .map_err(engine_err(name, "holding keys"))?;
+    register_batches(ctx, "held_keys", key_schema, keys)?;
+    let matches = |other: &str| {
+        table
+            .key
+            .iter()
+            .map(|k| format!("{other}.{0} = b.{0}", diff::ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let projection = incoming_schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != ROW_HASH_COLUMN)
+        .map(|f| {
+            let source = if baseline_columns.contains(f.name()) {
+                format!("b.{}", diff::ident(f.name()))
+            } else {
+                "NULL".to_string()
+            };
+            format!(
+                "CAST({source} AS {}) AS {}",
+                sql_type(f.data_type()),
+                diff::ident(f.name())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {projection} FROM baseline b WHERE EXISTS (SELECT 1 FROM held_keys h WHERE {}) AND NOT EXISTS (SELECT 1 FROM incoming i WHERE {})",
+        matches("h"),
+        matches("i")
+    );
+    let rows = ctx
+        .sql(&sql)
+        .await
+        .map_err(engine_err(name, "holding rejected rows' baseline rows"))?
+        .collect()
+        .await
+        .map_err(engine_err(name, "holding rejected rows' baseline rows"))?;
+    let mut fields: Vec<FieldRef> = incoming_schema.fields().iter().cloned().collect();
+    fields.pop();
+    let row_schema = Arc::new(Schema::new(fields));
+    rows.iter()
+        .map(|b| {
+            // SQL casts may pick other physical string types; the snapshot's are the ones.
+            let columns = b
+                .columns()
+                .iter()
+                .zip(row_schema.fields())
+                .map(|(c, f)| datafusion::arrow::compute::kernels::cast::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::engine("holding rows", e.into()))?;
+            let b = RecordBatch::try_new(row_schema.clone(), columns)
+                .map_err(|e| Error::engine("holding rows", e.into()))?;
+            with_row_hash(name, &b, hashed, incoming_schema)
+        })
+        .collect()
+}
+
+/// Lines for the summary about columns added, removed, emptied or refilled since the baseline.
+fn schema_notes(
+    baseline: &CommitRecord,
+    columns: &[String],
+    empty_today: &[String],
+    notes: &mut Vec<String>,
+) {
+    for c in columns {
+        match baseline.schema.iter().find(|b| &b.name == c) {
+            None => notes.push(format!(
+                "column \"{c}\" is new in the source: stored from this version, compared from the next run"
+            )),
+            Some(b) if b.empty && !empty_today.contains(c) => notes.push(format!(
+                "column \"{c}\" has values again after an empty run: compared from the next run"
+            )),
+            Some(b) if !b.empty && empty_today.contains(c) => notes.push(format!(
+                "column \"{c}\" is empty in every row: not compared in this run, so it changes no row (it is stored empty)"
+            )),
+            _ => {}
+        }
+    }
+    for b in &baseline.schema {
+        if !columns.contains(&b.name) {
+            notes.push(format!(
+                "column \"{}\" is no longer in the source: rows are compared without it, and the new version does not have it",
+                b.name
+            ));
+        }
+    }
+}
+
+/// The names of a schema's columns, in order.
+fn column_names(schema: &datafusion::arrow::datatypes::Schema) -> Vec<String> {
+    schema.fields().iter().map(|f| f.name().clone()).collect()
 }
 
 /// Register record batches as a table.
@@ -1249,7 +1930,12 @@ pub async fn shape_batches(
 
 /// Refuse the run when it would delete or change more than the guard allows, or when the new
 /// snapshot holds fewer rows than it requires. Limits in percent are of the baseline's rows.
-fn check_guard(table: &TablePlan, counts: &Counts, baseline_rows: u64) -> Result<()> {
+fn check_guard(
+    table: &TablePlan,
+    counts: &Counts,
+    baseline_rows: u64,
+    reported: Counts,
+) -> Result<()> {
     let guard = &table.guard;
     let share = |n: u64| {
         if baseline_rows == 0 {
@@ -1261,7 +1947,7 @@ fn check_guard(table: &TablePlan, counts: &Counts, baseline_rows: u64) -> Result
     let refuse = |what: String| Error::Refused {
         table: table.name.clone(),
         message: format!("{what}. Check the source file, or run again with --force."),
-        counts: *counts,
+        counts: reported,
     };
     for (count, limit, verb, key) in [
         (counts.deleted, guard.max_deleted, "deleted", "max_deleted"),

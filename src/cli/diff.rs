@@ -111,6 +111,8 @@ pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
         change_columns: ChangeColumns::default(),
         guard: Default::default(),
         tolerance: Vec::new(),
+        validate: Default::default(),
+        normalize: Vec::new(),
     };
     let old_options = options_for(&args.old, &args)?;
     let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];

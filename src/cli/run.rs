@@ -52,6 +52,12 @@ pub(super) async fn execute(args: RunArgs, store: Option<&str>, quiet: bool) -> 
     };
     let outcome = run_pipeline(&plan, &options, |t| {
         println!("{}", summary_line(t));
+        if let Some(path) = &t.rejects_file {
+            println!("  rejected rows: {path}");
+        }
+        for note in &t.notes {
+            println!("  note: {note}");
+        }
         if let Some(e) = &t.error {
             tracing::debug!("{}: {e:?}", t.table);
         }
@@ -136,7 +142,8 @@ fn write_report(path: &std::path::Path, run: &PipelineRun) -> Result<()> {
                 "rejected": t.rejected,
                 "duration_ms": t.duration_ms,
                 "delta_files": t.delta_files,
-                "rejects_file": null,
+                "rejects_file": t.rejects_file,
+                "notes": t.notes,
                 "error": t.error.as_ref().map(|e| e.to_string()).or_else(|| t.skipped_because.clone()),
             })
         })

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::csv::reader::{Format, ReaderBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
 
-use super::SourceOptions;
-use super::types::{RowOrigin, type_text_batch};
+use super::types::type_text_batch;
+use super::{FileRead, FileRows, SourceOptions};
 use crate::error::{Error, Result};
 
-/// Read a CSV file into one typed record batch.
-pub fn read_csv(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
+/// Read a CSV file into one typed record batch, reporting the cells that do not fit their
+/// declared type (they are null in the batch).
+pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let skip = options.header_row.saturating_sub(1);
@@ -76,29 +76,14 @@ pub fn read_csv(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
     }
     let text = concat_batches(&text_schema, &batches)
         .map_err(|e| Error::engine("reading CSV", e.into()))?;
-    let origin = RowOrigin {
-        path,
-        first_data_row: options.header_row as u64 + 1,
-        row_numbers: None,
-    };
-    type_text_batch(&text, &options.columns, &origin).map_err(|e| match e {
-        // Records can span lines: name the line the record starts on.
-        Error::SourceData {
-            path,
-            row: Some(row),
-            column,
-            message,
-        } => {
-            let index = row.saturating_sub(options.header_row as u64 + 1);
-            let row = record_line(&path, options.header_row, index).unwrap_or(row);
-            Error::SourceData {
-                path,
-                row: Some(row),
-                column,
-                message,
-            }
-        }
-        other => other,
+    let (batch, cell_errors) = type_text_batch(&text, &options.columns)?;
+    Ok(FileRead {
+        batch,
+        rows: FileRows::CsvLines {
+            path: path.to_path_buf(),
+            header_row: options.header_row,
+        },
+        cell_errors,
     })
 }
 
@@ -165,12 +150,26 @@ fn shift_line_numbers(message: &str, skipped_lines: usize) -> String {
 }
 
 /// The line on which data record `index` (0-based) starts, as a person counts lines in the file,
-/// for error messages. Quoted fields may span lines, so records and lines differ; the file is
-/// read again only here, on the error path.
+/// for error messages.
 pub fn record_line(path: &Path, header_row: usize, index: u64) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
+    record_lines(path, header_row, &[index]).remove(0)
+}
+
+/// The lines on which data records `indexes` (0-based, any order) start. Quoted fields may span
+/// lines, so records and lines differ; the file is read again only here, once for all indexes,
+/// on the error and rejects path.
+pub fn record_lines(path: &Path, header_row: usize, indexes: &[u64]) -> Vec<Option<u64>> {
+    let mut found = vec![None; indexes.len()];
+    let mut order: Vec<usize> = (0..indexes.len()).collect();
+    order.sort_by_key(|&k| indexes[k]);
+    let Ok(bytes) = std::fs::read(path) else {
+        return found;
+    };
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let start = offset_after_lines(bytes, header_row.saturating_sub(1))?;
+    let Some(start) = offset_after_lines(bytes, header_row.saturating_sub(1)) else {
+        return found;
+    };
+    let mut wanted = order.into_iter().peekable();
     // Scan from the header record (record 0 of the scan, on line `header_row`).
     let mut line = header_row as u64;
     let mut record = 0u64;
@@ -178,8 +177,18 @@ pub fn record_line(path: &Path, header_row: usize, index: u64) -> Option<u64> {
     let mut at_record_start = false;
     for &b in &bytes[start..] {
         if at_record_start {
-            if record == index + 1 {
-                return Some(line);
+            while let Some(&k) = wanted.peek() {
+                if indexes[k] + 1 == record {
+                    found[k] = Some(line);
+                    wanted.next();
+                } else if indexes[k] + 1 < record {
+                    wanted.next();
+                } else {
+                    break;
+                }
+            }
+            if wanted.peek().is_none() {
+                break;
             }
             at_record_start = false;
         }
@@ -195,7 +204,7 @@ pub fn record_line(path: &Path, header_row: usize, index: u64) -> Option<u64> {
             _ => {}
         }
     }
-    None
+    found
 }
 
 #[cfg(test)]

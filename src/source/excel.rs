@@ -25,7 +25,8 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use super::types::{RowOrigin, parse_text_column, type_name};
+use super::types::{parse_text_column, type_name};
+use super::{CellError, FileRead, FileRows};
 use super::{SheetRef, SourceOptions};
 use crate::error::{Error, Result};
 
@@ -46,6 +47,13 @@ const MILLIS_PER_DAY: f64 = 86_400_000.0;
 /// fit its declared type, a missing sheet or a file that is no workbook is an
 /// [`Error::SourceData`]; errors about a cell name its sheet row as Excel shows it.
 pub fn read_excel(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
+    read_excel_rows(path, options)?.strict(path)
+}
+
+/// Read a sheet as [`read_excel`] does, but report cells that do not fit their column (error
+/// cells, values that do not fit a declared type) instead of failing: they are null in the
+/// batch and each rejects its row.
+pub fn read_excel_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
     if options.header_row == 0 {
         return Err(Error::SourceData {
             path: path.to_path_buf(),
@@ -218,7 +226,7 @@ fn read_xlsx(
     path: &Path,
     wb: &mut Xlsx<BufReader<File>>,
     options: &SourceOptions,
-) -> Result<RecordBatch> {
+) -> Result<FileRead> {
     let sheet = pick_sheet(path, wb, options.sheet.as_ref())?;
     let only_sheet = wb.sheet_names().len() == 1;
     let is_1904 = wb.has_1904_epoch();
@@ -258,7 +266,7 @@ fn read_with_range<RS, R>(
     wb: &mut R,
     options: &SourceOptions,
     is_1904: bool,
-) -> Result<RecordBatch>
+) -> Result<FileRead>
 where
     RS: std::io::Read + std::io::Seek,
     R: Reader<RS>,
@@ -279,7 +287,7 @@ fn read_range(
     sheet: &str,
     only_sheet: bool,
     is_1904: bool,
-) -> Result<RecordBatch> {
+) -> Result<FileRead> {
     let mut reader = SheetReader::new(path, options, sheet, only_sheet, is_1904);
     if let Some((first_row, first_col)) = range.start() {
         for (i, cells) in range.rows().enumerate() {
@@ -690,6 +698,14 @@ impl Declared {
     /// Append one value; `Err` carries why it does not fit, without its location.
     fn push(&mut self, value: &Value<'_>, is_1904: bool) -> std::result::Result<(), String> {
         let fitted = match self {
+            // A date in a column declared text is how Excel mangles codes (a barcode or part
+            // number typed into a date-formatted cell); its text would be a wrong value.
+            Declared::Text(_) if matches!(value, Value::Timestamp(_)) => {
+                return Err(format!(
+                    "cell holds the date {} but the column is declared string (was a code turned into a date by Excel?). Format the cells as text in the sheet and export it again.",
+                    describe(value)
+                ));
+            }
             Declared::Text(b) | Declared::ViaText(b, _) => {
                 append_text(b, value);
                 true
@@ -773,22 +789,23 @@ impl Declared {
         }
     }
 
-    fn finish(self, column: &str, origin: &RowOrigin<'_>) -> Result<(DataType, ArrayRef)> {
+    fn finish(self, column: &str) -> Result<(DataType, ArrayRef, Vec<CellError>)> {
+        let typed = |t: DataType, a: ArrayRef| (t, a, Vec::new());
         Ok(match self {
-            Declared::Text(mut b) => (DataType::Utf8, Arc::new(b.finish())),
-            Declared::Int64(mut b) => (DataType::Int64, Arc::new(b.finish())),
-            Declared::Int32(mut b) => (DataType::Int32, Arc::new(b.finish())),
-            Declared::Float64(mut b) => (DataType::Float64, Arc::new(b.finish())),
-            Declared::Boolean(mut b) => (DataType::Boolean, Arc::new(b.finish())),
-            Declared::Date(mut b) => (DataType::Date32, Arc::new(b.finish())),
-            Declared::Timestamp(mut b) => (
+            Declared::Text(mut b) => typed(DataType::Utf8, Arc::new(b.finish())),
+            Declared::Int64(mut b) => typed(DataType::Int64, Arc::new(b.finish())),
+            Declared::Int32(mut b) => typed(DataType::Int32, Arc::new(b.finish())),
+            Declared::Float64(mut b) => typed(DataType::Float64, Arc::new(b.finish())),
+            Declared::Boolean(mut b) => typed(DataType::Boolean, Arc::new(b.finish())),
+            Declared::Date(mut b) => typed(DataType::Date32, Arc::new(b.finish())),
+            Declared::Timestamp(mut b) => typed(
                 DataType::Timestamp(TimeUnit::Microsecond, None),
                 Arc::new(b.finish()),
             ),
             Declared::ViaText(mut b, target) => {
                 let text: ArrayRef = Arc::new(b.finish());
-                let parsed = parse_text_column(column, &text, &target, origin)?;
-                (target, parsed)
+                let (parsed, misfits) = parse_text_column(column, &text, &target)?;
+                (target, parsed, misfits)
             }
         })
     }
@@ -847,16 +864,42 @@ struct Column {
 }
 
 impl Column {
-    fn push(&mut self, cell: Cell<'_>, row: u64, ctx: &Ctx<'_>) -> Result<()> {
-        let value = ctx.value(cell).map_err(|m| ctx.error(row, &self.name, m))?;
+    /// Append one cell. A cell that does not fit (an error cell, a value that does not fit the
+    /// declared type) is appended as null and returned as (value as read, why).
+    fn push(&mut self, cell: Cell<'_>, ctx: &Ctx<'_>) -> Option<(String, String)> {
+        let value = match ctx.value(cell) {
+            Ok(v) => v,
+            Err(message) => {
+                self.push_null(ctx);
+                let shown = match cell {
+                    Cell::Error(e) => e.to_string(),
+                    _ => String::new(),
+                };
+                return Some((shown, format!("column \"{}\": {message}", self.name)));
+            }
+        };
         match &mut self.builder {
             ColumnBuilder::Inferred(b) => {
                 b.push(&value);
-                Ok(())
+                None
             }
-            ColumnBuilder::Declared(b) => b
-                .push(&value, ctx.is_1904)
-                .map_err(|m| ctx.error(row, &self.name, m)),
+            ColumnBuilder::Declared(b) => match b.push(&value, ctx.is_1904) {
+                Ok(()) => None,
+                Err(message) => {
+                    let shown = describe(&value);
+                    self.push_null(ctx);
+                    Some((shown, format!("column \"{}\": {message}", self.name)))
+                }
+            },
+        }
+    }
+
+    fn push_null(&mut self, ctx: &Ctx<'_>) {
+        match &mut self.builder {
+            ColumnBuilder::Inferred(b) => b.push(&Value::Null),
+            ColumnBuilder::Declared(b) => {
+                let _ = b.push(&Value::Null, ctx.is_1904);
+            }
         }
     }
 }
@@ -872,9 +915,22 @@ struct Table {
     next_col: usize,
     pending_row: Option<u32>,
     pending_empty_text: Vec<usize>,
+    cell_errors: Vec<CellError>,
 }
 
 impl Table {
+    /// Append a cell to column `k` of the open row, noting a cell that does not fit.
+    fn push(&mut self, k: usize, cell: Cell<'_>, ctx: &Ctx<'_>) {
+        if let Some((value, message)) = self.columns[k].push(cell, ctx) {
+            self.cell_errors.push(CellError {
+                row: self.row_numbers.len().saturating_sub(1),
+                column: self.columns[k].name.clone(),
+                value,
+                message,
+            });
+        }
+    }
+
     fn cell(&mut self, row: u32, col: u32, cell: Cell<'_>, ctx: &Ctx<'_>) -> Result<bool> {
         if self.open_row.is_some_and(|open| open != row) {
             self.close_row(ctx)?;
@@ -896,7 +952,7 @@ impl Table {
                 return Ok(false);
             }
             for k in self.next_col..j {
-                self.columns[k].push(Cell::Empty, row_number, ctx)?;
+                self.push(k, Cell::Empty, ctx);
             }
         } else {
             if is_blank(cell) {
@@ -913,45 +969,50 @@ impl Table {
                 } else {
                     Cell::Empty
                 };
-                self.columns[k].push(earlier, row_number, ctx)?;
+                self.push(k, earlier, ctx);
             }
         }
-        self.columns[j].push(cell, row_number, ctx)?;
+        self.push(j, cell, ctx);
         self.next_col = j + 1;
         Ok(true)
     }
 
     fn close_row(&mut self, ctx: &Ctx<'_>) -> Result<()> {
-        if let Some(row) = self.open_row.take() {
-            let row_number = u64::from(row) + 1;
+        if self.open_row.take().is_some() {
             for k in self.next_col..self.columns.len() {
-                self.columns[k].push(Cell::Empty, row_number, ctx)?;
+                self.push(k, Cell::Empty, ctx);
             }
         }
         self.next_col = 0;
         Ok(())
     }
 
-    fn finish(mut self, ctx: &Ctx<'_>, header_row: u32) -> Result<RecordBatch> {
+    fn finish(mut self, ctx: &Ctx<'_>) -> Result<FileRead> {
         self.close_row(ctx)?;
-        let origin = RowOrigin {
-            path: ctx.path,
-            first_data_row: u64::from(header_row) + 2,
-            row_numbers: Some(&self.row_numbers),
-        };
         let mut fields = Vec::with_capacity(self.columns.len());
         let mut arrays = Vec::with_capacity(self.columns.len());
         for column in self.columns {
             let (data_type, array) = match column.builder {
                 ColumnBuilder::Inferred(b) => b.finish(),
-                ColumnBuilder::Declared(b) => b.finish(&column.name, &origin)?,
+                ColumnBuilder::Declared(b) => {
+                    let (data_type, array, misfits) = b.finish(&column.name)?;
+                    self.cell_errors.extend(misfits);
+                    (data_type, array)
+                }
             };
             fields.push(Field::new(column.name, data_type, true));
             arrays.push(array);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(self.row_numbers.len()));
-        RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
-            .map_err(|e| Error::engine("building the Excel sheet's columns", e.into()))
+        let batch =
+            RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
+                .map_err(|e| Error::engine("building the Excel sheet's columns", e.into()))?;
+        self.cell_errors.sort_by_key(|e| e.row);
+        Ok(FileRead {
+            batch,
+            rows: FileRows::Listed(Arc::new(self.row_numbers)),
+            cell_errors: self.cell_errors,
+        })
     }
 }
 
@@ -1038,7 +1099,7 @@ impl<'a> SheetReader<'a> {
         }
     }
 
-    fn finish(mut self) -> Result<RecordBatch> {
+    fn finish(mut self) -> Result<FileRead> {
         match std::mem::replace(&mut self.stage, Stage::BeforeHeader) {
             Stage::BeforeHeader if self.rows_seen == 0 && self.only_sheet => {
                 Err(Error::SourceEmpty {
@@ -1063,8 +1124,8 @@ impl<'a> SheetReader<'a> {
                     self.options.header_row, self.sheet, self.rows_seen
                 ),
             }),
-            Stage::Header(names) => self.table(names)?.finish(&self.ctx, self.header_row),
-            Stage::Data(table) => table.finish(&self.ctx, self.header_row),
+            Stage::Header(names) => self.table(names)?.finish(&self.ctx),
+            Stage::Data(table) => table.finish(&self.ctx),
         }
     }
 
@@ -1122,6 +1183,7 @@ impl<'a> SheetReader<'a> {
             next_col: 0,
             pending_row: None,
             pending_empty_text: Vec::new(),
+            cell_errors: Vec::new(),
         })
     }
 }
@@ -1796,7 +1858,7 @@ mod tests {
             let (_dir, path) = one_sheet(fill);
             let streamed = read_excel(&path, &opts).unwrap();
             let mut wb: Xlsx<_> = open_workbook(&path).unwrap();
-            let ranged = read_with_range(&path, &mut wb, &opts, false).unwrap();
+            let ranged = read_with_range(&path, &mut wb, &opts, false).unwrap().batch;
             assert_eq!(streamed, ranged);
         }
     }

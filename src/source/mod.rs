@@ -122,30 +122,171 @@ pub struct SourceFile {
     pub size: u64,
 }
 
-/// Maps a snapshot's 0-based row index to the row a person counts, for error messages.
+/// A cell whose value does not fit its column. It rejects its row, not the file: the row goes to
+/// the rejects file and its key keeps its baseline row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellError {
+    /// 0-based data row: within the file while reading, within the snapshot once loaded.
+    pub row: usize,
+    /// The column.
+    pub column: String,
+    /// The cell as read.
+    pub value: String,
+    /// Why it does not fit, naming the value and the type.
+    pub message: String,
+}
+
+/// How a file's 0-based data rows map to the rows a person counts in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RowLocator {
-    /// Rows counted from this number (sheet rows below the header, JSON lines, Parquet
-    /// records, a transform's result).
+pub enum FileRows {
+    /// Consecutive rows from this number (JSON lines, Parquet records, a transform's result).
     From(u64),
-    /// Lines of one CSV file whose header is on line `header_row` (records may span lines).
+    /// Lines of a CSV file whose header is on line `header_row` (records may span lines).
     CsvLines {
         /// The file.
         path: PathBuf,
         /// 1-based header line.
         header_row: usize,
     },
+    /// Each row's number (sheet rows, where blank rows are skipped).
+    Listed(Arc<Vec<u64>>),
+}
+
+impl FileRows {
+    /// The row a person counts for data row `index`.
+    pub fn row(&self, index: u64) -> u64 {
+        self.rows(&[index])[0]
+    }
+
+    /// The rows for several data rows (in any order); a CSV file is scanned once for all.
+    pub fn rows(&self, indexes: &[u64]) -> Vec<u64> {
+        match self {
+            FileRows::From(first) => indexes.iter().map(|i| first + i).collect(),
+            FileRows::Listed(rows) => indexes
+                .iter()
+                .map(|&i| rows.get(i as usize).copied().unwrap_or(0))
+                .collect(),
+            FileRows::CsvLines { path, header_row } => {
+                let lines = csv::record_lines(path, *header_row, indexes);
+                indexes
+                    .iter()
+                    .zip(lines)
+                    .map(|(i, line)| line.unwrap_or(*header_row as u64 + 1 + i))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// One file as read: its rows, how they map to the rows a person counts, and the cells that
+/// did not fit their column.
+#[derive(Debug, Clone)]
+pub struct FileRead {
+    /// The rows; a cell that did not fit is null here.
+    pub batch: RecordBatch,
+    /// Row numbering.
+    pub rows: FileRows,
+    /// Cells that did not fit, by 0-based data row.
+    pub cell_errors: Vec<CellError>,
+}
+
+impl FileRead {
+    /// The rows, or the first cell that did not fit as the file's error: for commands that
+    /// have no rejects file (`tidemark diff`).
+    pub fn strict(self, path: &Path) -> Result<RecordBatch> {
+        match self.cell_errors.into_iter().min_by_key(|e| e.row) {
+            None => Ok(self.batch),
+            Some(e) => Err(Error::SourceData {
+                path: path.to_path_buf(),
+                row: Some(self.rows.row(e.row as u64)),
+                column: Some(e.column),
+                message: e.message,
+            }),
+        }
+    }
+}
+
+/// Maps a snapshot's 0-based row index to its file and the row a person counts there, for
+/// messages and the rejects file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowLocator {
+    /// By first row index, ascending.
+    segments: Vec<Segment>,
+    /// Snapshot row -> source row, when a transform sits between them.
+    through: Option<Arc<Vec<u64>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    start: u64,
+    file: String,
+    rows: FileRows,
 }
 
 impl RowLocator {
-    /// The row a person counts for data row `index`.
+    /// Rows of one file (or of a transform's result, named by `label`).
+    pub fn single(label: impl Into<String>, rows: FileRows) -> Self {
+        RowLocator {
+            segments: vec![Segment {
+                start: 0,
+                file: label.into(),
+                rows,
+            }],
+            through: None,
+        }
+    }
+
+    /// Rows of a transform's result whose row `i` came from source row `source_rows[i]`.
+    pub fn through(&self, source_rows: Vec<u64>) -> Self {
+        RowLocator {
+            segments: self.segments.clone(),
+            through: Some(Arc::new(source_rows)),
+        }
+    }
+
+    /// The source row (0-based) of snapshot row `index`: itself unless a transform sits between.
+    pub fn source_row(&self, index: u64) -> u64 {
+        match &self.through {
+            Some(map) => map.get(index as usize).copied().unwrap_or(index),
+            None => index,
+        }
+    }
+
+    fn push(&mut self, start: u64, file: String, rows: FileRows) {
+        self.segments.push(Segment { start, file, rows });
+    }
+
+    fn segment(&self, index: u64) -> &Segment {
+        let i = self.segments.partition_point(|s| s.start <= index);
+        &self.segments[i.saturating_sub(1)]
+    }
+
+    /// The row a person counts for snapshot row `index`.
     pub fn row(&self, index: u64) -> u64 {
-        match self {
-            RowLocator::From(first) => first + index,
-            RowLocator::CsvLines { path, header_row } => {
-                csv::record_line(path, *header_row, index).unwrap_or(*header_row as u64 + 1 + index)
+        let index = self.source_row(index);
+        let s = self.segment(index);
+        s.rows.row(index - s.start)
+    }
+
+    /// File and row for several snapshot rows, in the order given; each CSV file is scanned
+    /// once.
+    pub fn locate(&self, indexes: &[u64]) -> Vec<(String, u64)> {
+        let indexes: Vec<u64> = indexes.iter().map(|&i| self.source_row(i)).collect();
+        let mut out = vec![(String::new(), 0u64); indexes.len()];
+        for (k, segment) in self.segments.iter().enumerate() {
+            let end = self.segments.get(k + 1).map_or(u64::MAX, |s| s.start);
+            let mine: Vec<usize> = (0..indexes.len())
+                .filter(|&j| indexes[j] >= segment.start && indexes[j] < end)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let local: Vec<u64> = mine.iter().map(|&j| indexes[j] - segment.start).collect();
+            for (&j, row) in mine.iter().zip(segment.rows.rows(&local)) {
+                out[j] = (segment.file.clone(), row);
             }
         }
+        out
     }
 }
 
@@ -158,6 +299,10 @@ pub struct LoadedSource {
     pub batches: Vec<RecordBatch>,
     /// The files read, in order.
     pub files: Vec<SourceFile>,
+    /// Where each row comes from.
+    pub rows: RowLocator,
+    /// Cells that did not fit their column, by 0-based row of the whole snapshot.
+    pub cell_errors: Vec<CellError>,
 }
 
 impl LoadedSource {
@@ -166,26 +311,26 @@ impl LoadedSource {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
 
-    /// How row indexes map to rows a person counts in the source.
-    pub fn locator(&self, options: &SourceOptions) -> RowLocator {
-        match (options.format, self.files.as_slice()) {
-            (SourceFormat::Csv, [one]) => RowLocator::CsvLines {
-                path: PathBuf::from(&one.path),
-                header_row: options.header_row,
-            },
-            (SourceFormat::Csv | SourceFormat::Excel, _) => {
-                RowLocator::From(options.header_row as u64 + 1)
-            }
-            _ => RowLocator::From(1),
-        }
-    }
-
     /// A human name for where the rows came from, for error messages.
     pub fn origin(&self) -> String {
         match self.files.as_slice() {
             [one] => one.path.clone(),
             many => format!("{} files", many.len()),
         }
+    }
+
+    /// The rows, or the first cell that did not fit as an error (see [`FileRead::strict`]).
+    pub fn strict(self) -> Result<Self> {
+        if let Some(e) = self.cell_errors.iter().min_by_key(|e| e.row) {
+            let (file, row) = self.rows.locate(&[e.row as u64]).remove(0);
+            return Err(Error::SourceData {
+                path: PathBuf::from(file),
+                row: Some(row),
+                column: Some(e.column.clone()),
+                message: e.message.clone(),
+            });
+        }
+        Ok(self)
     }
 }
 
@@ -218,15 +363,19 @@ pub fn resolve_files(table: &str, pattern: &str, selection: FileSelection) -> Re
     Ok(files)
 }
 
-/// Read one file in the given format.
-pub fn read_file(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
-    let batch = match options.format {
-        SourceFormat::Csv => csv::read_csv(path, options)?,
-        SourceFormat::Excel => excel::read_excel(path, options)?,
-        SourceFormat::Parquet => parquet::read_parquet(path)?,
-        SourceFormat::Json => json::read_json(path, options)?,
-    };
-    Ok(batch)
+/// Read one file in the given format; cells that do not fit their column are reported, not
+/// fatal.
+pub fn read_file(path: &Path, options: &SourceOptions) -> Result<FileRead> {
+    match options.format {
+        SourceFormat::Csv => csv::read_csv_rows(path, options),
+        SourceFormat::Excel => excel::read_excel_rows(path, options),
+        SourceFormat::Parquet => Ok(FileRead {
+            batch: parquet::read_parquet(path)?,
+            rows: FileRows::From(1),
+            cell_errors: Vec::new(),
+        }),
+        SourceFormat::Json => json::read_json_rows(path, options),
+    }
 }
 
 /// Load every file of a table's source into Arrow.
@@ -239,6 +388,12 @@ pub fn load(
     let paths = resolve_files(table, pattern, selection)?;
     let mut batches = Vec::with_capacity(paths.len());
     let mut files = Vec::with_capacity(paths.len());
+    let mut rows = RowLocator {
+        segments: Vec::new(),
+        through: None,
+    };
+    let mut cell_errors = Vec::new();
+    let mut offset = 0usize;
     for path in &paths {
         let size = std::fs::metadata(path)
             .map_err(|e| Error::io(path, e))?
@@ -246,7 +401,14 @@ pub fn load(
         if size == 0 {
             return Err(Error::SourceEmpty { path: path.clone() });
         }
-        batches.push(read_file(path, options)?);
+        let read = read_file(path, options)?;
+        rows.push(offset as u64, path.display().to_string(), read.rows);
+        cell_errors.extend(read.cell_errors.into_iter().map(|mut e| {
+            e.row += offset;
+            e
+        }));
+        offset += read.batch.num_rows();
+        batches.push(read.batch);
         files.push(SourceFile {
             path: path.display().to_string(),
             size,
@@ -270,6 +432,8 @@ pub fn load(
         schema,
         batches,
         files,
+        rows,
+        cell_errors,
     })
 }
 

@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{FormatOptions, array_value_to_string};
 
+use super::CellError;
 use crate::error::{Error, Result};
 
 /// Parse a type name as written in a pipeline file's `columns:`.
@@ -73,58 +74,39 @@ fn lenient() -> CastOptions<'static> {
     }
 }
 
-/// Where a parse error points: the file and how data row indexes map to rows a person counts.
-pub struct RowOrigin<'a> {
-    /// The source file.
-    pub path: &'a Path,
-    /// Row number (as a person counts in the file) of data row 0.
-    pub first_data_row: u64,
-    /// Per data row, its row number in the file, when rows do not map one to one (CSV records
-    /// spanning several lines, skipped blank Excel rows).
-    pub row_numbers: Option<&'a [u64]>,
-}
-
-impl RowOrigin<'_> {
-    /// The row number a person counts for data row `index`.
-    pub fn row_of(&self, index: usize) -> u64 {
-        match self.row_numbers {
-            Some(rows) if index < rows.len() => rows[index],
-            _ => self.first_data_row + index as u64,
-        }
-    }
-}
-
-/// Parse a text column to `target`. A value that does not fit is an error naming its row.
+/// Parse a text column to `target`. A value that does not fit is null in the result and reported
+/// as a [`CellError`] of its row; the caller rejects those rows.
 pub fn parse_text_column(
     column: &str,
     values: &ArrayRef,
     target: &DataType,
-    origin: &RowOrigin<'_>,
-) -> Result<ArrayRef> {
+) -> Result<(ArrayRef, Vec<CellError>)> {
     if values.data_type() == target {
-        return Ok(values.clone());
+        return Ok((values.clone(), Vec::new()));
     }
     let source = if matches!(target, DataType::Boolean) {
         normalise_booleans(values)?
     } else {
         values.clone()
     };
-    let parsed = cast_with_options(&source, target, &lenient()).map_err(|e| Error::SourceData {
-        path: origin.path.to_path_buf(),
+    let unreadable = |e: &dyn std::fmt::Display| Error::SourceData {
+        path: std::path::PathBuf::new(),
         row: None,
         column: Some(column.to_string()),
         message: format!("cannot read the column as {}: {e}", type_name(target)),
-    })?;
+    };
+    let parsed = cast_with_options(&source, target, &lenient()).map_err(|e| unreadable(&e))?;
+    let mut errors = Vec::new();
     if parsed.null_count() != values.null_count() {
         let strings = values.as_string::<i32>();
         for i in 0..values.len() {
             if parsed.is_null(i) && !values.is_null(i) {
-                return Err(Error::SourceData {
-                    path: origin.path.to_path_buf(),
-                    row: Some(origin.row_of(i)),
-                    column: Some(column.to_string()),
+                errors.push(CellError {
+                    row: i,
+                    column: column.to_string(),
+                    value: strings.value(i).to_string(),
                     message: format!(
-                        "value \"{}\" is not a valid {}. Fix the value, or declare the column with another type under `source.columns`.",
+                        "column \"{column}\": value \"{}\" is not a valid {}",
                         strings.value(i),
                         type_name(target)
                     ),
@@ -132,33 +114,37 @@ pub fn parse_text_column(
             }
         }
     }
-    // Values such as "1e400" can pass the lenient cast but fail a strict one; surface that too.
-    let _ = cast_with_options(&source, target, &strict()).map_err(|e| Error::SourceData {
-        path: origin.path.to_path_buf(),
-        row: None,
-        column: Some(column.to_string()),
-        message: format!("cannot read the column as {}: {e}", type_name(target)),
-    })?;
-    Ok(parsed)
+    if errors.is_empty() {
+        // Values such as "1e400" can pass the lenient cast but fail a strict one; surface that too.
+        cast_with_options(&source, target, &strict()).map_err(|e| unreadable(&e))?;
+    }
+    Ok((parsed, errors))
 }
 
-/// Read a column as the type the baseline pinned for it. A value that does not fit, or that would
-/// change (5.5 read as an integer), is an error naming its row: never a silent change.
-pub fn pin_column(
-    column: &str,
-    values: &ArrayRef,
-    target: &DataType,
-    origin: &RowOrigin<'_>,
-) -> Result<ArrayRef> {
-    let fail = |i: usize, what: String| Error::SourceData {
-        path: origin.path.to_path_buf(),
-        row: Some(origin.row_of(i)),
-        column: Some(column.to_string()),
-        message: format!(
-            "{what}; the baseline pins the column as {}. Fix the value, or declare the column's type under `source.columns` to change it.",
-            type_name(target)
-        ),
-    };
+/// A snapshot column read as the type the baseline pinned for it.
+#[derive(Debug)]
+pub enum Pinned {
+    /// The column has the pinned type; values that do not fit (or would change, 5.5 read as an
+    /// integer) are null and listed by row with why: each rejects its row.
+    Fits {
+        /// The column as the pinned type.
+        values: ArrayRef,
+        /// 0-based rows and messages.
+        misfits: Vec<(usize, String)>,
+    },
+    /// An integer column whose values now have decimals: every value is a number, so the column
+    /// widens to float64 (a schema change, reported) rather than rejecting rows.
+    Widened {
+        /// The column as float64.
+        values: ArrayRef,
+        /// A row with a fraction, for the report.
+        example_row: usize,
+    },
+}
+
+/// Read a column as the type the baseline pins for it. A value that does not fit, or that would
+/// change (5.5 read as an integer), is a misfit of its row: never a silent change.
+pub fn pin_column(column: &str, values: &ArrayRef, target: &DataType) -> Result<Pinned> {
     let show = |i: usize| array_value_to_string(values, i).unwrap_or_default();
     let source =
         if matches!(target, DataType::Boolean) && matches!(values.data_type(), DataType::Utf8) {
@@ -167,21 +153,19 @@ pub fn pin_column(
             values.clone()
         };
     let cast = cast_with_options(&source, target, &lenient()).map_err(|e| Error::SourceData {
-        path: origin.path.to_path_buf(),
+        path: std::path::PathBuf::new(),
         row: None,
         column: Some(column.to_string()),
         message: format!(
-            "cannot read the column as {} (the type the baseline pins): {e}",
+            "cannot read the column as {} (the type the baseline pins): {e}. Declare the column's type under `source.columns` to change it.",
             type_name(target)
         ),
     })?;
-    if cast.null_count() != values.null_count()
-        && let Some(i) = (0..values.len()).find(|&i| cast.is_null(i) && !values.is_null(i))
-    {
-        return Err(fail(
-            i,
-            format!("value \"{}\" is not a valid {}", show(i), type_name(target)),
-        ));
+    let mut misfit = vec![false; values.len()];
+    if cast.null_count() != values.null_count() {
+        for (i, m) in misfit.iter_mut().enumerate() {
+            *m = cast.is_null(i) && !values.is_null(i);
+        }
     }
     // Numbers must survive the cast unchanged: 5.5 must not become 5.
     if values.data_type().is_numeric() {
@@ -189,19 +173,56 @@ pub fn pin_column(
             .map_err(|e| Error::engine("checking a cast", e.into()))?;
         let differs =
             distinct(&back, values).map_err(|e| Error::engine("checking a cast", e.into()))?;
-        if let Some(i) = (0..differs.len()).find(|&i| differs.value(i)) {
+        for (i, m) in misfit.iter_mut().enumerate() {
+            *m |= differs.value(i) && !values.is_null(i);
+        }
+    }
+    let misfits: Vec<usize> = (0..values.len()).filter(|&i| misfit[i]).collect();
+    if misfits.is_empty() {
+        return Ok(Pinned::Fits {
+            values: cast,
+            misfits: Vec::new(),
+        });
+    }
+    if target.is_integer()
+        && let Ok(floats) = cast_with_options(values, &DataType::Float64, &lenient())
+        && floats.null_count() == values.null_count()
+    {
+        return Ok(Pinned::Widened {
+            values: floats,
+            example_row: misfits[0],
+        });
+    }
+    let misfits = misfits
+        .into_iter()
+        .map(|i| {
             let became = array_value_to_string(&cast, i).unwrap_or_default();
-            return Err(fail(
-                i,
+            let why = if values.data_type().is_numeric() && !cast.is_null(i) {
                 format!(
                     "value {} would become {became} as {}",
                     show(i),
                     type_name(target)
+                )
+            } else {
+                format!("value \"{}\" is not a valid {}", show(i), type_name(target))
+            };
+            (
+                i,
+                format!(
+                    "column \"{column}\": {why}; the baseline pins the column as {}",
+                    type_name(target)
                 ),
-            ));
-        }
-    }
-    Ok(cast)
+            )
+        })
+        .collect();
+    // Misfits the lenient cast turned into another value (5.5 -> 5) must be null, not that value.
+    let misfit_mask = BooleanArray::from(misfit);
+    let values_out = datafusion::arrow::compute::nullif(&cast, &misfit_mask)
+        .map_err(|e| Error::engine("checking a cast", e.into()))?;
+    Ok(Pinned::Fits {
+        values: values_out,
+        misfits,
+    })
 }
 
 /// Map the usual spellings of booleans to ones the cast kernel reads.
@@ -289,25 +310,28 @@ fn has_decimal_point(strings: &StringArray) -> Result<bool> {
 }
 
 /// Turn a batch of text columns into typed columns: declared types are parsed, the others
-/// inferred. Columns keep their order.
+/// inferred. Columns keep their order. Cells that do not fit their declared type are null and
+/// listed.
 pub fn type_text_batch(
     batch: &RecordBatch,
     declared: &[(String, DataType)],
-    origin: &RowOrigin<'_>,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, Vec<CellError>)> {
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
+    let mut errors = Vec::new();
     for (field, values) in batch.schema_ref().fields().iter().zip(batch.columns()) {
         let target = match declared.iter().find(|(n, _)| n == field.name()) {
             Some((_, t)) => t.clone(),
             None => infer_text_column(values)?,
         };
-        let parsed = parse_text_column(field.name(), values, &target, origin)?;
+        let (parsed, mut misfits) = parse_text_column(field.name(), values, &target)?;
+        errors.append(&mut misfits);
         fields.push(Field::new(field.name(), target, true));
         columns.push(parsed);
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| Error::engine("typing the source columns", e.into()))
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::engine("typing the source columns", e.into()))?;
+    Ok((batch, errors))
 }
 
 /// Cast a batch to `schema` (same column names, possibly wider types), for files concatenated
@@ -377,17 +401,44 @@ mod tests {
     }
 
     #[test]
-    fn a_value_that_does_not_fit_names_its_row() {
+    fn a_value_that_does_not_fit_is_reported_with_its_row() {
         let values: ArrayRef = Arc::new(StringArray::from(vec![Some("1"), Some("12 pcs")]));
-        let origin = RowOrigin {
-            path: Path::new("stock.csv"),
-            first_data_row: 2,
-            row_numbers: None,
-        };
-        let err = parse_text_column("Qty", &values, &DataType::Int64, &origin).unwrap_err();
+        let (parsed, errors) = parse_text_column("Qty", &values, &DataType::Int64).unwrap();
+        assert!(parsed.is_null(1));
         assert_eq!(
-            err.to_string(),
-            "stock.csv, row 3, column \"Qty\": value \"12 pcs\" is not a valid int64. Fix the value, or declare the column with another type under `source.columns`."
+            errors,
+            [CellError {
+                row: 1,
+                column: "Qty".into(),
+                value: "12 pcs".into(),
+                message: "column \"Qty\": value \"12 pcs\" is not a valid int64".into(),
+            }]
         );
+    }
+
+    #[test]
+    fn pinned_integers_widen_for_decimals_and_reject_text() {
+        let floats: ArrayRef = Arc::new(datafusion::arrow::array::Float64Array::from(vec![
+            Some(1.0),
+            Some(5.5),
+            None,
+        ]));
+        match pin_column("Qty", &floats, &DataType::Int64).unwrap() {
+            Pinned::Widened { example_row, .. } => assert_eq!(example_row, 1),
+            other => panic!("{other:?}"),
+        }
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("1"),
+            Some("12 pcs"),
+            Some("3"),
+        ]));
+        match pin_column("Qty", &text, &DataType::Int64).unwrap() {
+            Pinned::Fits { values, misfits } => {
+                assert_eq!(misfits.len(), 1);
+                assert_eq!(misfits[0].0, 1);
+                assert!(values.is_null(1) && !values.is_null(2));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Spanned;
 
-use raw::{ChangeKindName, Files, Mode, RawLimit, RawPipeline, RawTable, SheetValue};
-pub use raw::{Duplicates, YamlScalar};
+pub use raw::{Case, Duplicates, OnInvalid, YamlScalar};
+use raw::{ChangeKindName, Files, Mode, RawLimit, RawPipeline, RawTable, RawValidate, SheetValue};
 
 use crate::error::{Error, Result};
 use crate::source::{FileSelection, SheetRef, SourceFormat, SourceOptions, types};
@@ -97,6 +97,52 @@ pub struct TablePlan {
     pub guard: Guard,
     /// Numeric columns whose small changes are no change, in table order of declaration.
     pub tolerance: Vec<(String, Tolerance)>,
+    /// Row checks; failing rows are rejected.
+    pub validate: Validation,
+    /// Per-column clean-ups applied before hashing and comparing, in declaration order.
+    pub normalize: Vec<Normalize>,
+}
+
+/// `validate:`: which rows are invalid and what happens to them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Validation {
+    /// Columns that must hold a value.
+    pub not_null: Vec<String>,
+    /// Named SQL conditions every row must meet (a NULL result passes, as SQL CHECK does).
+    pub rules: Vec<Rule>,
+    /// Reject invalid rows, or refuse the run.
+    pub on_invalid: OnInvalid,
+    /// Most invalid rows a run may reject (count, or percent of the rows read) before it is
+    /// refused.
+    pub max_invalid: Option<Limit>,
+    /// Path template of the rejects file (absolute); `None`: in the store, beside the table.
+    pub rejects_path: Option<String>,
+}
+
+/// One `validate.rules` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Its name, written to the rejects file's `_rule`.
+    pub name: String,
+    /// A SQL boolean expression over the snapshot's columns.
+    pub check: String,
+}
+
+/// One column's clean-up (`normalize:`), applied to the new snapshot before keys are matched
+/// and rows hashed, and to a baseline written without it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Normalize {
+    /// The column.
+    pub column: String,
+    /// Strip leading and trailing white space (spaces, tabs, line breaks, no-break spaces).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trim: bool,
+    /// Fold the case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<Case>,
+    /// Round numbers to this many decimal places.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
 }
 
 /// How far a numeric value may move and still count as unchanged.
@@ -470,23 +516,18 @@ fn table_plan(
     problems: &mut Vec<String>,
 ) -> Option<TablePlan> {
     let before = problems.len();
-    for (key, value) in [
-        (
-            "partition_by",
-            raw.partition_by.as_ref().map(|s| s.referenced.line()),
-        ),
-        (
-            "validate",
-            raw.validate.as_ref().map(|s| s.referenced.line()),
-        ),
-    ] {
+    for (key, value) in [(
+        "partition_by",
+        raw.partition_by.as_ref().map(|s| s.referenced.line()),
+    )] {
         if let Some(line) = value {
-            let issue = if key == "partition_by" {
-                "planned with partitions and incremental mode"
-            } else {
-                "planned with validation, guards and tolerance"
-            };
-            not_supported(problems, name, key, line, issue);
+            not_supported(
+                problems,
+                name,
+                key,
+                line,
+                "planned with partitions and incremental mode",
+            );
         }
     }
     if let Some(mode) = &raw.mode
@@ -531,6 +572,34 @@ fn table_plan(
             }
         }
     }
+    let validation = raw
+        .validate
+        .map(|v| validation(dir, name, v, problems))
+        .unwrap_or_default();
+    let normalize = raw
+        .normalize
+        .map(|n| {
+            let line = n.referenced.line();
+            n.value
+                .into_iter()
+                .filter_map(|(column, r)| {
+                    if r.trim.is_none() && r.case.is_none() && r.round.is_none() {
+                        problems.push(format!("line {line}: table {name}: `normalize` of \"{column}\" sets nothing; use trim: true, case: lower|upper or round: N."));
+                    }
+                    if r.round.is_some_and(|n| n > 18) {
+                        problems.push(format!("line {line}: table {name}: `normalize` of \"{column}\": round must be 0 to 18 decimal places."));
+                        return None;
+                    }
+                    Some(Normalize {
+                        column,
+                        trim: r.trim.unwrap_or(false),
+                        case: r.case,
+                        round: r.round,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let src = raw.source;
     let format = match &src.format {
         Some(f) => {
@@ -681,29 +750,14 @@ fn table_plan(
         ),
     };
     let mut outputs = Vec::new();
-    let placeholder = regex::Regex::new(r"\{[^}]*\}").expect("valid regex");
     for o in raw.output.into_iter().flatten() {
         let line = o.referenced.line();
         let o = o.value;
-        if SourceFormat::from_extension(&o.path).is_none_or(|f| f == SourceFormat::Excel) {
-            problems.push(format!(
-                "line {line}: table {name}: output `{}` must end in .csv, .parquet or .json (JSON lines).",
-                o.path
-            ));
-        }
-        let unknown: Vec<String> = placeholder
-            .find_iter(&o.path)
-            .map(|m| m.as_str().to_string())
-            .filter(|p| !crate::sink::PLACEHOLDERS.contains(&p.as_str()))
-            .collect();
-        if !unknown.is_empty() {
-            problems.push(format!(
-                "line {line}: table {name}: output path `{}` has unknown placeholder(s) {}; use {}.",
-                o.path,
-                unknown.join(", "),
-                crate::sink::PLACEHOLDERS.join(", ")
-            ));
-        }
+        check_output_path(
+            &o.path,
+            &format!("line {line}: table {name}: output path"),
+            problems,
+        );
         let include = match o.include {
             None => vec![ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted],
             Some(list) => list
@@ -744,7 +798,81 @@ fn table_plan(
         change_columns,
         guard,
         tolerance,
+        validate: validation,
+        normalize,
     })
+}
+
+fn validation(
+    dir: &Path,
+    table: &str,
+    raw: Spanned<RawValidate>,
+    problems: &mut Vec<String>,
+) -> Validation {
+    let line = raw.referenced.line();
+    let raw = raw.value;
+    let max_invalid = raw.max_invalid.as_ref().and_then(|m| {
+        let limit = parse_limit(m);
+        if limit.is_none() {
+            problems.push(format!("line {line}: table {table}: `validate.max_invalid` must be a row count (10) or a percentage of the rows read (\"5%\")."));
+        }
+        limit
+    });
+    let mut rules: Vec<Rule> = Vec::new();
+    for r in raw.rules.into_iter().flatten() {
+        if r.name.trim().is_empty() || r.check.trim().is_empty() {
+            problems.push(format!(
+                "line {line}: table {table}: every `validate.rules` entry needs a `name` and a `check` (an SQL condition)."
+            ));
+        } else if rules.iter().any(|e| e.name == r.name) {
+            problems.push(format!(
+                "line {line}: table {table}: two `validate.rules` are named `{}`; names must be unique.",
+                r.name
+            ));
+        } else {
+            rules.push(Rule {
+                name: r.name,
+                check: r.check,
+            });
+        }
+    }
+    let rejects_path = raw.rejects.map(|p| {
+        check_output_path(
+            &p,
+            &format!("line {line}: table {table}: `validate.rejects`"),
+            problems,
+        );
+        resolve_path(dir, &p)
+    });
+    Validation {
+        not_null: raw.not_null.unwrap_or_default(),
+        rules,
+        on_invalid: raw.on_invalid.unwrap_or_default(),
+        max_invalid,
+        rejects_path,
+    }
+}
+
+/// An output or rejects path must say its format by extension and use known placeholders.
+fn check_output_path(path: &str, what: &str, problems: &mut Vec<String>) {
+    if SourceFormat::from_extension(path).is_none_or(|f| f == SourceFormat::Excel) {
+        problems.push(format!(
+            "{what} `{path}` must end in .csv, .parquet or .json (JSON lines)."
+        ));
+    }
+    let placeholder = regex::Regex::new(r"\{[^}]*\}").expect("valid regex");
+    let unknown: Vec<String> = placeholder
+        .find_iter(path)
+        .map(|m| m.as_str().to_string())
+        .filter(|p| !crate::sink::PLACEHOLDERS.contains(&p.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        problems.push(format!(
+            "{what} `{path}` has unknown placeholder(s) {}; use {}.",
+            unknown.join(", "),
+            crate::sink::PLACEHOLDERS.join(", ")
+        ));
+    }
 }
 
 /// Topological order (Kahn), stable in file order; a cycle is reported with its tables.

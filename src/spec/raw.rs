@@ -29,7 +29,8 @@ pub struct RawTable {
     pub mode: Option<Spanned<Mode>>,
     pub partition_by: Option<Spanned<IgnoredAny>>,
     pub depends_on: Option<Spanned<Vec<String>>>,
-    pub validate: Option<Spanned<IgnoredAny>>,
+    pub validate: Option<Spanned<RawValidate>>,
+    pub normalize: Option<Spanned<IndexMap<String, RawNormalize>>>,
     pub guard: Option<Spanned<RawGuard>>,
     pub on_delete: Option<RawOnDelete>,
     pub output: Option<Vec<Spanned<RawOutput>>>,
@@ -183,4 +184,53 @@ pub enum RawLimit {
     Count(u64),
     Number(f64),
     Text(String),
+}
+
+/// `validate:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidate {
+    pub not_null: Option<Vec<String>>,
+    pub rules: Option<Vec<RawRule>>,
+    pub on_invalid: Option<OnInvalid>,
+    pub max_invalid: Option<RawLimit>,
+    pub rejects: Option<String>,
+}
+
+/// One entry of `validate.rules`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    pub check: String,
+}
+
+/// `validate.on_invalid:`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalid {
+    /// Invalid rows go to the rejects file; the run goes on without them.
+    #[default]
+    Reject,
+    /// Any invalid row refuses the run (exit 3).
+    Fail,
+}
+
+/// One column's entry of `normalize:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNormalize {
+    pub trim: Option<bool>,
+    pub case: Option<Case>,
+    pub round: Option<u32>,
+}
+
+/// `case:` of a `normalize:` entry.
+#[derive(Debug, Deserialize, serde::Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Case {
+    /// Lower case.
+    Lower,
+    /// Upper case.
+    Upper,
 }

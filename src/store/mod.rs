@@ -72,6 +72,9 @@ pub struct ColumnSchema {
     /// Arrow type, as Arrow displays it.
     #[serde(rename = "type")]
     pub data_type: String,
+    /// Every row of the version is null in this column (it is then not compared next run).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty: bool,
 }
 
 /// Which columns the stored `_row_hash` covers, and by which algorithm.
@@ -81,6 +84,9 @@ pub struct HashSpec {
     pub version: u32,
     /// Compared columns, in hash order, with their types.
     pub columns: Vec<ColumnSchema>,
+    /// Clean-ups applied to the rows before hashing (`normalize:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub normalize: Vec<crate::spec::Normalize>,
 }
 
 /// The commit record of one version.
@@ -448,6 +454,7 @@ mod tests {
             hash: HashSpec {
                 version: 1,
                 columns: Vec::new(),
+                normalize: Vec::new(),
             },
             duration_ms: 0,
         }

@@ -6,7 +6,7 @@ use crate::workdir::{Workdir, assert_code, stdout, without_time};
 
 const METAFIELD: &str = "Variant Metafield: custom.internal_discontinued [single_line_text_field]";
 
-fn pipeline() -> String {
+pub(crate) fn pipeline() -> String {
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/pipelines/inventory.yaml"
@@ -23,7 +23,7 @@ fn pipeline() -> String {
         .replace("../out/latest/", "out/latest/")
 }
 
-fn expected_csv(rows: &[ExpectedRow]) -> String {
+pub(crate) fn expected_csv(rows: &[ExpectedRow]) -> String {
     let mut text =
         format!("Variant Barcode,Variant Inventory Qty,{METAFIELD},changeType,changeReason\n");
     for (upc, qty, disc, kind, reason) in rows {

@@ -10,5 +10,6 @@ mod restore;
 mod review_findings;
 mod sources;
 mod tolerance;
+mod validation;
 mod verify;
 mod workdir;

@@ -1,0 +1,364 @@
+//! Validation of a new snapshot's rows: values that do not fit their type, null keys,
+//! `validate.not_null` and `validate.rules`. An invalid row is rejected: it goes to the run's
+//! rejects file with the file and row a person would look up, the rule and the message, then its
+//! values as read; it is held out of the comparison and its key keeps its baseline row.
+//! `on_invalid: fail` and `max_invalid` refuse the run instead (exit 3).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::display::array_value_to_string;
+
+use crate::diff::Counts;
+use crate::error::{Error, Result};
+use crate::source::RowLocator;
+use crate::spec::{OnInvalid, TablePlan};
+
+/// Why one row of the snapshot is invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// 0-based row of the snapshot.
+    pub index: u64,
+    /// `type`, `key`, `not_null`, or the name of a rule.
+    pub rule: String,
+    /// What is wrong, naming the column and value.
+    pub message: String,
+    /// The offending cell as read, when the snapshot holds null in its place.
+    pub cell: Option<(String, String)>,
+}
+
+/// A rejected row located in its file, with its values as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// The source file (or the transform's result).
+    pub file: String,
+    /// The row a person counts there.
+    pub row: u64,
+    /// Rules the row failed, joined by `, `.
+    pub rules: String,
+    /// Their messages, joined by `; `.
+    pub messages: String,
+    /// Values by column name, as read.
+    pub values: BTreeMap<String, Option<String>>,
+}
+
+/// Rows of `batches` (0-based across them) as rendered text, by column.
+fn render_rows(batches: &[RecordBatch], indexes: &[u64]) -> Vec<BTreeMap<String, Option<String>>> {
+    let mut out = Vec::with_capacity(indexes.len());
+    for &index in indexes {
+        let mut offset = 0u64;
+        let mut values = BTreeMap::new();
+        for batch in batches {
+            let n = batch.num_rows() as u64;
+            if index < offset + n {
+                let i = (index - offset) as usize;
+                for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+                    let value = (!column.is_null(i))
+                        .then(|| array_value_to_string(column, i).unwrap_or_default());
+                    values.insert(field.name().clone(), value);
+                }
+                break;
+            }
+            offset += n;
+        }
+        out.push(values);
+    }
+    out
+}
+
+/// Group rejections by row, locate each row in its file and attach its values as read, in
+/// snapshot order. `as_read` holds the rows as read: the snapshot before types were pinned, or
+/// (`source_rows`) the source rows the locator maps snapshot rows to.
+pub fn locate(
+    rejections: &[Rejection],
+    locator: &RowLocator,
+    as_read: &[RecordBatch],
+    source_rows: bool,
+) -> Vec<RejectedRow> {
+    let mut by_row: BTreeMap<u64, Vec<&Rejection>> = BTreeMap::new();
+    for r in rejections {
+        by_row.entry(r.index).or_default().push(r);
+    }
+    let indexes: Vec<u64> = by_row.keys().copied().collect();
+    let places = locator.locate(&indexes);
+    let read_indexes: Vec<u64> = if source_rows {
+        indexes.iter().map(|&i| locator.source_row(i)).collect()
+    } else {
+        indexes.clone()
+    };
+    let values = render_rows(as_read, &read_indexes);
+    by_row
+        .into_values()
+        .zip(places)
+        .zip(values)
+        .map(|((found, (file, row)), mut values)| {
+            for r in &found {
+                if let Some((column, cell)) = &r.cell {
+                    values.insert(column.clone(), Some(cell.clone()));
+                }
+            }
+            let mut rules: Vec<&str> = Vec::new();
+            for r in &found {
+                if !rules.contains(&r.rule.as_str()) {
+                    rules.push(&r.rule);
+                }
+            }
+            RejectedRow {
+                file,
+                row,
+                rules: rules.join(", "),
+                messages: found
+                    .iter()
+                    .map(|r| r.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                values,
+            }
+        })
+        .collect()
+}
+
+/// Null keys and `not_null` columns, for rows not already rejected.
+pub fn check_nulls(
+    table: &TablePlan,
+    batches: &[RecordBatch],
+    already: &std::collections::HashSet<u64>,
+) -> Vec<Rejection> {
+    let mut found = Vec::new();
+    let checks = table
+        .key
+        .iter()
+        .map(|k| (k, "key"))
+        .chain(table.validate.not_null.iter().map(|c| (c, "not_null")));
+    for (column, rule) in checks {
+        let mut offset = 0u64;
+        for batch in batches {
+            if let Some(values) = batch.column_by_name(column)
+                && values.null_count() > 0
+            {
+                for i in 0..values.len() {
+                    let index = offset + i as u64;
+                    if values.is_null(i) && !already.contains(&index) {
+                        let message = if rule == "key" {
+                            format!("key column \"{column}\" is empty; every row needs a key")
+                        } else {
+                            format!(
+                                "column \"{column}\" is empty; `validate.not_null` requires a value"
+                            )
+                        };
+                        found.push(Rejection {
+                            index,
+                            rule: rule.to_string(),
+                            message,
+                            cell: None,
+                        });
+                    }
+                }
+            }
+            offset += batch.num_rows() as u64;
+        }
+    }
+    found
+}
+
+/// Column name of the row ordinal while rules are evaluated.
+const ORDINAL: &str = "__tidemark_ordinal";
+
+/// Evaluate `validate.rules` with DataFusion; a row fails a rule when its check is false (a
+/// NULL result passes, as an SQL CHECK constraint does: `not_null` is for missing values).
+pub async fn check_rules(
+    table: &TablePlan,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    already: &std::collections::HashSet<u64>,
+) -> Result<Vec<Rejection>> {
+    if table.validate.rules.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = crate::engine::session();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(ORDINAL, DataType::UInt64, false));
+    let numbered_schema = Arc::new(Schema::new(fields));
+    let mut numbered = Vec::with_capacity(batches.len());
+    let mut offset = 0u64;
+    for batch in batches {
+        let n = batch.num_rows() as u64;
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(
+            datafusion::arrow::array::UInt64Array::from_iter_values(offset..offset + n),
+        ));
+        numbered.push(
+            RecordBatch::try_new(numbered_schema.clone(), columns)
+                .map_err(|e| Error::engine("numbering rows", e.into()))?,
+        );
+        offset += n;
+    }
+    crate::run::register_batches(&ctx, &table.name, numbered_schema, numbered)?;
+    let mut found = Vec::new();
+    for rule in &table.validate.rules {
+        let bad_rule = |e: datafusion::error::DataFusionError| Error::Usage {
+            message: format!(
+                "table {}: validate rule `{}` cannot be evaluated: {e}. `check` must be an SQL condition over the table's columns, e.g. '\"Qty\" >= 0' (quote mixed-case names).",
+                table.name, rule.name
+            ),
+        };
+        let sql = format!(
+            "SELECT {ORDINAL} FROM {} WHERE ({}) IS FALSE ORDER BY {ORDINAL}",
+            crate::diff::ident(&table.name),
+            rule.check
+        );
+        let frame = ctx.sql(&sql).await.map_err(bad_rule)?;
+        let failing = frame.collect().await.map_err(bad_rule)?;
+        for batch in failing {
+            let ordinals = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                .expect("the ordinal column is UInt64");
+            for index in ordinals.values().iter().copied() {
+                if !already.contains(&index) {
+                    found.push(Rejection {
+                        index,
+                        rule: rule.name.clone(),
+                        message: format!("fails rule `{}`: {}", rule.name, rule.check.trim()),
+                        cell: None,
+                    });
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Keep the rows of `batches` whose 0-based index is not in `rejected`.
+pub fn without_rows(
+    batches: &[RecordBatch],
+    rejected: &std::collections::HashSet<u64>,
+) -> Result<Vec<RecordBatch>> {
+    if rejected.is_empty() {
+        return Ok(batches.to_vec());
+    }
+    let mut out = Vec::with_capacity(batches.len());
+    let mut offset = 0u64;
+    for batch in batches {
+        let n = batch.num_rows() as u64;
+        let keep: BooleanArray = (offset..offset + n)
+            .map(|i| Some(!rejected.contains(&i)))
+            .collect();
+        out.push(
+            filter_record_batch(batch, &keep)
+                .map_err(|e| Error::engine("holding out rejected rows", e.into()))?,
+        );
+        offset += n;
+    }
+    Ok(out)
+}
+
+/// Keep only the rows of `batches` whose 0-based index is in `wanted`.
+pub fn only_rows(
+    batches: &[RecordBatch],
+    wanted: &std::collections::HashSet<u64>,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    for batch in batches {
+        let n = batch.num_rows() as u64;
+        let keep: BooleanArray = (offset..offset + n)
+            .map(|i| Some(wanted.contains(&i)))
+            .collect();
+        if keep.true_count() > 0 {
+            out.push(
+                filter_record_batch(batch, &keep)
+                    .map_err(|e| Error::engine("selecting rejected rows", e.into()))?,
+            );
+        }
+        offset += n;
+    }
+    Ok(out)
+}
+
+/// The rejects file as a batch: `_source_file`, `_row_number`, `_rule`, `_message`, then the
+/// values as read under `columns` (the source's columns, then any others of the snapshot).
+pub fn rejects_batch(rows: &[RejectedRow], columns: &[String]) -> Result<(SchemaRef, RecordBatch)> {
+    let mut fields = vec![
+        Field::new("_source_file", DataType::Utf8, false),
+        Field::new("_row_number", DataType::UInt64, false),
+        Field::new("_rule", DataType::Utf8, false),
+        Field::new("_message", DataType::Utf8, false),
+    ];
+    fields.extend(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)));
+    let schema = Arc::new(Schema::new(fields));
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.file))),
+        Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.row),
+        )),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.rules))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.messages),
+        )),
+    ];
+    for c in columns {
+        arrays.push(Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.values.get(c).cloned().flatten()),
+        )));
+    }
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| Error::engine("building the rejects file", e.into()))?;
+    Ok((schema, batch))
+}
+
+/// Refuse the run when `on_invalid: fail` meets an invalid row, or when more rows are invalid
+/// than `max_invalid` allows (a count, or a percentage of the rows read).
+pub fn check_limits(
+    table: &TablePlan,
+    rows: &[RejectedRow],
+    rows_read: u64,
+    rejects_file: Option<&str>,
+    counts: Counts,
+) -> Result<()> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let see = match rejects_file {
+        Some(path) => format!(" Every invalid row is listed in {path}."),
+        None => String::new(),
+    };
+    let refuse = |what: String| Error::Refused {
+        table: table.name.clone(),
+        message: format!("{what}.{see} Fix the source file; nothing was committed."),
+        counts,
+    };
+    let share = |n: usize| {
+        if rows_read == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / rows_read as f64
+        }
+    };
+    let first_text = format!(
+        "the first is {}, row {}: {}",
+        first.file, first.row, first.messages
+    );
+    if table.validate.on_invalid == OnInvalid::Fail {
+        return Err(refuse(format!(
+            "{} of {} rows are invalid and `validate.on_invalid` is fail; {first_text}",
+            rows.len(),
+            rows_read
+        )));
+    }
+    if let Some(limit) = table.validate.max_invalid
+        && rows.len() as f64 > limit.rows(rows_read)
+    {
+        return Err(refuse(format!(
+            "{} of {} rows ({:.1}%) are invalid; validate.max_invalid is {limit}; {first_text}",
+            rows.len(),
+            rows_read,
+            share(rows.len())
+        )));
+    }
+    Ok(())
+}
