@@ -34,6 +34,16 @@ pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
             path: path.to_path_buf(),
         });
     }
+    // A workbook, a Parquet file or other binary data under a .csv name would otherwise be
+    // reported as "not valid UTF-8 (is it Latin-1?)", which sends the user the wrong way.
+    if let Some(what) = not_text(bytes) {
+        return Err(Error::SourceData {
+            path: path.to_path_buf(),
+            row: None,
+            column: None,
+            message: format!("the file is not a CSV text file: {what}."),
+        });
+    }
     if let Err(e) = std::str::from_utf8(body) {
         let line = 1
             + skip
@@ -49,14 +59,40 @@ pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
         });
     }
 
+    // arrow-csv ends a quoted field that is never closed at the end of the file, silently
+    // reading every later line into one value; refuse it, naming the line the quote opens on.
+    if let Some(line) = unclosed_quote(body, options.delimiter) {
+        return Err(Error::SourceData {
+            path: path.to_path_buf(),
+            row: Some((skip + line) as u64),
+            column: None,
+            message: "malformed CSV: the quote that opens a field on this line is never closed, so the rest of the file would be read as one value. Add the closing quote; a quote inside a quoted value is written twice (\"\")."
+                .into(),
+        });
+    }
+
     let format = Format::default()
         .with_header(true)
         .with_delimiter(options.delimiter);
     let (inferred, _) = format
         .infer_schema(body, Some(1))
-        .map_err(|e| data_error(path, skip, &e.to_string()))?;
-    let names: Vec<String> = inferred.fields().iter().map(|f| f.name().clone()).collect();
+        .map_err(|e| data_error(path, options.header_row, &e.to_string()))?;
+    // An empty header cell gets `column_N` after its position, as in a workbook (see
+    // excel.rs), rather than an empty name that no SQL can select.
+    let names: Vec<String> = inferred
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if f.name().is_empty() {
+                format!("column_{}", i + 1)
+            } else {
+                f.name().clone()
+            }
+        })
+        .collect();
     check_header(path, options.header_row, &names)?;
+    warn_if_other_delimiter(path, options.delimiter, &names);
     let text_schema = Arc::new(Schema::new(
         names
             .iter()
@@ -69,10 +105,10 @@ pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
         .with_null_regex(null_regex(&options.null_values))
         .with_batch_size(64 * 1024)
         .build(body)
-        .map_err(|e| data_error(path, skip, &e.to_string()))?;
+        .map_err(|e| data_error(path, options.header_row, &e.to_string()))?;
     let mut batches = Vec::new();
     for batch in reader {
-        batches.push(batch.map_err(|e| data_error(path, skip, &e.to_string()))?);
+        batches.push(batch.map_err(|e| data_error(path, options.header_row, &e.to_string()))?);
     }
     let text = concat_batches(&text_schema, &batches)
         .map_err(|e| Error::engine("reading CSV", e.into()))?;
@@ -126,16 +162,141 @@ fn check_header(path: &Path, header_row: usize, names: &[String]) -> Result<()> 
     Ok(())
 }
 
-/// arrow-csv counts lines from the first line it was given; shift them to the file's lines.
-fn data_error(path: &Path, skipped_lines: usize, message: &str) -> Error {
-    // arrow-csv says "records" where it means fields on a line.
-    let shifted = shift_line_numbers(message, skipped_lines).replace(" records", " fields");
+/// What a file that is not text is, judging by its first bytes, or None for text.
+fn not_text(bytes: &[u8]) -> Option<&'static str> {
+    let head = &bytes[..bytes.len().min(8192)];
+    let real_format = if head.starts_with(b"PK\x03\x04") {
+        "it is a ZIP file, such as an Excel workbook (.xlsx); if it is one, set `format: excel`"
+    } else if head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
+        "it is an OLE2 file, such as a legacy Excel workbook (.xls); if it is one, set `format: excel`"
+    } else if head.starts_with(b"PAR1") {
+        "it is a Parquet file; set `format: parquet`"
+    } else if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        "it is UTF-16 text (Excel's \"Unicode text\"); re-export it as UTF-8 CSV"
+    } else if head.contains(&0) && std::str::from_utf8(head).is_err_and(|e| e.error_len().is_some())
+    {
+        "it holds binary data; check `source.path`, or set `format:` to the file's real format"
+    } else {
+        return None;
+    };
+    Some(real_format)
+}
+
+/// The 1-based line (counted from the start of `body`) on which a quoted field opens that is
+/// never closed, if any. Follows the quoting arrow-csv applies: a quote opens a field only at
+/// the start of a field, `""` inside it is a quote, and quotes inside unquoted fields are text.
+fn unclosed_quote(body: &[u8], delimiter: u8) -> Option<usize> {
+    // A closed quoted field holds an even number of quotes, so an odd total is needed for an
+    // unclosed one (quotes inside unquoted fields aside); the common case costs one count.
+    if body.iter().filter(|&&b| b == b'"').count() % 2 == 0 {
+        return None;
+    }
+    #[derive(PartialEq)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut state = State::FieldStart;
+    let mut line = 1;
+    let mut opened_on = 1;
+    for &b in body {
+        state = match (state, b) {
+            (State::Quoted, b'"') => State::QuoteInQuoted,
+            (State::Quoted, _) => State::Quoted,
+            (State::QuoteInQuoted, b'"') => State::Quoted,
+            (State::FieldStart, b'"') => {
+                opened_on = line;
+                State::Quoted
+            }
+            (_, b'\n') => State::FieldStart,
+            (_, b) if b == delimiter => State::FieldStart,
+            _ => State::Unquoted,
+        };
+        if b == b'\n' {
+            line += 1;
+        }
+    }
+    (state == State::Quoted).then_some(opened_on)
+}
+
+/// A header of one column that holds another common delimiter: most likely a file separated by
+/// that delimiter, read with the wrong one. The key then "does not exist"; say why.
+fn warn_if_other_delimiter(path: &Path, delimiter: u8, names: &[String]) {
+    let [name] = names else { return };
+    let other = [b';', b'\t', b'|', b',']
+        .into_iter()
+        .find(|&d| d != delimiter && name.as_bytes().contains(&d));
+    if let Some(d) = other {
+        let written = if d == b'\t' {
+            "\\t".to_string()
+        } else {
+            (d as char).to_string()
+        };
+        tracing::warn!(
+            "{}: the header has a single column, \"{name}\"; if the file's fields are separated by \"{written}\", set `delimiter: \"{written}\"` in the table's source.",
+            path.display()
+        );
+    }
+}
+
+/// arrow-csv's messages about a line: name the line as a person counts it in the file (the
+/// reader counts records from the header, which differ from lines after a field that spans
+/// lines) and say what is wrong in plain words.
+fn data_error(path: &Path, header_row: usize, message: &str) -> Error {
+    let skipped_lines = header_row.saturating_sub(1);
+    let fields = |n: &str| {
+        if n == "1" {
+            "1 field".to_string()
+        } else {
+            format!("{n} fields")
+        }
+    };
+    let what_to_do =
+        "Check the delimiter (`delimiter`), quoting and the number of fields on that line.";
+    // The reader: "incorrect number of fields for line N, expected E got G", N counting
+    // records from the header (1).
+    let reader =
+        regex::Regex::new(r"incorrect number of fields for line (\d+), expected (\d+) got (\d+)")
+            .expect("valid regex");
+    // Schema inference (the csv crate): "... Expected E records, found G records at line N",
+    // N counting lines from the header.
+    let inference = regex::Regex::new(
+        r"Expected (\d+) (?:records|fields), found (\d+) (?:records|fields) at line (\d+)",
+    )
+    .expect("valid regex");
+    let (row, expected, got) = if let Some(c) = reader.captures(message) {
+        let record: u64 = c[1].parse().unwrap_or(0);
+        let index = record.saturating_sub(2);
+        let row = record_line(path, header_row, index).unwrap_or(record + skipped_lines as u64);
+        (row, c[2].to_string(), c[3].to_string())
+    } else if let Some(c) = inference.captures(message) {
+        let line: u64 = c[3].parse().unwrap_or(0);
+        (
+            line + skipped_lines as u64,
+            c[1].to_string(),
+            c[2].to_string(),
+        )
+    } else {
+        let message = message.strip_prefix("Csv error: ").unwrap_or(message);
+        return Error::SourceData {
+            path: path.to_path_buf(),
+            row: None,
+            column: None,
+            message: format!(
+                "malformed CSV: {}. {what_to_do}",
+                shift_line_numbers(message, skipped_lines)
+            ),
+        };
+    };
     Error::SourceData {
         path: path.to_path_buf(),
-        row: None,
+        row: Some(row),
         column: None,
         message: format!(
-            "malformed CSV: {shifted}. Check the delimiter (`delimiter`), quoting and the number of fields on that line."
+            "malformed CSV: this line has {} where the header has {expected}. {what_to_do}",
+            fields(&got)
         ),
     }
 }
@@ -222,5 +383,17 @@ mod tests {
         .unwrap();
         let lines: Vec<_> = (0..4).map(|i| record_line(&path, 2, i)).collect();
         assert_eq!(lines, [Some(3), Some(5), Some(6), Some(7)]);
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_found_on_the_line_it_opens() {
+        let q = |text: &str| unclosed_quote(text.as_bytes(), b',');
+        assert_eq!(q("a,b\n1,\"x\n2,y\n"), Some(2));
+        assert_eq!(q("a,b\n1,\"x\"\"\n2,y\n"), Some(2));
+        // Closed, escaped, spanning lines, or a quote inside an unquoted field: fine.
+        assert_eq!(q("a,b\n1,\"x\"\"y\"\r\n2,\"two\nlines\"\n"), None);
+        assert_eq!(q("a,b\n1,5\" pipe\n"), None);
+        assert_eq!(q("a,b\n1,\"x\"y\"\n"), None);
+        assert_eq!(unclosed_quote(b"a;b\n1;\"x\n", b';'), Some(2));
     }
 }

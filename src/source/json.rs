@@ -25,11 +25,21 @@ pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> 
             path: path.to_path_buf(),
         });
     }
-    let malformed = |e: &dyn std::fmt::Display| Error::SourceData {
-        path: path.to_path_buf(),
-        row: None,
-        column: None,
-        message: format!("malformed JSON lines ({e}). Each line must hold one JSON object."),
+    // arrow-json's messages name no line (or "line 1" of the value it was parsing) and show
+    // Rust debug output of the value; find the offending line instead (on the error path only).
+    let malformed = |e: &dyn std::fmt::Display| match first_bad_line(&bytes) {
+        Some((line, message)) => Error::SourceData {
+            path: path.to_path_buf(),
+            row: Some(line),
+            column: None,
+            message,
+        },
+        None => Error::SourceData {
+            path: path.to_path_buf(),
+            row: None,
+            column: None,
+            message: format!("malformed JSON lines ({e}). Each line must hold one JSON object."),
+        },
     };
     let (inferred, _) =
         infer_json_schema(BufReader::new(Cursor::new(&bytes)), None).map_err(|e| malformed(&e))?;
@@ -50,6 +60,81 @@ pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> 
         rows: FileRows::From(1),
         cell_errors,
     })
+}
+
+/// The first line (1-based, as a person counts lines in the file) that is not one JSON object,
+/// and what is wrong with it.
+fn first_bad_line(bytes: &[u8]) -> Option<(u64, String)> {
+    use serde_json::Value;
+    const ONE_OBJECT: &str = "Each line must hold one JSON object (JSON lines).";
+    let mut seen_object = false;
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let number = i as u64 + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if std::str::from_utf8(line).is_err() {
+            return Some((
+                number,
+                "not valid UTF-8 (is the file Latin-1 or Windows-1252?). Re-export it as UTF-8."
+                    .into(),
+            ));
+        }
+        let parsed = serde_json::from_slice::<Value>(line);
+        // A file that starts with an array of objects, on one line or over several, is a JSON
+        // document rather than JSON lines.
+        if !seen_object && line.trim_ascii_start().starts_with(b"[") {
+            let of_objects = match &parsed {
+                Ok(Value::Array(items)) => items.iter().all(Value::is_object),
+                Ok(_) => false,
+                Err(_) => true,
+            };
+            if of_objects {
+                return Some((
+                    number,
+                    "the file holds one JSON array; tidemark reads JSON lines, one object per line. Convert it, for example with `jq -c '.[]' FILE.json > FILE.jsonl`, and point `source.path` at the result.".into(),
+                ));
+            }
+        }
+        let kind = match parsed {
+            Ok(Value::Object(_)) => {
+                seen_object = true;
+                continue;
+            }
+            Ok(Value::Array(_)) => "a JSON array",
+            Ok(Value::String(_)) => "a JSON string",
+            Ok(Value::Number(_)) => "a JSON number",
+            Ok(Value::Bool(_)) => "true or false",
+            Ok(Value::Null) => "null",
+            Err(e) if e.is_eof() => {
+                return Some((
+                    number,
+                    format!(
+                        "not valid JSON: the line ends before its value is complete (cut short, or one object written over several lines?). {ONE_OBJECT}"
+                    ),
+                ));
+            }
+            Err(e) => {
+                // serde_json appends " at line L column C"; the line is always 1 here.
+                let text = e.to_string();
+                let text = text
+                    .rsplit_once(" at line ")
+                    .map_or(text.as_str(), |(t, _)| t);
+                return Some((
+                    number,
+                    format!(
+                        "not valid JSON: {text} (column {}). {ONE_OBJECT}",
+                        e.column()
+                    ),
+                ));
+            }
+        };
+        return Some((
+            number,
+            format!("the line holds {kind}, not an object. {ONE_OBJECT}"),
+        ));
+    }
+    None
 }
 
 /// Arrow's inference sorts keys by name; a person expects the file's order, which the first

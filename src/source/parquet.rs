@@ -15,9 +15,12 @@ pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
         path: path.to_path_buf(),
         row: None,
         column: None,
-        message: format!(
-            "not a readable Parquet file ({e}). Is it truncated, or another format with a .parquet name?"
-        ),
+        message: match what_is_wrong(path) {
+            Some(what) => what.to_string(),
+            None => format!(
+                "not a readable Parquet file ({e}). Is it truncated, or another format with a .parquet name?"
+            ),
+        },
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| not_parquet(&e))?;
     let schema = builder.schema().clone();
@@ -29,4 +32,26 @@ pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| not_parquet(&e))?;
     concat_batches(&schema, &batches).map_err(|e| Error::engine("reading Parquet", e.into()))
+}
+
+/// The Parquet reader says "corrupt footer" both for a file cut short and for a CSV with a
+/// .parquet name; tell them apart by the `PAR1` magic that starts and ends every Parquet file.
+fn what_is_wrong(path: &Path) -> Option<&'static str> {
+    let bytes = std::fs::read(path).ok()?;
+    if !bytes.starts_with(b"PAR1") {
+        let head = &bytes[..bytes.len().min(4096)];
+        let text = !head.contains(&0)
+            && std::str::from_utf8(head).map_or_else(|e| e.error_len().is_none(), |_| true);
+        return Some(if text {
+            "not a Parquet file: it holds text (a CSV or JSON file with a .parquet name?). Check `source.path`, or set `format:` to the file's real format."
+        } else {
+            "not a Parquet file: it does not start with Parquet's signature (PAR1). Check `source.path`, or set `format:` to the file's real format."
+        });
+    }
+    if !bytes.ends_with(b"PAR1") {
+        return Some(
+            "not a readable Parquet file: it is truncated (its footer is missing), a download or copy cut short? Fetch the file again.",
+        );
+    }
+    None
 }

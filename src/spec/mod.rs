@@ -208,20 +208,24 @@ pub struct Guard {
     pub min_rows: Option<Limit>,
 }
 
-fn parse_limit(raw: &RawLimit) -> Option<Limit> {
+/// A guard limit, or what is wrong with it.
+fn parse_limit(raw: &RawLimit) -> Result<Limit, String> {
+    const FORM: &str = "must be a row count (100) or a percentage of the baseline (\"20%\")";
     match raw {
-        RawLimit::Count(n) => Some(Limit::Count(*n)),
-        RawLimit::Number(_) => None,
+        RawLimit::Count(n) => Ok(Limit::Count(*n)),
+        RawLimit::Number(_) => Err(FORM.into()),
         RawLimit::Text(t) => {
             let t = t.trim();
             match t.strip_suffix('%') {
-                Some(p) => p
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|p| (0.0..=100.0).contains(p))
-                    .map(Limit::Percent),
-                None => t.parse::<u64>().ok().map(Limit::Count),
+                Some(p) => match p.trim().parse::<f64>() {
+                    Ok(p) if (0.0..=100.0).contains(&p) => Ok(Limit::Percent(p)),
+                    // "120%" is a percentage, just not one of the baseline.
+                    Ok(_) => Err(format!(
+                        "is {t}; a percentage of the baseline must be between 0% and 100%"
+                    )),
+                    Err(_) => Err(FORM.into()),
+                },
+                None => t.parse::<u64>().map(Limit::Count).map_err(|_| FORM.into()),
             }
         }
     }
@@ -316,9 +320,25 @@ impl ChangeColumns {
 /// Read and validate a pipeline file. `store_override` is `--store`.
 pub fn load(path: &Path, store_override: Option<&str>) -> Result<Plan> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Usage {
-        message: format!("cannot read pipeline file {}: {e}", path.display()),
+        message: format!(
+            "cannot read pipeline file {}: {e}. Check the path of the pipeline file.",
+            path.display()
+        ),
     })?;
-    let raw: RawPipeline = serde_saphyr::from_str(&text).map_err(|e| syntax_error(path, &e))?;
+    // The YAML parser calls an empty file "unexpected end of input"; say what the file lacks.
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Err(Error::PipelineSyntax {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: "the pipeline file is empty: declare `tables:` with at least one table (its `source` and `key`).".into(),
+        });
+    }
+    let raw: RawPipeline =
+        serde_saphyr::from_str(&text).map_err(|e| syntax_error(path, &text, &e))?;
     let dir = path
         .parent()
         .map(|p| {
@@ -335,7 +355,7 @@ pub fn load(path: &Path, store_override: Option<&str>) -> Result<Plan> {
 }
 
 /// A YAML or schema error, with its line and column, and for an unknown key the closest valid one.
-fn syntax_error(path: &Path, e: &serde_saphyr::Error) -> Error {
+fn syntax_error(path: &Path, source: &str, e: &serde_saphyr::Error) -> Error {
     let (line, column) = e
         .location()
         .map(|l| (l.line(), l.column()))
@@ -389,13 +409,14 @@ fn syntax_error(path: &Path, e: &serde_saphyr::Error) -> Error {
                 _ => "unexpected value here".to_string(),
             });
             let option_hint = regex::Regex::new(r"; use Option<[^>]*>").expect("valid regex");
-            option_hint
+            let text = option_hint
                 .replace(&text, "")
                 .replace("missing field", "missing required key")
                 .replace(
                     "cannot deserialize null into",
                     "an empty value where the file needs a",
-                )
+                );
+            plain_yaml_message(&text, key_before(source, line, column))
         }
     };
     Error::PipelineSyntax {
@@ -404,6 +425,52 @@ fn syntax_error(path: &Path, e: &serde_saphyr::Error) -> Error {
         column,
         message,
     }
+}
+
+/// The parser's wording for a few common mistakes, rewritten to say what to do (and without
+/// the names of the parser's options). `key` is the mapping key the error points after, if any.
+fn plain_yaml_message(text: &str, key: Option<String>) -> String {
+    let duplicate =
+        regex::Regex::new(r"^duplicate mapping key: (.*?)(?:, set DuplicateKeyPolicy.*)?$")
+            .expect("valid regex");
+    if let Some(caps) = duplicate.captures(text) {
+        return format!(
+            "`{}` appears twice in the same mapping (a table name, or a key of one table, written twice). Rename or remove one.",
+            &caps[1]
+        );
+    }
+    if text.starts_with("missing required key") {
+        return format!("{text} in this mapping; add it.");
+    }
+    if text.starts_with("tabs disallowed") {
+        return format!("{text}: YAML does not allow tabs for indentation; indent with spaces.");
+    }
+    let expected = regex::Regex::new(r"^expected (mapping|sequence) start$").expect("valid regex");
+    if let Some(caps) = expected.captures(text) {
+        let shape = if &caps[1] == "mapping" {
+            "a mapping (indented `name: value` lines below it)"
+        } else {
+            "a list (`[a, b]`, or `- a` lines below it)"
+        };
+        return match key {
+            Some(key) => format!("expected {shape} as the value of `{key}`."),
+            None => format!("expected {shape} here."),
+        };
+    }
+    text.to_string()
+}
+
+/// The mapping key written before `column` on `line` (both 1-based) of `source`, if the error
+/// points at a key's value (`tables: 5` -> `tables`).
+fn key_before(source: &str, line: u64, column: u64) -> Option<String> {
+    let text = source.lines().nth((line as usize).checked_sub(1)?)?;
+    let before = text.get(..(column as usize).checked_sub(1)?)?;
+    let key = before.trim_end().strip_suffix(':')?;
+    let key = key
+        .trim()
+        .trim_start_matches("- ")
+        .trim_matches(['"', '\'']);
+    (!key.is_empty()).then(|| key.to_string())
 }
 
 fn at<T>(s: &Spanned<T>) -> String {
@@ -551,11 +618,10 @@ fn table_plan(
         ] {
             if let Some(v) = value {
                 match parse_limit(v) {
-                    Some(limit) => *slot = Some(limit),
-                    None => problems.push(format!(
-                        "{}: table {name}: guard `{key}` must be a row count (100) or a percentage of the baseline (\"20%\").",
-                        at(g)
-                    )),
+                    Ok(limit) => *slot = Some(limit),
+                    Err(why) => {
+                        problems.push(format!("{}: table {name}: guard `{key}` {why}.", at(g)))
+                    }
                 }
             }
         }
@@ -658,10 +724,12 @@ fn table_plan(
             )),
         }
     }
-    let header_row = src.header_row.unwrap_or(1);
-    if header_row == 0 {
+    // Spanned, so that the problem names its line like every other one.
+    let header_row = src.header_row.as_ref().map_or(1, |h| h.value);
+    if let Some(h) = src.header_row.as_ref().filter(|h| h.value == 0) {
         problems.push(format!(
-            "table {name}: `header_row` is 1-based; use 1 for the first row."
+            "{}: table {name}: `header_row` is 1-based; use 1 for the first row.",
+            at(h)
         ));
     }
     let source = SourceOptions {

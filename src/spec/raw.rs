@@ -44,7 +44,7 @@ pub struct RawSource {
     pub path: Spanned<String>,
     pub format: Option<Spanned<String>>,
     pub sheet: Option<SheetValue>,
-    pub header_row: Option<usize>,
+    pub header_row: Option<Spanned<usize>>,
     pub delimiter: Option<Spanned<String>>,
     pub null_values: Option<Vec<String>>,
     pub files: Option<Files>,

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod composite_keys;
+mod corpus;
 mod guards;
 mod inventory;
 mod inventory_data;
