@@ -103,7 +103,7 @@ pub enum Error {
 
     /// Two rows of the new snapshot share a key.
     #[error(
-        "table {table}: key {key} appears {count} times in the new snapshot (first at {origin} row {first_row}). Fix the source, or set `duplicates: keep_first` or `keep_last`. Nothing was committed."
+        "table {table}: key {key} appears {count} times in the new snapshot ({origin} rows {first_row} and {second_row}). Fix the source, or set `duplicates: keep_first` or `keep_last`. Nothing was committed."
     )]
     DuplicateKey {
         /// Table name.
@@ -114,8 +114,10 @@ pub enum Error {
         count: u64,
         /// Source file, or "the transform's result".
         origin: String,
-        /// 1-based data row of its first occurrence.
+        /// Row of its first occurrence, as a person counts.
         first_row: u64,
+        /// Row of its second occurrence.
+        second_row: u64,
     },
 
     /// A key column holds a null.

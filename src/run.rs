@@ -600,7 +600,19 @@ async fn execute(
         .map(|b| b.schema())
         .unwrap_or(incoming_schema);
     register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
-    if let Some(batches) = deduplicate(&ctx, table, &incoming, &origin, &rows).await? {
+    // Repeated keys are named by their rows in the source, also when rejected rows are gone.
+    let valid_locator = if rejected.is_empty() {
+        rows.clone()
+    } else {
+        let total: u64 = raw.iter().map(|b| b.num_rows() as u64).sum();
+        rows.through(
+            (0..total)
+                .filter(|i| !rejected.contains(i))
+                .map(|i| rows.source_row(i))
+                .collect(),
+        )
+    };
+    if let Some(batches) = deduplicate(&ctx, table, &incoming, &origin, &valid_locator).await? {
         incoming = batches;
         ctx.deregister_table("incoming")
             .map_err(engine_err(name, "registering tables"))?;
@@ -1762,12 +1774,33 @@ async fn deduplicate(
                 Some(ScalarValue::UInt64(Some(v))) => v,
                 _ => 0,
             };
+            let first = as_u64(first);
+            // The second occurrence, found on this error path only.
+            let sql = format!(
+                "SELECT __tidemark_row FROM (SELECT __tidemark_row, min(__tidemark_row) OVER (PARTITION BY {keys}) AS first_row FROM ({numbered})) WHERE first_row = {first} ORDER BY __tidemark_row LIMIT 2"
+            );
+            let rows_of_key = ctx
+                .sql(&sql)
+                .await
+                .map_err(engine_err(name, "checking keys"))?
+                .collect()
+                .await
+                .map_err(engine_err(name, "checking keys"))?;
+            let second = rows_of_key
+                .iter()
+                .flat_map(|b| {
+                    (0..b.num_rows()).map(move |i| ScalarValue::try_from_array(b.column(0), i).ok())
+                })
+                .map(as_u64)
+                .nth(1)
+                .unwrap_or(first);
             Err(Error::DuplicateKey {
                 table: name.to_string(),
                 key: key_text,
                 count: as_u64(count),
                 origin: origin.to_string(),
-                first_row: locator.row(as_u64(first).saturating_sub(1)),
+                first_row: locator.row(first.saturating_sub(1)),
+                second_row: locator.row(second.saturating_sub(1)),
             })
         }
         keep => {

@@ -70,7 +70,18 @@ pub fn read_excel_rows(path: &Path, options: &SourceOptions) -> Result<FileRead>
         .unwrap_or_default();
     match container {
         Container::Ole => {
-            let mut wb: Xls<_> = open_workbook(path).map_err(|e| not_a_workbook(path, e))?;
+            let mut wb: Xls<_> = open_workbook(path).map_err(|e| {
+                if is_encrypted(path) {
+                    Error::SourceData {
+                        path: path.to_path_buf(),
+                        row: None,
+                        column: None,
+                        message: "the workbook is password-protected (encrypted), so it cannot be read. Open it in Excel and save it without a password (File > Info > Protect Workbook), then run again.".into(),
+                    }
+                } else {
+                    not_a_workbook(path, e)
+                }
+            })?;
             let is_1904 = wb.has_1904_epoch();
             read_with_range(path, &mut wb, options, is_1904)
         }
@@ -97,6 +108,16 @@ pub fn read_excel_rows(path: &Path, options: &SourceOptions) -> Result<FileRead>
             ),
         )),
     }
+}
+
+/// Whether an OLE2 file is an encrypted Office document: Excel stores a password-protected
+/// .xlsx as an OLE2 container with an `EncryptedPackage` stream (names are UTF-16 there).
+fn is_encrypted(path: &Path) -> bool {
+    let name: Vec<u8> = "EncryptedPackage"
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    std::fs::read(path).is_ok_and(|bytes| bytes.windows(name.len()).any(|w| w == name))
 }
 
 /// What the first bytes of a file say it is.
@@ -908,6 +929,8 @@ impl Column {
 /// A row is only started at its first non-blank cell, so that fully empty rows leave no trace;
 /// blank cells seen before that are remembered to be written once the row starts.
 struct Table {
+    /// 0-based sheet row of the header.
+    header_row: u32,
     first_col: u32,
     columns: Vec<Column>,
     row_numbers: Vec<u64>,
@@ -944,7 +967,23 @@ impl Table {
             .map(|j| j as usize)
             .filter(|j| *j < self.columns.len())
         else {
-            return Ok(true);
+            if is_blank(cell) {
+                return Ok(true);
+            }
+            // A value under no header (beside a merged header cell, or past the last named
+            // column) would otherwise vanish without a word.
+            return Err(ctx.error(
+                u64::from(row) + 1,
+                &format!("{}{}", column_letters(col), u64::from(row) + 1),
+                format!(
+                    "cell {}{} holds a value but column {} has no name in row {}, the header row; tidemark will not drop it silently. If row {} is a title, set `header_row` to the row with the column names; if a header cell is merged over several columns, name each column.",
+                    column_letters(col),
+                    u64::from(row) + 1,
+                    column_letters(col),
+                    u64::from(self.header_row) + 1,
+                    u64::from(self.header_row) + 1,
+                ),
+            ));
         };
         let row_number = u64::from(row) + 1;
         if self.open_row == Some(row) {
@@ -1176,6 +1215,7 @@ impl<'a> SheetReader<'a> {
             sheet_cols.push(col);
         }
         Ok(Table {
+            header_row: self.header_row,
             first_col: first,
             columns,
             row_numbers: Vec::new(),
@@ -1670,17 +1710,34 @@ mod tests {
         let (_dir, path) = one_sheet(&|ws| {
             ws.write_string(0, 1, "SKU")?;
             ws.write_string(0, 3, "Qty")?;
-            ws.write_string(1, 0, "ignored, left of the header")?;
             ws.write_string(1, 1, "A-1")?;
             ws.write_string(1, 2, "x")?;
             ws.write_number(1, 3, 4)?;
-            ws.write_string(1, 4, "ignored, right of the header")?;
             Ok(())
         });
         let batch = read_excel(&path, &options()).unwrap();
         assert_eq!(names(&batch), ["SKU", "column_3", "Qty"]);
         assert_eq!(strings(&batch, "column_3"), [Some("x".to_string())]);
         assert_eq!(ints(&batch, "Qty"), [Some(4)]);
+    }
+
+    /// A value beside the header's columns has no column to go to: an error naming the cell,
+    /// never a silent drop.
+    #[test]
+    fn a_value_outside_the_header_columns_is_an_error() {
+        for col in [0u16, 4] {
+            let (_dir, path) = one_sheet(&move |ws| {
+                ws.write_string(0, 1, "SKU")?;
+                ws.write_string(0, 3, "Qty")?;
+                ws.write_string(1, 1, "A-1")?;
+                ws.write_number(1, 3, 4)?;
+                ws.write_string(1, col, "stray")?;
+                Ok(())
+            });
+            let (row, _, message) = source_data(read_excel(&path, &options()).unwrap_err());
+            assert_eq!(row, Some(2));
+            assert!(message.contains("has no name in row 1"), "{message}");
+        }
     }
 
     #[test]

@@ -56,8 +56,8 @@ pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> 
     let (batch, cell_errors) = apply_declared(batch, options)?;
     Ok(FileRead {
         batch,
-        // Blank lines are skipped by the reader, so objects are counted, not lines.
-        rows: FileRows::From(1),
+        // Blank lines are skipped by the reader: each object's row is the line it is on.
+        rows: FileRows::Listed(std::sync::Arc::new(object_lines(&bytes))),
         cell_errors,
     })
 }
@@ -215,4 +215,14 @@ fn apply_declared(
         .map_err(|e| Error::engine("reading JSON", e.into()))?;
     errors.sort_by_key(|e| e.row);
     Ok((batch, errors))
+}
+
+/// The 1-based line of each object: every line that is not blank.
+fn object_lines(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(i, _)| i as u64 + 1)
+        .collect()
 }

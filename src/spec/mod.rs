@@ -880,7 +880,7 @@ fn validation(
     let line = raw.referenced.line();
     let raw = raw.value;
     let max_invalid = raw.max_invalid.as_ref().and_then(|m| {
-        let limit = parse_limit(m);
+        let limit = parse_limit(m).ok();
         if limit.is_none() {
             problems.push(format!("line {line}: table {table}: `validate.max_invalid` must be a row count (10) or a percentage of the rows read (\"5%\")."));
         }

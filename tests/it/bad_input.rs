@@ -119,7 +119,7 @@ fn duplicate_key_names_the_key_and_row() {
         out.contains("key sku=A appears 2 times in the new snapshot"),
         "{out}"
     );
-    assert!(out.contains("items.csv row 2"), "{out}");
+    assert!(out.contains("items.csv rows 2 and 4)"), "{out}");
     assert!(out.contains("`duplicates: keep_first`"), "{out}");
     baseline_still_answers(&w);
 }

@@ -422,9 +422,8 @@ fn cases() -> Vec<Case> {
             run,
             1,
             &[
-                "column \"sku\" named in `key` is not in",
-                "Columns present: Inventory report",
-                "the header row (`header_row`)",
+                "items.xlsx, row 2, column \"B2\": cell B2 holds a value but column B has no name in row 1, the header row",
+                "If row 1 is a title, set `header_row`",
             ],
         ),
         // --- Parquet --------------------------------------------------------------------------
@@ -832,8 +831,8 @@ fn corpus_csv_with_an_empty_header_cell() {
     );
 }
 
-/// A group name merged over two header cells names the first column; the second is
-/// `column_N`, as any empty header cell.
+/// A group name merged over two header cells names only the first column: the value under the
+/// second has no header, and is an error naming its cell rather than dropped silently.
 #[test]
 fn corpus_excel_with_a_merged_header_cell() {
     let w = Workdir::new();
@@ -842,9 +841,11 @@ fn corpus_excel_with_a_merged_header_cell() {
         "tables:\n  items:\n    source: {path: items.xlsx}\n    key: sku\n",
     );
     w.write("items.xlsx", merged_header_xlsx());
-    assert_code(&w.run(&["run", "p.yaml"]), 0);
-    assert_eq!(
-        query_csv(&w, "SELECT * FROM items"),
-        "sku,Stock,column_3\nA,1,2\n"
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 1);
+    assert!(
+        stdout(&o).contains("items.xlsx, row 2, column \"C2\": cell C2 holds a value but column C has no name in row 1, the header row"),
+        "{}",
+        stdout(&o)
     );
 }
