@@ -652,26 +652,8 @@ async fn execute(
         normalize: table.normalize.clone(),
     };
     let baseline_columns: Vec<String> = match &baseline {
-        Some(b) if b.hash.normalize != table.normalize && !table.normalize.is_empty() => {
-            // Written without today's clean-ups: apply them, so that adding one changes no row.
-            register_snapshot(&ctx, store, name, b, "baseline_stored").await?;
-            let stored = ctx
-                .table("baseline_stored")
-                .await
-                .map_err(engine_err(name, "reading the baseline"))?;
-            let schema: SchemaRef = Arc::new(stored.schema().as_arrow().clone());
-            let batches = stored
-                .collect()
-                .await
-                .map_err(engine_err(name, "reading the baseline"))?
-                .iter()
-                .map(|b| normalize::apply(name, b, &table.normalize))
-                .collect::<Result<Vec<_>>>()?;
-            register_batches(&ctx, "baseline", schema, batches)?;
-            b.schema.iter().map(|c| c.name.clone()).collect()
-        }
         Some(b) => {
-            register_snapshot(&ctx, store, name, b, "baseline").await?;
+            register_baseline(&ctx, store, table, b, &column_types).await?;
             b.schema.iter().map(|c| c.name.clone()).collect()
         }
         None => {
@@ -1514,6 +1496,57 @@ async fn carry_baseline_rows(
         .collect()
 }
 
+/// Register the baseline snapshot as `baseline`, prepared the way today's rows are: with
+/// today's `normalize` clean-ups when it was written without them, and its shared columns read
+/// as today's types when they differ (a declared type change, an integer column widened), so
+/// that the comparison and the delta see one type per column.
+async fn register_baseline(
+    ctx: &SessionContext,
+    store: &Store,
+    table: &TablePlan,
+    record: &CommitRecord,
+    types: &HashMap<String, DataType>,
+) -> Result<()> {
+    let name = table.name.as_str();
+    register_snapshot(ctx, store, name, record, "baseline_stored").await?;
+    let mut prepared = "baseline_stored";
+    if record.hash.normalize != table.normalize && !table.normalize.is_empty() {
+        // Written without today's clean-ups: apply them, so that adding one changes no row.
+        let stored = ctx
+            .table("baseline_stored")
+            .await
+            .map_err(engine_err(name, "reading the baseline"))?;
+        let schema: SchemaRef = Arc::new(stored.schema().as_arrow().clone());
+        let batches = stored
+            .collect()
+            .await
+            .map_err(engine_err(name, "reading the baseline"))?
+            .iter()
+            .map(|b| normalize::apply(name, b, &table.normalize))
+            .collect::<Result<Vec<_>>>()?;
+        register_batches(ctx, "baseline_normalised", schema, batches)?;
+        prepared = "baseline_normalised";
+    }
+    let mut columns: Vec<String> = record
+        .schema
+        .iter()
+        .map(|c| match types.get(&c.name) {
+            Some(t) if c.data_type != t.to_string() => {
+                format!("CAST({0} AS {1}) AS {0}", diff::ident(&c.name), sql_type(t))
+            }
+            _ => diff::ident(&c.name),
+        })
+        .collect();
+    columns.push(ROW_HASH_COLUMN.to_string());
+    let view = ctx
+        .sql(&format!("SELECT {} FROM {prepared}", columns.join(", ")))
+        .await
+        .map_err(engine_err(name, "reading the baseline"))?;
+    ctx.register_table("baseline", view.into_view())
+        .map_err(engine_err(name, "reading the baseline"))?;
+    Ok(())
+}
+
 /// Lines for the summary about columns added, removed, emptied or refilled since the baseline.
 fn schema_notes(
     baseline: &CommitRecord,
@@ -1638,6 +1671,16 @@ fn check_columns(
     for (c, _) in &table.tolerance {
         if !columns.contains(c) {
             return Err(missing("tolerance", c));
+        }
+    }
+    for n in &table.normalize {
+        if !columns.contains(&n.column) {
+            return Err(missing("normalize", &n.column));
+        }
+    }
+    for c in &table.validate.not_null {
+        if !columns.contains(c) {
+            return Err(missing("validate.not_null", c));
         }
     }
     let cc = &table.change_columns;

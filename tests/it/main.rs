@@ -9,6 +9,7 @@ mod inventory_data;
 mod races;
 mod restore;
 mod review_findings;
+mod schema_drift;
 mod sources;
 mod tolerance;
 mod validation;
