@@ -300,3 +300,47 @@ fn write_with_text_quantities(path: &std::path::Path, rows: &[VendorRow], text_r
     }
     workbook.save(path).unwrap();
 }
+
+/// Excel error cells and a barcode Excel turned into a date reject their rows, with the sheet
+/// row as Excel shows it (blank rows included).
+#[test]
+fn excel_error_cells_and_dates_in_text_columns_are_rejected() {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Formula, Workbook};
+    let w = Workdir::new();
+    w.write(
+        "stock.yaml",
+        "tables:\n  stock:\n    source:\n      path: stock.xlsx\n      columns: {upc: string}\n    key: upc\n",
+    );
+    let mut workbook = Workbook::new();
+    let sheet = workbook.add_worksheet();
+    sheet.write_string(0, 0, "upc").unwrap();
+    sheet.write_string(0, 1, "qty").unwrap();
+    sheet.write_string(1, 0, "0001").unwrap();
+    sheet.write_number(1, 1, 5).unwrap();
+    // Row 3 is blank; row 4 holds an error cell, row 5 a date where a barcode belongs.
+    sheet.write_string(3, 0, "0002").unwrap();
+    sheet
+        .write_formula(3, 1, Formula::new("=1/0").set_result("#DIV/0!"))
+        .unwrap();
+    let date = Format::new().set_num_format("yyyy-mm-dd");
+    sheet
+        .write_datetime_with_format(4, 0, ExcelDateTime::from_ymd(2024, 1, 15).unwrap(), &date)
+        .unwrap();
+    sheet.write_number(4, 1, 7).unwrap();
+    workbook.save(w.path("stock.xlsx")).unwrap();
+    let o = w.run(&["run", "stock.yaml"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        summary(&o)[0],
+        "stock: v1 committed — 3 rows: 1 new, 0 changed, 0 deleted, 0 unchanged, 2 rejected"
+    );
+    let file = w.path("stock.xlsx").display().to_string();
+    assert_eq!(
+        rejects(&w, &o),
+        format!(
+            "_source_file,_row_number,_rule,_message,upc,qty\n\
+             {file},4,type,\"column \"\"qty\"\": cell holds the Excel error #DIV/0!; fix the sheet (or the formula that produces it) and export it again\",0002,#DIV/0!\n\
+             {file},5,type,\"column \"\"upc\"\": cell holds the date 2024-01-15 but the column is declared string (was a code turned into a date by Excel?). Format the cells as text in the sheet and export it again.\",2024-01-15,7\n"
+        )
+    );
+}
