@@ -6,6 +6,7 @@ mod history;
 mod query;
 mod rollback;
 mod run;
+mod vacuum;
 mod verify;
 
 use clap::{Args, Parser, Subcommand};
@@ -57,6 +58,8 @@ pub enum Command {
     Reset(rollback::ResetArgs),
     /// Check every stored version's files against the sizes and checksums in its commit record.
     Verify(verify::VerifyArgs),
+    /// Remove versions beyond the newest N and the files no kept version needs.
+    Vacuum(vacuum::VacuumArgs),
 }
 
 /// Run the parsed command; returns the exit code.
@@ -69,6 +72,7 @@ pub async fn execute(cli: Cli) -> Result<u8> {
         Command::Query(args) => query::execute(args, store).await,
         Command::History(args) => history::execute(args, store).await,
         Command::Verify(args) => verify::execute(args, store).await,
+        Command::Vacuum(args) => vacuum::execute(args, store).await,
         Command::Rollback(args) => rollback::rollback(args, store).await,
         Command::Reset(args) => rollback::reset(args, store).await,
     }

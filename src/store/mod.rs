@@ -32,6 +32,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+pub mod vacuum;
 pub mod verify;
 
 use crate::diff::Counts;

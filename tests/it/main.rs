@@ -12,6 +12,7 @@ mod review_findings;
 mod schema_drift;
 mod sources;
 mod tolerance;
+mod vacuum;
 mod validation;
 mod verify;
 mod workdir;

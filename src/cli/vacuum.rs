@@ -1,0 +1,84 @@
+//! `tidemark vacuum`: remove old versions and the files no kept version needs.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result, exit_code};
+use crate::spec;
+use crate::store::Store;
+use crate::store::vacuum::parse_grace;
+
+/// Arguments of `vacuum`.
+#[derive(Debug, clap::Args)]
+pub struct VacuumArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Keep the newest N versions of each table (at least 1: the latest is never removed).
+    #[arg(long, value_name = "N")]
+    pub keep: usize,
+    /// List what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only this table (repeatable).
+    #[arg(long = "table", value_name = "T")]
+    pub tables: Vec<String>,
+    /// Keep unreferenced files younger than this (they may belong to a run in progress).
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub grace: String,
+}
+
+pub(super) async fn execute(args: VacuumArgs, store: Option<&str>) -> Result<u8> {
+    if args.keep == 0 {
+        return Err(Error::Usage {
+            message: "--keep 0 would remove the latest version; keep at least 1.".into(),
+        });
+    }
+    let grace = parse_grace(&args.grace)?;
+    let plan = spec::load(&args.pipeline, store)?;
+    let store = Store::open_existing(&plan.store)?;
+    let plans = store
+        .vacuum(
+            &args.tables,
+            args.keep,
+            grace,
+            chrono::Utc::now(),
+            args.dry_run,
+        )
+        .await?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for p in &plans {
+        let bytes: u64 = p.files.iter().map(|(_, size)| size).sum();
+        let versions = match (p.dropped.first(), p.dropped.last()) {
+            (Some(a), Some(b)) if a == b => format!("v{a}"),
+            (Some(a), Some(b)) => format!("v{a}–v{b}"),
+            _ => "no versions".into(),
+        };
+        let kept = match (p.kept.first(), p.kept.last()) {
+            (Some(a), Some(b)) if a == b => format!("v{a}"),
+            (Some(a), Some(b)) => format!("v{a}–v{b}"),
+            _ => "nothing".into(),
+        };
+        println!(
+            "{}: keeps {kept}; {verb} {versions} and {} files ({bytes} bytes){}",
+            p.table,
+            p.files.len(),
+            if p.too_young > 0 {
+                format!(
+                    "; {} unreferenced files are younger than --grace {} and stay",
+                    p.too_young, args.grace
+                )
+            } else {
+                String::new()
+            }
+        );
+        if args.dry_run {
+            for (path, size) in &p.files {
+                println!("  {}/{path} ({size} bytes)", p.table);
+            }
+        }
+    }
+    Ok(exit_code::OK)
+}
