@@ -10,6 +10,7 @@ use chrono::Utc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::lit;
+use datafusion::prelude::SessionContext;
 
 use crate::diff::row_hash::ROW_HASH_COLUMN;
 use crate::diff::{self, CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, DiffSettings};
@@ -48,6 +49,57 @@ fn new_record(
     }
 }
 
+/// Classify version `to`'s snapshot against version `from`'s: the changes a run would have
+/// reported going from one to the other (compared on the columns `to` hashed that `from` has).
+pub async fn diff_versions(
+    store: &Store,
+    table: &TablePlan,
+    from: &CommitRecord,
+    to: &CommitRecord,
+) -> Result<(SessionContext, diff::Delta)> {
+    let name = table.name.as_str();
+    let ctx = engine::session();
+    register_snapshot(&ctx, store, name, from, "baseline").await?;
+    register_snapshot(&ctx, store, name, to, "incoming").await?;
+    let from_columns: Vec<String> = from.schema.iter().map(|c| c.name.clone()).collect();
+    let columns: Vec<String> = to.schema.iter().map(|c| c.name.clone()).collect();
+    let types: HashMap<String, DataType> = to
+        .schema
+        .iter()
+        .filter_map(|c| c.data_type.parse().ok().map(|t| (c.name.clone(), t)))
+        .collect();
+    let compared: Vec<String> = to
+        .hash
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .filter(|c| from_columns.contains(c))
+        .collect();
+    let key_plan = TablePlan {
+        key: to.key.clone(),
+        ..table.clone()
+    };
+    register_hash_views(
+        &ctx,
+        &key_plan,
+        &compared,
+        &[],
+        &types,
+        from.hash == to.hash,
+    )
+    .await?;
+    let settings = DiffSettings {
+        key: to.key.clone(),
+        compared,
+        columns,
+        baseline_columns: from_columns,
+        include_unchanged: false,
+        tolerance: Vec::new(),
+    };
+    let delta = diff::classify(&ctx, &settings, to.counts.rows_in).await?;
+    Ok((ctx, delta))
+}
+
 /// Commit a new version whose snapshot equals version `to`'s; its change rows are the diff from
 /// the current latest version to that snapshot.
 pub async fn rollback(
@@ -84,45 +136,7 @@ pub async fn rollback(
             ),
         });
     }
-    let ctx = engine::session();
-    register_snapshot(&ctx, store, name, &latest, "baseline").await?;
-    register_snapshot(&ctx, store, name, &target, "incoming").await?;
-    let latest_columns: Vec<String> = latest.schema.iter().map(|c| c.name.clone()).collect();
-    let columns: Vec<String> = target.schema.iter().map(|c| c.name.clone()).collect();
-    let types: HashMap<String, DataType> = target
-        .schema
-        .iter()
-        .filter_map(|c| c.data_type.parse().ok().map(|t| (c.name.clone(), t)))
-        .collect();
-    let compared: Vec<String> = target
-        .hash
-        .columns
-        .iter()
-        .map(|c| c.name.clone())
-        .filter(|c| latest_columns.contains(c))
-        .collect();
-    let key_plan = TablePlan {
-        key: latest.key.clone(),
-        ..table.clone()
-    };
-    register_hash_views(
-        &ctx,
-        &key_plan,
-        &compared,
-        &[],
-        &types,
-        latest.hash == target.hash,
-    )
-    .await?;
-    let settings = DiffSettings {
-        key: latest.key.clone(),
-        compared,
-        columns,
-        baseline_columns: latest_columns,
-        include_unchanged: false,
-        tolerance: Vec::new(),
-    };
-    let delta = diff::classify(&ctx, &settings, target.counts.rows_in).await?;
+    let (ctx, delta) = diff_versions(store, table, &latest, &target).await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let version = latest.version + 1;
     let (schema, batches) = stored_changes(&ctx, table, &delta).await?;

@@ -1,4 +1,6 @@
-//! `tidemark diff OLD NEW --key K`: an ad-hoc diff of two files, without a store.
+//! `tidemark diff OLD NEW --key K`: an ad-hoc diff of two files, without a store; and
+//! `tidemark diff PIPELINE.yaml --table T --from V [--to W]`: the changes between two stored
+//! versions of a table.
 
 use std::path::PathBuf;
 
@@ -11,13 +13,23 @@ use crate::spec::{ChangeColumns, ChangeKind, CompareColumns, Duplicates, TablePl
 /// Arguments of `diff`.
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
-    /// The old file (the baseline).
+    /// The old file (the baseline); with --from, the pipeline file.
     pub old: PathBuf,
     /// The new file (the snapshot).
-    pub new: PathBuf,
+    #[arg(required_unless_present = "from")]
+    pub new: Option<PathBuf>,
     /// Key column(s), comma separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "from")]
     pub key: Vec<String>,
+    /// Diff stored versions: from this version of --table...
+    #[arg(long, value_name = "V", conflicts_with_all = ["new", "key"])]
+    pub from: Option<u64>,
+    /// ...to this one (default: the latest).
+    #[arg(long, value_name = "W", requires = "from")]
+    pub to: Option<u64>,
+    /// The table whose versions --from/--to name (needed when the pipeline has several).
+    #[arg(long, value_name = "T", requires = "from")]
+    pub table: Option<String>,
     /// Only these columns make a row CHANGED (comma separated).
     #[arg(long, value_delimiter = ',', conflicts_with = "ignore")]
     pub compare: Vec<String>,
@@ -66,8 +78,12 @@ fn options_for(path: &std::path::Path, args: &DiffArgs) -> Result<SourceOptions>
     })
 }
 
-pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
-    for (role, path) in [("OLD", &args.old), ("NEW", &args.new)] {
+pub(super) async fn execute(args: DiffArgs, store: Option<&str>) -> Result<u8> {
+    if let Some(from) = args.from {
+        return versions(&args, from, store).await;
+    }
+    let new = args.new.clone().expect("clap requires NEW without --from");
+    for (role, path) in [("OLD", &args.old), ("NEW", &new)] {
         if !path.is_file() {
             return Err(Error::Usage {
                 message: format!("{role} file {} does not exist.", path.display()),
@@ -97,9 +113,9 @@ pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
     };
     let table = TablePlan {
         name: "diff".into(),
-        source_path: args.new.display().to_string(),
+        source_path: new.display().to_string(),
         files: Default::default(),
-        source: options_for(&args.new, &args)?,
+        source: options_for(&new, &args)?,
         transform: None,
         key: args.key.clone(),
         compare,
@@ -126,6 +142,58 @@ pub(super) async fn execute(args: DiffArgs) -> Result<u8> {
         counts.changed,
         counts.deleted,
         counts.unchanged
+    );
+    Ok(exit_code::OK)
+}
+
+/// `diff PIPELINE.yaml --table T --from V [--to W]`.
+async fn versions(args: &DiffArgs, from: u64, store: Option<&str>) -> Result<u8> {
+    let plan = crate::spec::load(&args.old, store)?;
+    let table = match (&args.table, plan.tables.as_slice()) {
+        (Some(name), _) => plan.table(name).ok_or_else(|| Error::Usage {
+            message: format!("the pipeline has no table `{name}`."),
+        })?,
+        (None, [one]) => one,
+        (None, _) => {
+            return Err(Error::Usage {
+                message: "the pipeline has several tables; name one with --table.".into(),
+            });
+        }
+    };
+    let store = crate::store::Store::open_existing(&plan.store)?;
+    let name = table.name.as_str();
+    let versions = store.versions(name).await?;
+    let to = args.to.or(versions.last().copied()).unwrap_or(0);
+    for v in [from, to] {
+        if !versions.contains(&v) {
+            return Err(Error::Usage {
+                message: format!(
+                    "table {name} has no version {v}; `tidemark history` lists its versions."
+                ),
+            });
+        }
+    }
+    let from_record = store.commit_record(name, from).await?;
+    let to_record = store.commit_record(name, to).await?;
+    let (ctx, delta) =
+        crate::restore::diff_versions(&store, table, &from_record, &to_record).await?;
+    let types = to_record
+        .schema
+        .iter()
+        .filter_map(|c| c.data_type.parse().ok().map(|t| (c.name.clone(), t)))
+        .collect();
+    let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
+    let (schema, batches) =
+        crate::run::shape_batches(&ctx, table, &delta, &include, None, &types).await?;
+    let format = OutputFormat::choose(args.format, args.output.as_deref(), OutputFormat::Csv);
+    super::query::emit(&schema, &batches, format, args.output.as_deref())?;
+    let c = delta.counts;
+    tracing::info!(
+        "{name} v{from} → v{to}: {} new, {} changed, {} deleted, {} unchanged",
+        c.new,
+        c.changed,
+        c.deleted,
+        c.unchanged
     );
     Ok(exit_code::OK)
 }

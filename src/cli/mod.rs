@@ -46,7 +46,7 @@ pub enum Command {
     Run(run::RunArgs),
     /// Validate a pipeline file and that every source exists with the declared columns.
     Check(check::CheckArgs),
-    /// Diff two files by key, without a store.
+    /// Diff two files by key without a store, or two stored versions of a table (--from/--to).
     Diff(diff::DiffArgs),
     /// Run SQL over the store.
     Query(query::QueryArgs),
@@ -68,7 +68,7 @@ pub async fn execute(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(args) => run::execute(args, store, cli.global.quiet).await,
         Command::Check(args) => check::execute(args, store).await,
-        Command::Diff(args) => diff::execute(args).await,
+        Command::Diff(args) => diff::execute(args, store).await,
         Command::Query(args) => query::execute(args, store).await,
         Command::History(args) => history::execute(args, store).await,
         Command::Verify(args) => verify::execute(args, store).await,

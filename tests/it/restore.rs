@@ -83,3 +83,45 @@ fn rollback_to_a_missing_version_is_an_error() {
         "error: table items has no version 7; its versions are 1 to 1.\n"
     );
 }
+
+#[test]
+fn diff_between_stored_versions() {
+    let w = crate::workdir::Workdir::new();
+    w.write("items.yaml", crate::workdir::ITEMS_PIPELINE);
+    for csv in [
+        "sku,qty\nA,1\nB,2\nC,3\n",
+        "sku,qty\nA,1\nB,5\n",
+        "sku,qty\nA,1\nB,6\nD,4\n",
+    ] {
+        w.write("items.csv", csv);
+        crate::workdir::assert_code(&w.run(&["run", "items.yaml"]), 0);
+    }
+    let o = w.run(&[
+        "diff",
+        "items.yaml",
+        "--table",
+        "items",
+        "--from",
+        "1",
+        "--to",
+        "3",
+    ]);
+    crate::workdir::assert_code(&o, 0);
+    assert_eq!(
+        crate::workdir::stdout(&o),
+        "sku,qty,change_type,change_reason\nB,6,CHANGED,qty changed from 2 to 6\nC,3,DELETED,row removed\nD,4,NEW,new row\n"
+    );
+    // --to defaults to the latest; the table to the only one.
+    let o = w.run(&["diff", "items.yaml", "--from", "2"]);
+    assert_eq!(
+        crate::workdir::stdout(&o),
+        "sku,qty,change_type,change_reason\nB,6,CHANGED,qty changed from 5 to 6\nD,4,NEW,new row\n"
+    );
+    let o = w.run(&["diff", "items.yaml", "--from", "9"]);
+    crate::workdir::assert_code(&o, 2);
+    assert!(
+        crate::workdir::stderr(&o).contains("table items has no version 9"),
+        "{}",
+        crate::workdir::stderr(&o)
+    );
+}
