@@ -75,42 +75,74 @@ fn readable_engine_error(e: &datafusion::error::DataFusionError) -> String {
 }
 
 /// Statements separated by `;` (outside quotes), read until end of input. Returns how many
-/// statements failed.
+/// statements failed. On a terminal, lines are edited with rustyline, with the history kept in
+/// `~/.tidemark_history`; a statement may span lines.
 async fn prompt(ctx: &SessionContext, format: OutputFormat) -> Result<usize> {
-    let mut failed = 0;
-    let interactive = std::io::stdin().is_terminal();
-    let mut pending = String::new();
-    if interactive {
-        eprint!("tidemark> ");
+    let mut session = Statements::default();
+    if std::io::stdin().is_terminal() {
+        let mut editor = rustyline::DefaultEditor::new()
+            .map_err(|e| Error::io("the terminal", std::io::Error::other(e)))?;
+        let history = std::env::var_os("HOME")
+            .map(|home| std::path::PathBuf::from(home).join(".tidemark_history"));
+        if let Some(path) = &history {
+            let _ = editor.load_history(path);
+        }
+        eprintln!(
+            "Tables: each pipeline table T, T_history, T_changes, and runs. End statements with `;`; Ctrl-D quits."
+        );
+        loop {
+            let prompt = if session.pending.trim().is_empty() {
+                "tidemark> "
+            } else {
+                "       -> "
+            };
+            match editor.readline(prompt) {
+                Ok(line) => {
+                    let _ = editor.add_history_entry(line.as_str());
+                    session.feed(ctx, format, &line).await?;
+                }
+                // Ctrl-C drops the statement being typed, as psql does.
+                Err(rustyline::error::ReadlineError::Interrupted) => session.pending.clear(),
+                Err(_) => break,
+            }
+        }
+        if let Some(path) = &history {
+            let _ = editor.save_history(path);
+        }
+    } else {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| Error::io("stdin", e))?;
+            session.feed(ctx, format, &line).await?;
+        }
     }
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| Error::io("stdin", e))?;
-        pending.push_str(&line);
-        pending.push('\n');
-        let (statements, rest) = split_statements(&pending);
-        pending = rest;
+    Ok(session.failed)
+}
+
+/// Lines typed so far, split into statements as they complete.
+#[derive(Default)]
+struct Statements {
+    pending: String,
+    failed: usize,
+}
+
+impl Statements {
+    async fn feed(&mut self, ctx: &SessionContext, format: OutputFormat, line: &str) -> Result<()> {
+        self.pending.push_str(line);
+        self.pending.push('\n');
+        let (statements, rest) = split_statements(&self.pending);
+        self.pending = rest;
         for sql in statements {
             match run_sql(ctx, &sql).await {
                 Ok((schema, batches)) => emit(&schema, &batches, format, None)?,
                 Err(e) => {
-                    failed += 1;
+                    self.failed += 1;
                     eprintln!("error: {e}");
                 }
             }
         }
-        if interactive {
-            eprint!(
-                "{}",
-                if pending.trim().is_empty() {
-                    "tidemark> "
-                } else {
-                    "       -> "
-                }
-            );
-            let _ = std::io::stderr().flush();
-        }
+        let _ = std::io::stdout().flush();
+        Ok(())
     }
-    Ok(failed)
 }
 
 /// Complete statements (without their `;`) and the unfinished rest.

@@ -172,6 +172,8 @@ pub struct Store {
     location: String,
     root: PathBuf,
     objects: Option<Arc<dyn ObjectStore>>,
+    /// Files live under `root` on local disk (fsync applies).
+    local: bool,
 }
 
 fn store_error(location: impl Into<String>, message: impl std::fmt::Display) -> Error {
@@ -207,7 +209,20 @@ impl Store {
             location: location.to_string(),
             root,
             objects,
+            local: true,
         })
+    }
+
+    /// A store over any object store, for tests that inject faults; `root` is where the query
+    /// engine reads the files (the same files the object store writes).
+    #[doc(hidden)]
+    pub fn with_objects(location: &str, root: PathBuf, objects: Arc<dyn ObjectStore>) -> Store {
+        Store {
+            location: location.to_string(),
+            root,
+            objects: Some(objects),
+            local: false,
+        }
     }
 
     /// Open a store that must exist already (commands that only read it).
@@ -310,6 +325,7 @@ impl Store {
             )
             .await
             .map_err(|e| store_error(format!("{}/{path}", self.location), e))?;
+        self.sync(&path)?;
         Ok(StoredFile {
             path: relative.to_string(),
             size,
@@ -317,26 +333,80 @@ impl Store {
         })
     }
 
-    /// Make a version visible (step 2): create its commit record if absent.
+    /// Make a version visible (step 2): create its commit record if absent. When the outcome
+    /// of the create is unknown (the store failed to answer), the record is read back: it is
+    /// this run's (committed), another run's (conflict), or absent (not committed).
     pub async fn commit(&self, record: &CommitRecord) -> Result<()> {
         let path = commit_path(&record.table, record.version);
         let json = serde_json::to_vec_pretty(record).map_err(|e| store_error(&self.location, e))?;
-        match self
+        let put = self
             .objects()?
             .put_opts(
                 &path,
                 PutPayload::from(json),
                 PutOptions::from(PutMode::Create),
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::Conflict {
-                table: record.table.clone(),
-                version: record.version,
-            }),
-            Err(e) => Err(store_error(format!("{}/{path}", self.location), e)),
+            .await;
+        let conflict = || Error::Conflict {
+            table: record.table.clone(),
+            version: record.version,
+        };
+        match put {
+            Ok(_) => {
+                self.sync(&path)?;
+                Ok(())
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => Err(conflict()),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: the commit of v{} got no clear answer ({e}); reading the record back",
+                    record.table,
+                    record.version
+                );
+                let location = format!("{}/{path}", self.location);
+                match self.objects()?.get(&path).await {
+                    Ok(found) => {
+                        let bytes = found.bytes().await.map_err(|e| store_error(&location, e))?;
+                        match serde_json::from_slice::<CommitRecord>(&bytes) {
+                            Ok(found) if found.run_id == record.run_id => Ok(()),
+                            Ok(_) => Err(conflict()),
+                            Err(read) => Err(store_error(
+                                location,
+                                format!(
+                                    "the commit's outcome is unknown: {e}; the record reads back damaged ({read}). Run `tidemark verify`."
+                                ),
+                            )),
+                        }
+                    }
+                    Err(object_store::Error::NotFound { .. }) => Err(store_error(
+                        location,
+                        format!("the commit failed ({e}); nothing was committed"),
+                    )),
+                    Err(read) => Err(store_error(
+                        location,
+                        format!(
+                            "the commit's outcome is unknown ({e}), and reading it back failed too ({read}). Run `tidemark history` to see whether v{} exists; no file was deleted.",
+                            record.version
+                        ),
+                    )),
+                }
+            }
         }
+    }
+
+    /// On local disk, flush a written file and its folder to the device, so that a version is
+    /// durable before the next step of the protocol (object_store does not fsync).
+    fn sync(&self, path: &Path) -> Result<()> {
+        if !self.local {
+            return Ok(());
+        }
+        let file = self.root.join(path.as_ref());
+        let sync = |p: &FsPath| std::fs::File::open(p).and_then(|f| f.sync_all());
+        sync(&file).map_err(|e| Error::io(&file, e))?;
+        if let Some(dir) = file.parent() {
+            sync(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(())
     }
 
     /// Read a data file of a table.

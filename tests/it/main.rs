@@ -3,6 +3,7 @@
 mod bad_input;
 mod composite_keys;
 mod corpus;
+mod faults;
 mod guards;
 mod inventory;
 mod inventory_data;

@@ -125,3 +125,69 @@ fn diff_between_stored_versions() {
         crate::workdir::stderr(&o)
     );
 }
+
+/// `tidemark query` with no SQL on a terminal: a line editor with multi-line statements and a
+/// history file. The terminal is a pseudo-terminal from `script` (util-linux); input is typed
+/// after each prompt appears, as a person would.
+#[test]
+fn the_interactive_prompt_takes_multi_line_statements_and_keeps_history() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let w = crate::workdir::Workdir::new();
+    w.write("items.yaml", crate::workdir::ITEMS_PIPELINE);
+    w.write("items.csv", "sku,qty\nA,1\nB,2\n");
+    crate::workdir::assert_code(&w.run(&["run", "items.yaml"]), 0);
+    let binary = assert_cmd::cargo::cargo_bin("tidemark");
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} query items.yaml --format csv", binary.display()),
+            "/dev/null",
+        ])
+        .current_dir(w.root())
+        .env("HOME", w.root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) runs the prompt in a pseudo-terminal");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |text: &str, from: usize| -> usize {
+        while !seen[from..].contains(text) {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(chunk) => seen.push_str(&chunk),
+                Err(_) => panic!("no {text:?} after 30 s; the terminal shows:\n{seen}"),
+            }
+        }
+        seen.len()
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let mut at = wait_for("tidemark> ", 0);
+    stdin.write_all(b"SELECT sku,\r").unwrap();
+    at = wait_for("-> ", at);
+    stdin.write_all(b" qty FROM items ORDER BY sku;\r").unwrap();
+    at = wait_for("tidemark> ", at);
+    stdin.write_all(b"\x04").unwrap();
+    drop(stdin);
+    let _ = wait_for("", at);
+    child.wait().unwrap();
+    let shown = seen.replace("\r\n", "\n");
+    assert!(shown.contains("sku,qty\nA,1\nB,2\n"), "{shown}");
+    assert_eq!(
+        w.read(".tidemark_history"),
+        "#V2\nSELECT sku,\n qty FROM items ORDER BY sku;\n"
+    );
+}
