@@ -119,7 +119,10 @@ fn check_sequence(ops: &[Op]) {
                 }
                 Op::Rollback(pick) => {
                     let versions = store.versions("items").await.unwrap();
-                    if let Some(&to) = versions.get(*pick as usize % versions.len().max(1)) {
+                    // Rolling back to the latest version is refused; any other is fair.
+                    if let Some(&to) = versions.get(*pick as usize % versions.len().max(1))
+                        && Some(&to) != versions.last()
+                    {
                         tidemark::restore::rollback(&plan, &table, &store, to)
                             .await
                             .unwrap();
