@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::logical_expr::lit;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
@@ -63,39 +64,118 @@ async fn read_stored(
 
 async fn register_table(ctx: &SessionContext, store: &Store, table: &str) -> Result<()> {
     let versions = store.versions(table).await?;
+    let Some(&last) = versions.last() else {
+        return Ok(());
+    };
+    // The latest snapshot on its own, so that one damaged old version does not take `T` down;
+    // a table whose files cannot be read fails loudly when a query uses it, never answers empty.
+    let record = store.commit_record(table, last).await?;
+    // The columns a failing table shows, so that queries plan and then fail with the reason.
+    let mut fields: Vec<Field> = record
+        .schema
+        .iter()
+        .map(|c| {
+            let t = c.data_type.parse().unwrap_or(DataType::Utf8);
+            Field::new(&c.name, t, true)
+        })
+        .collect();
+    let latest_schema = Arc::new(Schema::new(fields.clone()));
+    fields.push(Field::new(VERSION_COLUMN, DataType::Int64, false));
+    let history_schema = Arc::new(Schema::new(fields));
+    let latest = read_stored(ctx, store, table, &record, &record.snapshot).await;
+    register_or_fail(
+        ctx,
+        table.to_string(),
+        latest.map_err(|e| (latest_schema, e.to_string())),
+    )?;
     let mut history: Option<DataFrame> = None;
     let mut changes: Option<DataFrame> = None;
-    let mut latest: Option<DataFrame> = None;
-    for version in versions {
-        let record = store.commit_record(table, version).await?;
-        let snapshot = read_stored(ctx, store, table, &record, &record.snapshot).await?;
-        let change_rows = read_stored(ctx, store, table, &record, &record.changes).await?;
-        let with_version = |f: DataFrame| f.with_column(VERSION_COLUMN, lit(version as i64));
-        let fail = |e| Error::engine(format!("registering {table}"), e);
-        let snapshot_v = with_version(snapshot.clone()).map_err(fail)?;
-        let change_v = with_version(change_rows).map_err(fail)?;
-        history = Some(match history {
-            None => snapshot_v,
-            Some(h) => h.union_by_name(snapshot_v).map_err(fail)?,
-        });
-        changes = Some(match changes {
-            None => change_v,
-            Some(c) => c.union_by_name(change_v).map_err(fail)?,
-        });
-        latest = Some(snapshot);
+    let all = async {
+        for &version in &versions {
+            let record = store.commit_record(table, version).await?;
+            let snapshot = read_stored(ctx, store, table, &record, &record.snapshot).await?;
+            let change_rows = read_stored(ctx, store, table, &record, &record.changes).await?;
+            let with_version = |f: DataFrame| f.with_column(VERSION_COLUMN, lit(version as i64));
+            let fail = |e| Error::engine(format!("registering {table}"), e);
+            let snapshot_v = with_version(snapshot).map_err(fail)?;
+            let change_v = with_version(change_rows).map_err(fail)?;
+            history = Some(match history.take() {
+                None => snapshot_v,
+                Some(h) => h.union_by_name(snapshot_v).map_err(fail)?,
+            });
+            changes = Some(match changes.take() {
+                None => change_v,
+                Some(c) => c.union_by_name(change_v).map_err(fail)?,
+            });
+        }
+        Ok::<(), Error>(())
     }
-    let fail = |e| Error::engine(format!("registering {table}"), e);
-    for (name, frame) in [
-        (table.to_string(), latest),
-        (format!("{table}_history"), history),
-        (format!("{table}_changes"), changes),
-    ] {
-        if let Some(frame) = frame {
-            ctx.register_table(TableReference::bare(name.as_str()), frame.into_view())
-                .map_err(fail)?;
+    .await;
+    match all {
+        Ok(()) => {
+            for (name, frame) in [
+                (format!("{table}_history"), history),
+                (format!("{table}_changes"), changes),
+            ] {
+                if let Some(frame) = frame {
+                    register_or_fail(ctx, name, Ok(frame))?;
+                }
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for name in [format!("{table}_history"), format!("{table}_changes")] {
+                register_or_fail(ctx, name, Err((history_schema.clone(), message.clone())))?;
+            }
         }
     }
     Ok(())
+}
+
+/// Register `frame` as `name`, or, when it could not be read, a table that fails every query
+/// that uses it with that error.
+fn register_or_fail(
+    ctx: &SessionContext,
+    name: String,
+    frame: std::result::Result<DataFrame, (SchemaRef, String)>,
+) -> Result<()> {
+    let provider: Arc<dyn TableProvider> = match frame {
+        Ok(frame) => frame.into_view(),
+        Err((schema, message)) => Arc::new(Unreadable { schema, message }),
+    };
+    ctx.register_table(TableReference::bare(name.as_str()), provider)
+        .map_err(|e| Error::engine(format!("registering {name}"), e))?;
+    Ok(())
+}
+
+/// A stored table whose files cannot be read: planning a query over it fails with why.
+#[derive(Debug)]
+struct Unreadable {
+    schema: SchemaRef,
+    message: String,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for Unreadable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::prelude::Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        Err(datafusion::error::DataFusionError::Execution(
+            self.message.clone(),
+        ))
+    }
 }
 
 /// The schema of the `runs` table.

@@ -136,7 +136,23 @@ pub async fn rollback(
             ),
         });
     }
-    let (ctx, delta) = diff_versions(store, table, &latest, &target).await?;
+    // The change rows say what the rollback changes for a reader. When the latest version is
+    // damaged (the usual reason to roll back), they are relative to the newest intact version.
+    let mut base = latest.clone();
+    if !store.check_files(&latest).await.is_empty() {
+        for &v in versions.iter().rev().filter(|&&v| v < latest.version) {
+            let record = store.commit_record(name, v).await?;
+            if store.check_files(&record).await.is_empty() {
+                tracing::warn!(
+                    "{name} v{} is damaged; the rollback's change rows are relative to v{v}, the newest intact version",
+                    latest.version
+                );
+                base = record;
+                break;
+            }
+        }
+    }
+    let (ctx, delta) = diff_versions(store, table, &base, &target).await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let version = latest.version + 1;
     let (schema, batches) = stored_changes(&ctx, table, &delta).await?;

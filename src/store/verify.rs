@@ -39,7 +39,8 @@ impl Store {
         Ok(checks)
     }
 
-    async fn check_files(&self, record: &CommitRecord) -> Vec<String> {
+    /// Problems with a version's files; empty when intact.
+    pub(crate) async fn check_files(&self, record: &CommitRecord) -> Vec<String> {
         let mut problems = Vec::new();
         for (role, file) in [
             ("snapshot", &record.snapshot),

@@ -222,3 +222,97 @@ fn duplicates_keep_first_or_last_in_file_order() {
         );
     }
 }
+
+/// Issue 4, round trip: time zones, decimals, null vs empty text and large strings survive the
+/// source, the snapshot (Parquet) and a query unchanged, and a second run sees no change.
+#[test]
+fn values_survive_arrow_parquet_and_query_unchanged() {
+    use datafusion::arrow::array::{
+        ArrayRef, Decimal128Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::sync::Arc;
+
+    let big = "x".repeat(300_000) + "é";
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "at_utc",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new(
+            "at_paris",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+01:00".into())),
+            true,
+        ),
+        Field::new("price", DataType::Decimal128(12, 2), true),
+        Field::new("note", DataType::Utf8, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![
+                Some(1_705_312_800_123_456),
+                None,
+                Some(0),
+                Some(-86_400_000_000),
+            ])
+            .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(1_705_312_800_000_001), None, None, Some(1)])
+                .with_timezone("+01:00"),
+        ),
+        Arc::new(
+            Decimal128Array::from(vec![Some(1999), Some(-1), None, Some(99_999_999_999)])
+                .with_precision_and_scale(12, 2)
+                .unwrap(),
+        ),
+        Arc::new(StringArray::from(vec![
+            Some(""),
+            None,
+            Some(big.as_str()),
+            Some("a,\"b\"\nc"),
+        ])),
+    ];
+    let batch =
+        datafusion::arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  items:\n    source: {path: items.parquet}\n    key: id\n",
+    );
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, schema.clone(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    w.write("items.parquet", &bytes);
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    let o = w.run(&[
+        "query",
+        "p.yaml",
+        "SELECT id, at_utc, at_paris, price, note FROM items ORDER BY id",
+        "--output",
+        "back.parquet",
+    ]);
+    assert_code(&o, 0);
+    let file = std::fs::File::open(w.path("back.parquet")).unwrap();
+    let back: Vec<_> = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let back = datafusion::arrow::compute::concat_batches(&back[0].schema(), &back).unwrap();
+    assert_eq!(back.schema().fields(), schema.fields());
+    assert_eq!(back.columns(), batch.columns());
+    let o = w.run(&["run", "p.yaml"]);
+    assert!(
+        stdout(&o).contains("4 rows: 0 new, 0 changed, 0 deleted, 4 unchanged"),
+        "{}",
+        stdout(&o)
+    );
+}
