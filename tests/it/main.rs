@@ -7,6 +7,7 @@ mod faults;
 mod guards;
 mod inventory;
 mod inventory_data;
+mod kill;
 mod races;
 mod restore;
 mod review_findings;
