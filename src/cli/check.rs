@@ -22,6 +22,34 @@ pub(super) async fn execute(args: CheckArgs, store: Option<&str>) -> Result<u8> 
         let ctx = crate::engine::session();
         match load_snapshot(&ctx, table, &store, None).await {
             Ok(loaded) => {
+                // Rules are planned (not run) against the snapshot's columns, so a typo in a
+                // check is found here rather than by the scheduled run.
+                let planned = ctx.register_table(
+                    datafusion::common::TableReference::bare(table.name.as_str()),
+                    loaded.frame.clone().into_view(),
+                );
+                let mut rule_error = planned.err().map(|e| e.to_string());
+                for rule in &table.validate.rules {
+                    if rule_error.is_some() {
+                        break;
+                    }
+                    let sql = format!(
+                        "SELECT 1 FROM {} WHERE ({})",
+                        crate::diff::ident(&table.name),
+                        rule.check
+                    );
+                    if let Err(e) = ctx.sql(&sql).await {
+                        rule_error = Some(format!(
+                            "validate rule `{}` cannot be evaluated: {e}. `check` must be an SQL condition over the table's columns (quote mixed-case names).",
+                            rule.name
+                        ));
+                    }
+                }
+                if let Some(message) = rule_error {
+                    println!("{}: error: {message}", table.name);
+                    worst = worst.max(exit_code::INVALID);
+                    continue;
+                }
                 let files: Vec<&str> = loaded.files.iter().map(|f| f.path.as_str()).collect();
                 println!(
                     "{}: ok — {} ({} columns, key {})",

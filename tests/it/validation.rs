@@ -344,3 +344,25 @@ fn excel_error_cells_and_dates_in_text_columns_are_rejected() {
         )
     );
 }
+
+#[test]
+fn check_plans_the_rules() {
+    let w = Workdir::new();
+    w.write("items.csv", "sku,Qty\nA,1\n");
+    w.write(
+        "items.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    validate:\n      rules: [{name: positive, check: 'Qty > 0'}]\n",
+    );
+    let o = w.run(&["check", "items.yaml"]);
+    assert_code(&o, 2);
+    assert!(
+        stdout(&o).contains("items: error: validate rule `positive` cannot be evaluated"),
+        "{}",
+        stdout(&o)
+    );
+    w.write(
+        "items.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    validate:\n      rules: [{name: positive, check: '\"Qty\" > 0'}]\n",
+    );
+    assert_code(&w.run(&["check", "items.yaml"]), 0);
+}
