@@ -1020,23 +1020,7 @@ fn with_source_rows(
     batches: &[RecordBatch],
     held_out: &HashSet<u64>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(SOURCE_ROW, DataType::UInt64, false)));
-    let numbered_schema = Arc::new(Schema::new(fields));
-    let mut numbered = Vec::with_capacity(batches.len());
-    let mut offset = 0u64;
-    for batch in batches {
-        let n = batch.num_rows() as u64;
-        let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(
-            datafusion::arrow::array::UInt64Array::from_iter_values(offset..offset + n),
-        ));
-        numbered.push(
-            RecordBatch::try_new(numbered_schema.clone(), columns)
-                .map_err(|e| Error::engine("numbering source rows", e.into()))?,
-        );
-        offset += n;
-    }
+    let (numbered_schema, numbered) = engine::with_ordinals(schema, batches, SOURCE_ROW, 0)?;
     let numbered = validate::without_rows(&numbered, held_out)?;
     Ok((numbered_schema, numbered))
 }
@@ -1477,13 +1461,7 @@ async fn carry_baseline_rows(
         matches("h"),
         matches("i")
     );
-    let rows = ctx
-        .sql(&sql)
-        .await
-        .map_err(engine_err(name, "holding rejected rows' baseline rows"))?
-        .collect()
-        .await
-        .map_err(engine_err(name, "holding rejected rows' baseline rows"))?;
+    let rows = engine::sql_batches(ctx, &sql, name, "holding rejected rows' baseline rows").await?;
     let mut fields: Vec<FieldRef> = incoming_schema.fields().iter().cloned().collect();
     fields.pop();
     let row_schema = Arc::new(Schema::new(fields));
@@ -1760,27 +1738,7 @@ async fn deduplicate(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
-        first.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
-        "__tidemark_row",
-        DataType::UInt64,
-        false,
-    )));
-    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-    let mut numbered = Vec::with_capacity(rows.len());
-    let mut offset = 1u64;
-    for batch in rows {
-        let n = batch.num_rows() as u64;
-        let ordinals = datafusion::arrow::array::UInt64Array::from_iter_values(offset..offset + n);
-        let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(ordinals));
-        numbered.push(
-            RecordBatch::try_new(schema.clone(), columns)
-                .map_err(|e| Error::engine("numbering rows", e.into()))?,
-        );
-        offset += n;
-    }
+    let (schema, numbered) = engine::with_ordinals(&first.schema(), rows, "__tidemark_row", 1)?;
     ctx.deregister_table("incoming_numbered")
         .map_err(engine_err(name, "checking keys"))?;
     register_batches(ctx, "incoming_numbered", schema, numbered)?;
@@ -1794,13 +1752,7 @@ async fn deduplicate(
     let sql = format!(
         "SELECT {keys}, count(*) AS n, min(__tidemark_row) AS first_row FROM ({numbered}) GROUP BY {keys} HAVING count(*) > 1 ORDER BY first_row LIMIT 1"
     );
-    let found = ctx
-        .sql(&sql)
-        .await
-        .map_err(engine_err(name, "checking keys"))?
-        .collect()
-        .await
-        .map_err(engine_err(name, "checking keys"))?;
+    let found = engine::sql_batches(ctx, &sql, name, "checking keys").await?;
     let Some(batch) = found.into_iter().find(|b| b.num_rows() > 0) else {
         return Ok(None);
     };
@@ -1830,13 +1782,7 @@ async fn deduplicate(
             let sql = format!(
                 "SELECT __tidemark_row FROM (SELECT __tidemark_row, min(__tidemark_row) OVER (PARTITION BY {keys}) AS first_row FROM ({numbered})) WHERE first_row = {first} ORDER BY __tidemark_row LIMIT 2"
             );
-            let rows_of_key = ctx
-                .sql(&sql)
-                .await
-                .map_err(engine_err(name, "checking keys"))?
-                .collect()
-                .await
-                .map_err(engine_err(name, "checking keys"))?;
+            let rows_of_key = engine::sql_batches(ctx, &sql, name, "checking keys").await?;
             let second = rows_of_key
                 .iter()
                 .flat_map(|b| {
@@ -1863,14 +1809,8 @@ async fn deduplicate(
             let sql = format!(
                 "SELECT * EXCLUDE (__tidemark_row, __tidemark_rank) FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY __tidemark_row {order}) AS __tidemark_rank FROM ({numbered})) WHERE __tidemark_rank = 1 ORDER BY __tidemark_row"
             );
-            let kept = ctx
-                .sql(&sql)
-                .await
-                .map_err(engine_err(name, "dropping repeated keys"))?;
             Ok(Some(
-                kept.collect()
-                    .await
-                    .map_err(engine_err(name, "dropping repeated keys"))?,
+                engine::sql_batches(ctx, &sql, name, "dropping repeated keys").await?,
             ))
         }
     }

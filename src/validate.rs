@@ -179,23 +179,7 @@ pub async fn check_rules(
         return Ok(Vec::new());
     }
     let ctx = crate::engine::session();
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(ORDINAL, DataType::UInt64, false));
-    let numbered_schema = Arc::new(Schema::new(fields));
-    let mut numbered = Vec::with_capacity(batches.len());
-    let mut offset = 0u64;
-    for batch in batches {
-        let n = batch.num_rows() as u64;
-        let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(
-            datafusion::arrow::array::UInt64Array::from_iter_values(offset..offset + n),
-        ));
-        numbered.push(
-            RecordBatch::try_new(numbered_schema.clone(), columns)
-                .map_err(|e| Error::engine("numbering rows", e.into()))?,
-        );
-        offset += n;
-    }
+    let (numbered_schema, numbered) = crate::engine::with_ordinals(schema, batches, ORDINAL, 0)?;
     crate::run::register_batches(&ctx, &table.name, numbered_schema, numbered)?;
     let mut found = Vec::new();
     for rule in &table.validate.rules {
