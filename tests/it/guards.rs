@@ -106,3 +106,59 @@ fn a_malformed_limit_is_a_pipeline_error() {
     assert_code(&o, 2);
     assert!(crate::workdir::stderr(&o).contains("guard `max_deleted` must be a row count (100) or a percentage of the baseline (\"20%\")"), "{}", crate::workdir::stderr(&o));
 }
+
+/// The acceptance case: the vendor's day-2 workbook truncated to 40% of its rows, with
+/// `guard: {max_deleted: 20%}`: refused (exit 3), no new version, no delta, the refusal in
+/// `runs`; the same run with --force commits.
+#[test]
+fn a_truncated_workbook_is_refused_until_forced() {
+    use crate::inventory_data::{day1, write_workbook};
+    let w = Workdir::new();
+    let pipeline = crate::inventory::pipeline().replace(
+        "    key: \"Variant Barcode\"",
+        "    key: \"Variant Barcode\"\n    guard: {max_deleted: 20%}",
+    );
+    w.write("inventory.yaml", pipeline);
+    let rows = day1(2000);
+    std::fs::create_dir_all(w.path("incoming")).unwrap();
+    write_workbook(
+        &w.path("incoming/vendor-2024-01-15.xlsx"),
+        "2024-01-15",
+        &rows,
+    );
+    assert_code(&w.run(&["run", "inventory.yaml"]), 0);
+    write_workbook(
+        &w.path("incoming/vendor-2024-01-16.xlsx"),
+        "2024-01-16",
+        &rows[..800],
+    );
+    let o = w.run(&["run", "inventory.yaml"]);
+    assert_code(&o, 3);
+    assert!(
+        stdout(&o).starts_with("inventory: refused — 1,200 of 2,000 rows (60.0%) would be deleted; guard max_deleted is 20%. Check the source file, or run again with --force."),
+        "{}",
+        stdout(&o)
+    );
+    let history = w.run(&["history", "inventory.yaml"]);
+    assert!(!stdout(&history).contains("| 2 "), "{}", stdout(&history));
+    assert_eq!(std::fs::read_dir(w.path("out/delta")).unwrap().count(), 1);
+    let runs = w.run(&[
+        "query",
+        "inventory.yaml",
+        "SELECT version, status, deleted FROM runs ORDER BY started_at",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        stdout(&runs),
+        "version,status,deleted\n1,committed,0\n,refused,1200\n"
+    );
+    let o = w.run(&["run", "inventory.yaml", "--force"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o)
+            .starts_with("inventory: v2 committed — 800 rows: 0 new, 0 changed, 1200 deleted"),
+        "{}",
+        stdout(&o)
+    );
+}

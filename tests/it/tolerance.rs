@@ -57,3 +57,26 @@ fn tolerance_on_a_text_column_is_an_error() {
         stdout(&o)
     );
 }
+
+/// The acceptance case: `tolerance: {Price: 0.01}`; 9.99 -> 10.00 is unchanged, 9.99 -> 10.49
+/// is CHANGED with both values in the reason.
+#[test]
+fn a_price_tolerance_of_one_cent() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  prices:\n    source: {path: p.csv}\n    key: SKU\n    tolerance: {Price: 0.01}\n    output: [{path: out/delta.csv}]\n",
+    );
+    w.write("p.csv", "SKU,Price\nA,9.99\nB,9.99\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    w.write("p.csv", "SKU,Price\nA,10.00\nB,10.49\n");
+    let o = w.run(&["run", "p.yaml"]);
+    assert_eq!(
+        without_time(stdout(&o).trim()),
+        "prices: v2 committed — 2 rows: 0 new, 1 changed, 0 deleted, 1 unchanged, 0 rejected"
+    );
+    assert_eq!(
+        w.read("out/delta.csv"),
+        "SKU,Price,change_type,change_reason\nB,10.49,CHANGED,Price changed from 9.99 to 10.49\n"
+    );
+}
