@@ -458,6 +458,7 @@ async fn execute(
         })
         .collect();
     let (typed_schema, typed) = pin_types(
+        &table.key,
         &raw_schema,
         &raw,
         &targets,
@@ -984,16 +985,16 @@ pub async fn load_snapshot(
     if traced {
         columns.pop();
     }
+    let result = "the transform's result".to_string();
+    check_columns(table, &source_columns, &source_origin, &columns, &result)?;
     let (origin, rows) = if traced {
         (source_origin.clone(), loaded.rows.clone())
     } else {
-        let origin = "the transform's result".to_string();
         (
-            origin.clone(),
-            source::RowLocator::single(origin, source::FileRows::From(1)),
+            result.clone(),
+            source::RowLocator::single(result, source::FileRows::From(1)),
         )
     };
-    check_columns(table, &source_columns, &source_origin, &columns, &origin)?;
     Ok(LoadedSnapshot {
         frame,
         columns,
@@ -1242,6 +1243,7 @@ type PinnedColumn = (Vec<ArrayRef>, Vec<(u64, String)>, Option<u64>);
 /// its type, which is an error unless declared.
 #[allow(clippy::too_many_arguments)]
 fn pin_types(
+    key: &[String],
     raw_schema: &SchemaRef,
     raw: &[RecordBatch],
     targets: &[Option<DataType>],
@@ -1275,7 +1277,10 @@ fn pin_types(
             let mut widened = None;
             let mut offset = 0u64;
             for batch in raw {
-                match source::types::pin_column(&name, batch.column(j), to).map_err(at_origin)? {
+                let may_widen = !key.contains(&name);
+                match source::types::pin_column(&name, batch.column(j), to, may_widen)
+                    .map_err(at_origin)?
+                {
                     Pinned::Fits { values, misfits: m } => {
                         arrays.push(values);
                         misfits.extend(m.into_iter().map(|(i, msg)| (offset + i as u64, msg)));

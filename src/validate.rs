@@ -136,12 +136,17 @@ pub fn check_nulls(
     for (column, rule) in checks {
         let mut offset = 0u64;
         for batch in batches {
-            if let Some(values) = batch.column_by_name(column)
-                && values.null_count() > 0
-            {
-                for i in 0..values.len() {
+            if let Some(values) = batch.column_by_name(column) {
+                // An empty text key (a blank cell kept by `null_values`, or spaces that `trim`
+                // removed) identifies nothing either.
+                let text = (rule == "key")
+                    .then(|| values.as_any().downcast_ref::<StringArray>())
+                    .flatten();
+                let none_empty = values.null_count() == 0 && text.is_none();
+                for i in (0..values.len()).filter(|_| !none_empty) {
                     let index = offset + i as u64;
-                    if values.is_null(i) && !already.contains(&index) {
+                    let empty = values.is_null(i) || text.is_some_and(|t| t.value(i).is_empty());
+                    if empty && !already.contains(&index) {
                         let message = if rule == "key" {
                             format!("key column \"{column}\" is empty; every row needs a key")
                         } else {
@@ -185,8 +190,10 @@ pub async fn check_rules(
     for rule in &table.validate.rules {
         let bad_rule = |e: datafusion::error::DataFusionError| Error::Usage {
             message: format!(
-                "table {}: validate rule `{}` cannot be evaluated: {e}. `check` must be an SQL condition over the table's columns, e.g. '\"Qty\" >= 0' (quote mixed-case names).",
-                table.name, rule.name
+                "table {}: validate rule `{}` cannot be evaluated: {}",
+                table.name,
+                rule.name,
+                rule_problem(&e, schema)
             ),
         };
         let sql = format!(
@@ -215,6 +222,31 @@ pub async fn check_rules(
         }
     }
     Ok(found)
+}
+
+/// Why a rule's check cannot be evaluated, in the pipeline's terms: the engine's first sentence
+/// without its internal advice, and the columns the check may use.
+pub fn rule_problem(e: &datafusion::error::DataFusionError, schema: &SchemaRef) -> String {
+    let text = e.to_string();
+    let first = text
+        .split(". Valid fields are")
+        .next()
+        .unwrap_or(&text)
+        .split("\n")
+        .next()
+        .unwrap_or(&text)
+        .trim_end_matches('.')
+        .to_string();
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("\"{}\"", f.name()))
+        .filter(|c| !c.contains("__tidemark"))
+        .collect();
+    format!(
+        "{first}. `check` must be an SQL condition that is true for a valid row, over the columns {} (quote mixed-case names, e.g. '\"Qty\" >= 0').",
+        columns.join(", ")
+    )
 }
 
 /// Keep the rows of `batches` whose 0-based index is not in `rejected`.

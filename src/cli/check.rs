@@ -39,9 +39,11 @@ pub(super) async fn execute(args: CheckArgs, store: Option<&str>) -> Result<u8> 
                         rule.check
                     );
                     if let Err(e) = ctx.sql(&sql).await {
+                        let schema = std::sync::Arc::new(loaded.frame.schema().as_arrow().clone());
                         rule_error = Some(format!(
-                            "validate rule `{}` cannot be evaluated: {e}. `check` must be an SQL condition over the table's columns (quote mixed-case names).",
-                            rule.name
+                            "validate rule `{}` cannot be evaluated: {}",
+                            rule.name,
+                            crate::validate::rule_problem(&e, &schema)
                         ));
                     }
                 }

@@ -117,12 +117,15 @@ pub fn summary_line(t: &TableRun) -> String {
 }
 
 fn write_report(path: &std::path::Path, run: &PipelineRun) -> Result<()> {
-    let status = if run
+    let ok = |t: &&TableRun| t.error.is_none() && t.status != TableStatus::Skipped;
+    let status = if run.tables.iter().all(|t| ok(&t)) {
+        "success"
+    } else if run
         .tables
         .iter()
-        .all(|t| t.error.is_none() && t.status != TableStatus::Skipped)
+        .all(|t| ok(&t) || t.status == TableStatus::Refused)
     {
-        "success"
+        "refused"
     } else {
         "failed"
     };

@@ -4,15 +4,15 @@ use std::io::{BufReader, Cursor};
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::Array;
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::compute::kernels::cast::{CastOptions, cast_with_options};
+use datafusion::arrow::compute::kernels::cast::cast;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::json::reader::infer_json_schema;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::array_value_to_string;
 
+use super::types::parse_text_column;
 use super::{CellError, FileRead, FileRows, SourceOptions};
 use crate::error::{Error, Result};
 
@@ -44,7 +44,10 @@ pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> 
     let (inferred, _) =
         infer_json_schema(BufReader::new(Cursor::new(&bytes)), None).map_err(|e| malformed(&e))?;
     let schema = Arc::new(in_file_order(&bytes, inferred));
+    // A column whose values mix numbers and text is inferred as text; numbers are then read as
+    // their text rather than failing the file.
     let reader = ReaderBuilder::new(schema.clone())
+        .with_coerce_primitive(true)
         .with_batch_size(64 * 1024)
         .build(BufReader::new(Cursor::new(&bytes)))
         .map_err(|e| malformed(&e))?;
@@ -167,43 +170,20 @@ fn apply_declared(
     if options.columns.is_empty() {
         return Ok((batch, Vec::new()));
     }
-    let lenient = CastOptions {
-        safe: true,
-        ..Default::default()
-    };
     let mut fields = Vec::new();
     let mut columns = Vec::new();
     let mut errors = Vec::new();
     for (field, values) in batch.schema_ref().fields().iter().zip(batch.columns()) {
         match options.declared_type(field.name()) {
             Some(t) if t != field.data_type() => {
-                let cast =
-                    cast_with_options(values, t, &lenient).map_err(|e| Error::SourceData {
-                        path: std::path::PathBuf::new(),
-                        row: None,
-                        column: Some(field.name().clone()),
-                        message: format!(
-                            "cannot read the column as {}: {e}",
-                            super::types::type_name(t)
-                        ),
-                    })?;
-                for i in 0..values.len() {
-                    if cast.is_null(i) && !values.is_null(i) {
-                        let value = array_value_to_string(values, i).unwrap_or_default();
-                        errors.push(CellError {
-                            row: i,
-                            column: field.name().clone(),
-                            message: format!(
-                                "column \"{}\": value {value} is not a valid {}",
-                                field.name(),
-                                super::types::type_name(t)
-                            ),
-                            value,
-                        });
-                    }
-                }
+                // Through text, as CSV columns are parsed: 4.5 is no int64 (a cast would cut it
+                // to 4) and "abc" no number; each such value rejects its row.
+                let text = cast(values, &DataType::Utf8)
+                    .map_err(|e| Error::engine("reading JSON", e.into()))?;
+                let (parsed, mut misfits) = parse_text_column(field.name(), &text, t)?;
+                errors.append(&mut misfits);
                 fields.push(Field::new(field.name(), t.clone(), true));
-                columns.push(cast);
+                columns.push(parsed);
             }
             _ => {
                 fields.push(field.as_ref().clone());

@@ -95,7 +95,10 @@ pub fn parse_text_column(
         column: Some(column.to_string()),
         message: format!("cannot read the column as {}: {e}", type_name(target)),
     };
-    let parsed = cast_with_options(&source, target, &lenient()).map_err(|e| unreadable(&e))?;
+    let mut parsed = cast_with_options(&source, target, &lenient()).map_err(|e| unreadable(&e))?;
+    if target.is_integer() && parsed.null_count() != values.null_count() {
+        parsed = integral_numbers(&source, &parsed, target)?;
+    }
     let mut errors = Vec::new();
     if parsed.null_count() != values.null_count() {
         let strings = values.as_string::<i32>();
@@ -121,6 +124,34 @@ pub fn parse_text_column(
     Ok((parsed, errors))
 }
 
+/// Integers written with a zero fraction (`2.0`, as Excel and pandas export them) are integers:
+/// fill the values the integer parse left null where the text is such a number.
+fn integral_numbers(text: &ArrayRef, parsed: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
+    let floats = cast_with_options(text, &DataType::Float64, &lenient())
+        .map_err(|e| Error::engine("reading integers", e.into()))?;
+    let floats = floats.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    let whole = |i: usize| {
+        let v = floats.value(i);
+        (v.fract() == 0.0 && v.abs() < 9.0e15).then_some(v as i64)
+    };
+    let parsed = cast_with_options(parsed, &DataType::Int64, &lenient())
+        .map_err(|e| Error::engine("reading integers", e.into()))?;
+    let parsed = parsed.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    let merged: datafusion::arrow::array::Int64Array = (0..parsed.len())
+        .map(|i| {
+            if !parsed.is_null(i) {
+                Some(parsed.value(i))
+            } else if floats.is_null(i) {
+                None
+            } else {
+                whole(i)
+            }
+        })
+        .collect();
+    cast_with_options(&(Arc::new(merged) as ArrayRef), target, &lenient())
+        .map_err(|e| Error::engine("reading integers", e.into()))
+}
+
 /// A snapshot column read as the type the baseline pinned for it.
 #[derive(Debug)]
 pub enum Pinned {
@@ -144,7 +175,14 @@ pub enum Pinned {
 
 /// Read a column as the type the baseline pins for it. A value that does not fit, or that would
 /// change (5.5 read as an integer), is a misfit of its row: never a silent change.
-pub fn pin_column(column: &str, values: &ArrayRef, target: &DataType) -> Result<Pinned> {
+/// Only with `may_widen` does an integer column widen for decimals (never a key column: its
+/// values are identities, and `2.5` is no new form of `2`).
+pub fn pin_column(
+    column: &str,
+    values: &ArrayRef,
+    target: &DataType,
+    may_widen: bool,
+) -> Result<Pinned> {
     let show = |i: usize| array_value_to_string(values, i).unwrap_or_default();
     let source =
         if matches!(target, DataType::Boolean) && matches!(values.data_type(), DataType::Utf8) {
@@ -152,7 +190,7 @@ pub fn pin_column(column: &str, values: &ArrayRef, target: &DataType) -> Result<
         } else {
             values.clone()
         };
-    let cast = cast_with_options(&source, target, &lenient()).map_err(|e| Error::SourceData {
+    let mut cast = cast_with_options(&source, target, &lenient()).map_err(|e| Error::SourceData {
         path: std::path::PathBuf::new(),
         row: None,
         column: Some(column.to_string()),
@@ -161,6 +199,12 @@ pub fn pin_column(column: &str, values: &ArrayRef, target: &DataType) -> Result<
             type_name(target)
         ),
     })?;
+    if target.is_integer()
+        && matches!(values.data_type(), DataType::Utf8)
+        && cast.null_count() != values.null_count()
+    {
+        cast = integral_numbers(&source, &cast, target)?;
+    }
     let mut misfit = vec![false; values.len()];
     if cast.null_count() != values.null_count() {
         for (i, m) in misfit.iter_mut().enumerate() {
@@ -184,7 +228,8 @@ pub fn pin_column(column: &str, values: &ArrayRef, target: &DataType) -> Result<
             misfits: Vec::new(),
         });
     }
-    if target.is_integer()
+    if may_widen
+        && target.is_integer()
         && let Ok(floats) = cast_with_options(values, &DataType::Float64, &lenient())
         && floats.null_count() == values.null_count()
     {
@@ -423,7 +468,7 @@ mod tests {
             Some(5.5),
             None,
         ]));
-        match pin_column("Qty", &floats, &DataType::Int64).unwrap() {
+        match pin_column("Qty", &floats, &DataType::Int64, true).unwrap() {
             Pinned::Widened { example_row, .. } => assert_eq!(example_row, 1),
             other => panic!("{other:?}"),
         }
@@ -432,7 +477,7 @@ mod tests {
             Some("12 pcs"),
             Some("3"),
         ]));
-        match pin_column("Qty", &text, &DataType::Int64).unwrap() {
+        match pin_column("Qty", &text, &DataType::Int64, true).unwrap() {
             Pinned::Fits { values, misfits } => {
                 assert_eq!(misfits.len(), 1);
                 assert_eq!(misfits[0].0, 1);

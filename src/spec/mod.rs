@@ -408,6 +408,10 @@ fn syntax_error(path: &Path, source: &str, e: &serde_saphyr::Error) -> Error {
                 "YamlScalar" => "expected a number, text, true/false or null".to_string(),
                 _ => "unexpected value here".to_string(),
             });
+            // "invalid u32" is how a negative or fractional count reads in serde's words.
+            let number =
+                regex::Regex::new(r"invalid [ui](8|16|32|64|size)\b").expect("valid regex");
+            let text = number.replace_all(&text, "expected a whole number, 0 or more");
             let option_hint = regex::Regex::new(r"; use Option<[^>]*>").expect("valid regex");
             let text = option_hint
                 .replace(&text, "")

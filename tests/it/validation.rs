@@ -366,3 +366,68 @@ fn check_plans_the_rules() {
     );
     assert_code(&w.run(&["check", "items.yaml"]), 0);
 }
+
+/// Review findings: JSON values that do not fit a declared type reject their line (never cut
+/// 4.5 to 4); `2.0` is the integer 2; a key column never widens to float; a key that `trim`
+/// empties is an empty key.
+#[test]
+fn json_misfits_integral_decimals_keys_and_trimmed_keys() {
+    let w = Workdir::new();
+    w.write(
+        "j.yaml",
+        "tables:\n  j:\n    source: {path: d.json, columns: {qty: int64}}\n    key: id\n",
+    );
+    w.write(
+        "d.json",
+        "{\"id\": \"a\", \"qty\": 1}\n\n{\"id\": \"b\", \"qty\": 4.5}\n{\"id\": \"c\", \"qty\": \"abc\"}\n{\"id\": \"d\", \"qty\": \"2.0\"}\n",
+    );
+    let o = w.run(&["run", "j.yaml"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        summary(&o)[0],
+        "j: v1 committed — 4 rows: 2 new, 0 changed, 0 deleted, 0 unchanged, 2 rejected"
+    );
+    let file = w.path("d.json").display().to_string();
+    assert_eq!(
+        rejects(&w, &o),
+        format!(
+            "_source_file,_row_number,_rule,_message,id,qty\n\
+             {file},3,type,\"column \"\"qty\"\": value \"\"4.5\"\" is not a valid int64\",b,4.5\n\
+             {file},4,type,\"column \"\"qty\"\": value \"\"abc\"\" is not a valid int64\",c,abc\n"
+        )
+    );
+    assert_eq!(
+        query(&w, "j.yaml", "SELECT id, qty FROM j ORDER BY id"),
+        "id,qty\na,1\nd,2\n"
+    );
+
+    let w = items_with_baseline();
+    w.write("items.csv", "sku,qty\nA,1\nB,2\nC,3\n");
+    w.write(
+        "k.yaml",
+        "tables:\n  k:\n    source: {path: k.csv}\n    key: id\n    normalize: {name: {trim: true}}\n",
+    );
+    w.write("k.csv", "id,name\n1,a\n2,b\n");
+    assert_code(&w.run(&["run", "k.yaml"]), 0);
+    w.write("k.csv", "id,name\n1,a\n2.5,b\n");
+    let o = w.run(&["run", "k.yaml"]);
+    assert_eq!(
+        summary(&o)[0],
+        "k: v2 committed — 2 rows: 0 new, 0 changed, 1 deleted, 1 unchanged, 1 rejected"
+    );
+    assert!(
+        rejects(&w, &o).contains("value 2.5 would become 2 as int64"),
+        "{}",
+        rejects(&w, &o)
+    );
+    w.write(
+        "t.yaml",
+        "tables:\n  t:\n    source: {path: t.csv, null_values: []}\n    key: sku\n    normalize: {sku: {trim: true}}\n",
+    );
+    w.write("t.csv", "sku,qty\nA,1\n\"   \",2\n");
+    let o = w.run(&["run", "t.yaml"]);
+    assert_eq!(
+        summary(&o)[0],
+        "t: v1 committed — 2 rows: 1 new, 0 changed, 0 deleted, 0 unchanged, 1 rejected"
+    );
+}
