@@ -16,7 +16,7 @@ use crate::diff::row_hash::ROW_HASH_COLUMN;
 use crate::diff::{self, CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, DiffSettings};
 use crate::engine;
 use crate::error::{Error, Result};
-use crate::run::{register_hash_views, register_snapshot, stored_changes};
+use crate::run::{register_baseline, register_hash_views, register_snapshot, stored_changes};
 use crate::sink;
 use crate::spec::{ChangeKind, Plan, TablePlan};
 use crate::store::{self, CommitKind, CommitRecord, Store};
@@ -59,15 +59,21 @@ pub async fn diff_versions(
 ) -> Result<(SessionContext, diff::Delta)> {
     let name = table.name.as_str();
     let ctx = engine::session();
-    register_snapshot(&ctx, store, name, from, "baseline").await?;
-    register_snapshot(&ctx, store, name, to, "incoming").await?;
-    let from_columns: Vec<String> = from.schema.iter().map(|c| c.name.clone()).collect();
-    let columns: Vec<String> = to.schema.iter().map(|c| c.name.clone()).collect();
     let types: HashMap<String, DataType> = to
         .schema
         .iter()
         .filter_map(|c| c.data_type.parse().ok().map(|t| (c.name.clone(), t)))
         .collect();
+    // `from` is read as `to`'s rows were prepared: its clean-ups and types.
+    let prepared = TablePlan {
+        key: to.key.clone(),
+        normalize: to.hash.normalize.clone(),
+        ..table.clone()
+    };
+    register_baseline(&ctx, store, &prepared, from, &types).await?;
+    register_snapshot(&ctx, store, name, to, "incoming").await?;
+    let from_columns: Vec<String> = from.schema.iter().map(|c| c.name.clone()).collect();
+    let columns: Vec<String> = to.schema.iter().map(|c| c.name.clone()).collect();
     let compared: Vec<String> = to
         .hash
         .columns

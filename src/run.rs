@@ -1491,7 +1491,7 @@ async fn carry_baseline_rows(
 /// today's `normalize` clean-ups when it was written without them, and its shared columns read
 /// as today's types when they differ (a declared type change, an integer column widened), so
 /// that the comparison and the delta see one type per column.
-async fn register_baseline(
+pub(crate) async fn register_baseline(
     ctx: &SessionContext,
     store: &Store,
     table: &TablePlan,
@@ -1502,6 +1502,12 @@ async fn register_baseline(
     register_snapshot(ctx, store, name, record, "baseline_stored").await?;
     let mut prepared = "baseline_stored";
     if record.hash.normalize != table.normalize && !table.normalize.is_empty() {
+        let keys = table
+            .key
+            .iter()
+            .map(|k| diff::ident(k))
+            .collect::<Vec<_>>()
+            .join(", ");
         // Written without today's clean-ups: apply them, so that adding one changes no row.
         let stored = ctx
             .table("baseline_stored")
@@ -1517,6 +1523,36 @@ async fn register_baseline(
             .collect::<Result<Vec<_>>>()?;
         register_batches(ctx, "baseline_normalised", schema, batches)?;
         prepared = "baseline_normalised";
+        // Clean-ups that make two baseline keys one would pair one new row with two old ones.
+        let merged = engine::sql_batches(
+            ctx,
+            &format!(
+                "SELECT {keys} FROM baseline_normalised GROUP BY {keys} HAVING count(*) > 1 LIMIT 1"
+            ),
+            name,
+            "normalising the baseline",
+        )
+        .await?;
+        if let Some(batch) = merged.iter().find(|b| b.num_rows() > 0) {
+            let key = table
+                .key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    format!(
+                        "{k}={}",
+                        array_value_to_string(batch.column(i), 0).unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::Usage {
+                message: format!(
+                    "table {name}: `normalize` makes several rows of baseline v{} one key ({key}), so they cannot be compared. Start the table afresh with `tidemark reset --table {name}` (the next run sees every row as NEW), or leave the key columns out of `normalize`.",
+                    record.version
+                ),
+            });
+        }
     }
     let mut columns: Vec<String> = record
         .schema

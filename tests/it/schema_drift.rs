@@ -142,6 +142,9 @@ fn normalised_keys_and_values_ignore_spaces_and_case() {
         run(&w, "customer,tier\n\"GREYSON \",gold \nacme,silver\n"),
         ["items: v2 committed — 2 rows: 0 new, 0 changed, 0 deleted, 2 unchanged, 0 rejected"]
     );
+    // The stored versions agree: v1 read with v2's clean-ups is v2.
+    let o = w.run(&["diff", "items.yaml", "--from", "1", "--to", "2"]);
+    assert_eq!(stdout(&o), "customer,tier,change_type,change_reason\n");
     assert_eq!(
         run(&w, "customer,tier\n greyson,Gold\nACME,silver\n"),
         ["items: v3 committed — 2 rows: 0 new, 1 changed, 0 deleted, 1 unchanged, 0 rejected"]
@@ -156,6 +159,34 @@ fn normalised_keys_and_values_ignore_spaces_and_case() {
     assert_code(&o, 2);
     assert!(
         stdout(&o).contains("`normalize` of \"n\" asks for case, but the column is int64"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// A clean-up that makes two baseline keys one is refused with a way out, not paired twice.
+#[test]
+fn normalising_keys_that_merge_baseline_rows_is_refused() {
+    let w = Workdir::new();
+    w.write(
+        "items.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n    key: name\n",
+    );
+    run(&w, "name,v\n\"GREYSON \",1\ngreyson,1\n");
+    w.write(
+        "items.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n    key: name\n    normalize: {name: {trim: true, case: lower}}\n",
+    );
+    w.write("items.csv", "name,v\ngreyson,2\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 2);
+    assert!(
+        stdout(&o).contains("`normalize` makes several rows of baseline v1 one key (name=greyson)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("tidemark reset --table items"),
         "{}",
         stdout(&o)
     );
