@@ -478,6 +478,47 @@ async fn execute(
     let ruled = validate::check_rules(table, &typed_schema, &typed, &rejected).await?;
     rejected.extend(ruled.iter().map(|r| r.index));
     rejections.extend(ruled);
+    // Keys of rejected rows keep their baseline rows (below), so a bad row is never DELETED.
+    let mut held_keys = early_held_keys
+        .iter()
+        .map(|b| normalize::apply(name, b, &table.normalize))
+        .collect::<Result<Vec<_>>>()?;
+    if !rejected.is_empty() {
+        let key_schema = Arc::new(Schema::new(
+            table
+                .key
+                .iter()
+                .map(|k| typed_schema.field_with_name(k).cloned())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::engine("selecting keys", e.into()))?,
+        ));
+        for batch in validate::only_rows(&typed, &rejected)? {
+            held_keys.push(
+                batch
+                    .project(
+                        &table
+                            .key
+                            .iter()
+                            .map(|k| typed_schema.index_of(k).expect("key columns exist"))
+                            .collect::<Vec<_>>(),
+                    )
+                    .map_err(|e| Error::engine("selecting keys", e.into()))?
+                    .with_schema(key_schema.clone())
+                    .map_err(|e| Error::engine("selecting keys", e.into()))?,
+            );
+        }
+    }
+    // A key's other rows are held out with its rejected one (a repeated key, or the rows an
+    // aggregating transform sums): one bad row never half-updates a key.
+    for index in validate::rows_with_keys(&typed, &table.key, &held_keys, &rejected) {
+        rejections.push(Rejection {
+            index,
+            rule: "held".into(),
+            message: "its key also has a rejected row; the key keeps its baseline row until every row of it is valid".into(),
+            cell: None,
+        });
+        rejected.insert(index);
+    }
     let rows_read =
         raw.iter().map(|b| b.num_rows() as u64).sum::<u64>() + early_rejects.len() as u64;
     let mut rejected_rows = early_rejects;
@@ -521,33 +562,6 @@ async fn execute(
         partial.rejects_file.as_deref(),
         read_counts,
     )?;
-    // Keys of rejected rows keep their baseline rows (below), so a bad row is never DELETED.
-    let mut held_keys = early_held_keys;
-    if !rejected.is_empty() {
-        let key_schema = Arc::new(Schema::new(
-            table
-                .key
-                .iter()
-                .map(|k| typed_schema.field_with_name(k).cloned())
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::engine("selecting keys", e.into()))?,
-        ));
-        for batch in validate::only_rows(&typed, &rejected)? {
-            held_keys.push(
-                batch
-                    .project(
-                        &table
-                            .key
-                            .iter()
-                            .map(|k| typed_schema.index_of(k).expect("key columns exist"))
-                            .collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| Error::engine("selecting keys", e.into()))?
-                    .with_schema(key_schema.clone())
-                    .map_err(|e| Error::engine("selecting keys", e.into()))?,
-            );
-        }
-    }
     let valid = validate::without_rows(&typed, &rejected)?;
     drop(typed);
 

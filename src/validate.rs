@@ -249,6 +249,46 @@ pub fn rule_problem(e: &datafusion::error::DataFusionError, schema: &SchemaRef) 
     )
 }
 
+/// Rows of `batches` (0-based across them, not in `skip`) whose key is one of `held`'s rows.
+/// Keys are compared as text, so that keys a transform computed compare with the snapshot's.
+pub fn rows_with_keys(
+    batches: &[RecordBatch],
+    key: &[String],
+    held: &[RecordBatch],
+    skip: &std::collections::HashSet<u64>,
+) -> Vec<u64> {
+    let render = |b: &RecordBatch, i: usize| -> Option<String> {
+        key.iter()
+            .map(|k| {
+                let c = b.column_by_name(k)?;
+                (!c.is_null(i))
+                    .then(|| array_value_to_string(c, i).ok())
+                    .flatten()
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|parts| parts.join("\u{1f}"))
+    };
+    let wanted: std::collections::HashSet<String> = held
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).filter_map(move |i| render(b, i)))
+        .collect();
+    let mut found = Vec::new();
+    if wanted.is_empty() {
+        return found;
+    }
+    let mut offset = 0u64;
+    for batch in batches {
+        for i in 0..batch.num_rows() {
+            let index = offset + i as u64;
+            if !skip.contains(&index) && render(batch, i).is_some_and(|k| wanted.contains(&k)) {
+                found.push(index);
+            }
+        }
+        offset += batch.num_rows() as u64;
+    }
+    found
+}
+
 /// Keep the rows of `batches` whose 0-based index is not in `rejected`.
 pub fn without_rows(
     batches: &[RecordBatch],

@@ -431,3 +431,45 @@ fn json_misfits_integral_decimals_keys_and_trimmed_keys() {
         "t: v1 committed — 2 rows: 1 new, 0 changed, 0 deleted, 0 unchanged, 1 rejected"
     );
 }
+
+/// A key with a rejected row keeps its baseline row whole: its other rows are held out too,
+/// whether the key repeats in the file or an aggregating transform sums its rows.
+#[test]
+fn a_key_with_a_rejected_row_is_held_whole() {
+    let w = items_with_baseline();
+    w.write("items.csv", "sku,qty\nA,11\nA,bad\nB,2\nC,3\n");
+    let o = w.run(&["run", "items.yaml"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        summary(&o)[0],
+        "items: v2 committed — 4 rows: 0 new, 0 changed, 0 deleted, 2 unchanged, 2 rejected"
+    );
+    assert!(
+        rejects(&w, &o).contains(",2,held,its key also has a rejected row"),
+        "{}",
+        rejects(&w, &o)
+    );
+    assert_eq!(
+        query(&w, "items.yaml", "SELECT sku, qty FROM items ORDER BY sku"),
+        "sku,qty\nA,1\nB,2\nC,3\n"
+    );
+
+    let w = Workdir::new();
+    w.write(
+        "t.yaml",
+        "tables:\n  totals:\n    source: {path: s.csv, columns: {qty: int64}}\n    transform: SELECT sku, sum(qty) AS total FROM source GROUP BY sku\n    key: sku\n",
+    );
+    w.write("s.csv", "line,sku,qty\n1,A,5\n2,A,3\n3,B,1\n");
+    assert_code(&w.run(&["run", "t.yaml"]), 0);
+    w.write("s.csv", "line,sku,qty\n1,A,5\n2,A,3 pcs\n3,B,2\n");
+    let o = w.run(&["run", "t.yaml"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        summary(&o)[0],
+        "totals: v2 committed — 3 rows: 0 new, 1 changed, 0 deleted, 0 unchanged, 2 rejected"
+    );
+    assert_eq!(
+        query(&w, "t.yaml", "SELECT sku, total FROM totals ORDER BY sku"),
+        "sku,total\nA,8\nB,2\n"
+    );
+}
