@@ -246,3 +246,42 @@ impl Error {
         }
     }
 }
+
+thread_local! {
+    /// Set while a third-party parser reads untrusted bytes: a panic there is a damaged file,
+    /// not a bug of ours, so the panic hook stays quiet and the caller reports the file.
+    static PARSING_UNTRUSTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is inside [`guard_parser`] (for the binary's panic hook).
+pub fn parsing_untrusted() -> bool {
+    PARSING_UNTRUSTED.with(|p| p.get())
+}
+
+/// Run a third-party parser over an untrusted file. A panic inside it (a reader that asserts on
+/// malformed input) becomes an error naming the file, never a crash.
+pub fn guard_parser<T>(
+    path: &std::path::Path,
+    what: &str,
+    parse: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let was = PARSING_UNTRUSTED.with(|p| p.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse));
+    PARSING_UNTRUSTED.with(|p| p.set(was));
+    outcome.unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let detail = detail.lines().next().unwrap_or_default().to_string();
+        Err(Error::SourceData {
+            path: path.to_path_buf(),
+            row: None,
+            column: None,
+            message: format!(
+                "the file is damaged: the {what} reader failed on it ({detail}). Check the file: save it again from its program, or download it again."
+            ),
+        })
+    })
+}

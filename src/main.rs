@@ -9,7 +9,12 @@ use tidemark::error::exit_code;
 fn main() -> ExitCode {
     restore_default_sigpipe();
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("tidemark: internal error, please report it with the command you ran: {info}");
+        // A damaged file that makes a third-party reader panic is reported as that file's error.
+        if !tidemark::error::parsing_untrusted() {
+            eprintln!(
+                "tidemark: internal error, please report it with the command you ran: {info}"
+            );
+        }
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

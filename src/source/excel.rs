@@ -54,6 +54,11 @@ pub fn read_excel(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
 /// cells, values that do not fit a declared type) instead of failing: they are null in the
 /// batch and each rejects its row.
 pub fn read_excel_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
+    // calamine asserts on some malformed containers (found by fuzzing): a damaged file.
+    crate::error::guard_parser(path, "Excel", || read_workbook(path, options))
+}
+
+fn read_workbook(path: &Path, options: &SourceOptions) -> Result<FileRead> {
     if options.header_row == 0 {
         return Err(Error::SourceData {
             path: path.to_path_buf(),

@@ -123,3 +123,35 @@ fn duplicate_key_names_the_key_and_row() {
     assert!(out.contains("`duplicates: keep_first`"), "{out}");
     baseline_still_answers(&w);
 }
+
+/// Damaged workbooks on which the Excel reader itself panics (found by fuzzing) are damaged
+/// files with exit 1, never an internal error.
+#[test]
+fn damaged_workbooks_that_crash_the_reader_are_reported_as_damaged() {
+    for fixture in ["damaged-assert.xls", "damaged-cfb.xls"] {
+        let w = Workdir::new();
+        w.write(
+            "p.yaml",
+            "tables:\n  items:\n    source: {path: items.xls}\n    key: sku\n",
+        );
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(fixture),
+        )
+        .unwrap();
+        w.write("items.xls", bytes);
+        let o = w.run(&["run", "p.yaml"]);
+        assert_code(&o, 1);
+        assert!(
+            stdout(&o).contains("items.xls: the file is damaged: the Excel reader failed on it ("),
+            "{fixture}: {}",
+            stdout(&o)
+        );
+        assert!(
+            !stderr(&o).contains("internal error"),
+            "{fixture}: {}",
+            stderr(&o)
+        );
+    }
+}
