@@ -11,5 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
     let path = dir.path().join("data.csv");
     std::fs::write(&path, data).expect("write input");
-    let _ = load("t", path.to_str().unwrap(), FileSelection::Newest, &SourceOptions::default());
+    let _ = load(
+        "t",
+        path.to_str().unwrap(),
+        FileSelection::Newest,
+        &SourceOptions::default(),
+    );
 });
