@@ -98,6 +98,35 @@ impl Store {
                     }
                 }
             }
+            // Rejects files of runs before the oldest kept version go with it (custom rejects
+            // paths outside the store are the user's).
+            let oldest_kept = kept.first().copied().unwrap_or(0);
+            let prefix = Path::from(format!("{table}/rejects"));
+            let metas: Vec<_> = self
+                .objects()?
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(|e| store_error(format!("{}/{prefix}", self.location()), e))?;
+            for meta in metas {
+                let version = meta
+                    .location
+                    .filename()
+                    .and_then(|f| f.strip_prefix('v')?.get(..8)?.parse::<u64>().ok());
+                if version.is_some_and(|v| v < oldest_kept) {
+                    if meta.last_modified > cutoff {
+                        too_young += 1;
+                    } else {
+                        let relative = meta
+                            .location
+                            .as_ref()
+                            .strip_prefix(&format!("{table}/"))
+                            .unwrap_or(meta.location.as_ref())
+                            .to_string();
+                        files.push((relative, meta.size));
+                    }
+                }
+            }
             files.sort();
             let plan = VacuumPlan {
                 table: table.clone(),

@@ -25,17 +25,25 @@ fn vacuum_keeps_the_newest_versions_and_young_files() {
         w.write("items.csv", format!("sku,qty\nA,{day}\nB,2\n"));
         assert_code(&w.run(&["run", "items.yaml"]), 0);
     }
-    // A crashed run's snapshot: written, never committed.
+    // A crashed run's snapshot: written, never committed; and rejects files of v1 and v4.
     w.write(
         ".tidemark/items/snapshots/v00000005-crashed.parquet",
         "partial",
+    );
+    w.write(
+        ".tidemark/items/rejects/v00000001-run.csv",
+        "_source_file\n",
+    );
+    w.write(
+        ".tidemark/items/rejects/v00000004-run.csv",
+        "_source_file\n",
     );
 
     let o = w.run(&["vacuum", "items.yaml", "--keep", "2", "--dry-run"]);
     assert_code(&o, 0);
     let out = stdout(&o);
     assert!(
-        out.starts_with("items: keeps v3–v4; would remove v1–v2 and 0 files (0 bytes); 5 unreferenced files are younger than --grace 1h and stay\n"),
+        out.starts_with("items: keeps v3–v4; would remove v1–v2 and 0 files (0 bytes); 6 unreferenced files are younger than --grace 1h and stay\n"),
         "{out}"
     );
     assert_eq!(files_under(&w, ".tidemark/items/_commits").len(), 4);
@@ -43,7 +51,7 @@ fn vacuum_keeps_the_newest_versions_and_young_files() {
     let o = w.run(&["vacuum", "items.yaml", "--keep", "2", "--grace", "0s"]);
     assert_code(&o, 0);
     assert!(
-        stdout(&o).starts_with("items: keeps v3–v4; removed v1–v2 and 5 files ("),
+        stdout(&o).starts_with("items: keeps v3–v4; removed v1–v2 and 6 files ("),
         "{}",
         stdout(&o)
     );
@@ -53,6 +61,10 @@ fn vacuum_keeps_the_newest_versions_and_young_files() {
     );
     assert_eq!(files_under(&w, ".tidemark/items/snapshots").len(), 2);
     assert_eq!(files_under(&w, ".tidemark/items/changes").len(), 2);
+    assert_eq!(
+        files_under(&w, ".tidemark/items/rejects"),
+        ["v00000004-run.csv"]
+    );
     assert_code(&w.run(&["verify", "items.yaml"]), 0);
     let o = w.run(&[
         "query",
