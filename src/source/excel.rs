@@ -75,6 +75,7 @@ fn read_workbook(path: &Path, options: &SourceOptions) -> Result<FileRead> {
         .unwrap_or_default();
     match container {
         Container::Ole => {
+            check_directory_chain(path)?;
             let mut wb: Xls<_> = open_workbook(path).map_err(|e| {
                 if is_encrypted(path) {
                     Error::SourceData {
@@ -123,6 +124,51 @@ fn is_encrypted(path: &Path) -> bool {
         .flat_map(|u| u.to_le_bytes())
         .collect();
     std::fs::read(path).is_ok_and(|bytes| bytes.windows(name.len()).any(|w| w == name))
+}
+
+/// calamine 0.38 follows an OLE file's allocation-table chains without a bound, so a damaged
+/// file whose directory chain loops exhausts memory (found by fuzzing). Follow that chain here
+/// first, at most as many steps as the file has sectors. Chains this check cannot follow (an
+/// allocation table listed beyond the header, in large files) are left to calamine.
+fn check_directory_chain(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let damaged = |why: &str| not_a_workbook(path, format!("its OLE container is damaged: {why}"));
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let shift = bytes
+        .get(0x1E..0x20)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or_else(|| damaged("it is shorter than its header"))?;
+    if !(7..=16).contains(&shift) {
+        return Err(damaged("its sector size is invalid"));
+    }
+    let size = 1usize << shift;
+    let per_sector = size / 4;
+    let sectors = bytes.len() / size + 1;
+    // The first 109 allocation-table sectors are listed in the header.
+    let fat: Vec<u32> = (0..109)
+        .filter_map(|i| u32_at(0x4C + 4 * i))
+        .take_while(|&s| s < 0xFFFF_FFFA)
+        .collect();
+    let next = |id: u32| -> Option<u32> {
+        let fat_sector = *fat.get(id as usize / per_sector)?;
+        u32_at((fat_sector as usize + 1) * size + (id as usize % per_sector) * 4)
+    };
+    let mut id = u32_at(0x30).ok_or_else(|| damaged("it is shorter than its header"))?;
+    let mut seen = std::collections::HashSet::new();
+    while id < 0xFFFF_FFFA {
+        if !seen.insert(id) || seen.len() > sectors {
+            return Err(damaged("its directory chain loops"));
+        }
+        match next(id) {
+            Some(n) => id = n,
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 /// What the first bytes of a file say it is.
