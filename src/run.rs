@@ -1317,17 +1317,9 @@ fn pin_types(
             // Every batch must agree: read the whole column as float64.
             (arrays, misfits, _) = pin_all(&DataType::Float64)?;
             final_type = DataType::Float64;
-            let shown = raw
-                .iter()
-                .scan(0u64, |offset, b| {
-                    let start = *offset;
-                    *offset += b.num_rows() as u64;
-                    Some((start, b))
-                })
-                .find(|(start, b)| example < start + b.num_rows() as u64)
-                .and_then(|(start, b)| {
-                    array_value_to_string(b.column(j), (example - start) as usize).ok()
-                })
+            let shown = validate::render_rows(raw, &[example])
+                .pop()
+                .and_then(|mut row| row.remove(&name).flatten())
                 .unwrap_or_default();
             notes.push(format!(
                 "column \"{name}\" now has decimals ({shown} in row {}): widened from {} to float64; values compare as numbers, so this alone changes no row",
@@ -1449,14 +1441,7 @@ async fn carry_baseline_rows(
     ctx.deregister_table("held_keys")
         .map_err(engine_err(name, "holding keys"))?;
     register_batches(ctx, "held_keys", key_schema, keys)?;
-    let matches = |other: &str| {
-        table
-            .key
-            .iter()
-            .map(|k| format!("{other}.{0} = b.{0}", diff::ident(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
+    let matches = |other: &str| diff::key_equal(&table.key, other, "b");
     let projection = incoming_schema
         .fields()
         .iter()
@@ -1516,12 +1501,7 @@ pub(crate) async fn register_baseline(
     register_snapshot(ctx, store, name, record, "baseline_stored").await?;
     let mut prepared = "baseline_stored";
     if record.hash.normalize != table.normalize && !table.normalize.is_empty() {
-        let keys = table
-            .key
-            .iter()
-            .map(|k| diff::ident(k))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let keys = diff::ident_list(&table.key);
         // Written without today's clean-ups: apply them, so that adding one changes no row.
         let stored = ctx
             .table("baseline_stored")
@@ -1797,12 +1777,7 @@ async fn deduplicate(
     ctx.deregister_table("incoming_numbered")
         .map_err(engine_err(name, "checking keys"))?;
     register_batches(ctx, "incoming_numbered", schema, numbered)?;
-    let keys = table
-        .key
-        .iter()
-        .map(|k| diff::ident(k))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let keys = diff::ident_list(&table.key);
     let numbered = "SELECT * FROM incoming_numbered";
     let sql = format!(
         "SELECT {keys}, count(*) AS n, min(__tidemark_row) AS first_row FROM ({numbered}) GROUP BY {keys} HAVING count(*) > 1 ORDER BY first_row LIMIT 1"
@@ -1882,12 +1857,7 @@ pub(crate) async fn register_hash_views(
     types: &HashMap<String, DataType>,
     stored_hashes_apply: bool,
 ) -> Result<()> {
-    let keys = table
-        .key
-        .iter()
-        .map(|k| diff::ident(k))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let keys = diff::ident_list(&table.key);
     let (incoming_hash, baseline_hash) = if stored_hashes_apply {
         (ROW_HASH_COLUMN.to_string(), ROW_HASH_COLUMN.to_string())
     } else {

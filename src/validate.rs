@@ -46,7 +46,10 @@ pub struct RejectedRow {
 }
 
 /// Rows of `batches` (0-based across them) as rendered text, by column.
-fn render_rows(batches: &[RecordBatch], indexes: &[u64]) -> Vec<BTreeMap<String, Option<String>>> {
+pub(crate) fn render_rows(
+    batches: &[RecordBatch],
+    indexes: &[u64],
+) -> Vec<BTreeMap<String, Option<String>>> {
     let mut out = Vec::with_capacity(indexes.len());
     for &index in indexes {
         let mut offset = 0u64;
@@ -134,30 +137,21 @@ pub fn check_nulls(
         .map(|k| (k, "key"))
         .chain(table.validate.not_null.iter().map(|c| (c, "not_null")));
     for (column, rule) in checks {
+        let message = if rule == "key" {
+            format!("key column \"{column}\" is empty; every row needs a key")
+        } else {
+            format!("column \"{column}\" is empty; `validate.not_null` requires a value")
+        };
         let mut offset = 0u64;
         for batch in batches {
             if let Some(values) = batch.column_by_name(column) {
-                // An empty text key (a blank cell kept by `null_values`, or spaces that `trim`
-                // removed) identifies nothing either.
-                let text = (rule == "key")
-                    .then(|| values.as_any().downcast_ref::<StringArray>())
-                    .flatten();
-                let none_empty = values.null_count() == 0 && text.is_none();
-                for i in (0..values.len()).filter(|_| !none_empty) {
+                for i in empty_rows(values, rule == "key") {
                     let index = offset + i as u64;
-                    let empty = values.is_null(i) || text.is_some_and(|t| t.value(i).is_empty());
-                    if empty && !already.contains(&index) {
-                        let message = if rule == "key" {
-                            format!("key column \"{column}\" is empty; every row needs a key")
-                        } else {
-                            format!(
-                                "column \"{column}\" is empty; `validate.not_null` requires a value"
-                            )
-                        };
+                    if !already.contains(&index) {
                         found.push(Rejection {
                             index,
                             rule: rule.to_string(),
-                            message,
+                            message: message.clone(),
                             cell: None,
                         });
                     }
@@ -167,6 +161,22 @@ pub fn check_nulls(
         }
     }
     found
+}
+
+/// Rows of `values` that are null, or (`empty_text`: a key, where a blank cell kept by
+/// `null_values` or spaces `trim` removed identify nothing either) empty text.
+fn empty_rows(values: &ArrayRef, empty_text: bool) -> Vec<usize> {
+    let text = empty_text
+        .then(|| values.as_any().downcast_ref::<StringArray>())
+        .flatten();
+    // The offsets say whether any text is empty without reading the strings.
+    let any_empty_text = text.is_some_and(|t| t.value_offsets().windows(2).any(|w| w[0] == w[1]));
+    if values.null_count() == 0 && !any_empty_text {
+        return Vec::new();
+    }
+    (0..values.len())
+        .filter(|&i| values.is_null(i) || text.is_some_and(|t| t.value(i).is_empty()))
+        .collect()
 }
 
 /// Column name of the row ordinal while rules are evaluated.

@@ -88,6 +88,15 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Quoted SQL identifiers, comma separated (a key's columns in GROUP BY, PARTITION BY...).
+pub fn ident_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Quote an SQL string literal.
 pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -97,7 +106,8 @@ fn qualified(table: &str, column: &str) -> String {
     format!("{table}.{}", ident(column))
 }
 
-fn key_equal(key: &[String], left: &str, right: &str) -> String {
+/// SQL that is true when `left` and `right` hold the same key.
+pub fn key_equal(key: &[String], left: &str, right: &str) -> String {
     key.iter()
         .map(|k| format!("{} = {}", qualified(left, k), qualified(right, k)))
         .collect::<Vec<_>>()

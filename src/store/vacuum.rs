@@ -32,9 +32,6 @@ pub struct VacuumPlan {
     pub too_young: usize,
 }
 
-/// The folders of a table that hold version data files.
-const DATA_FOLDERS: [&str; 2] = ["snapshots", "changes"];
-
 impl Store {
     /// Plan (and unless `dry_run`, carry out) a vacuum of `tables` (every table when empty),
     /// keeping the newest `keep` versions (at least 1) and files modified after `now - grace`.
@@ -71,9 +68,16 @@ impl Store {
                 referenced.insert(record.snapshot.path);
                 referenced.insert(record.changes.path);
             }
+            // Rejects files of runs before the oldest kept version go with it (custom rejects
+            // paths outside the store are the user's).
+            let oldest_kept = kept.first().copied().unwrap_or(0);
+            let removable = |folder: &str, relative: &str| match folder {
+                "rejects" => rejects_version(relative).is_some_and(|v| v < oldest_kept),
+                _ => !referenced.contains(relative),
+            };
             let mut files = Vec::new();
             let mut too_young = 0;
-            for folder in DATA_FOLDERS {
+            for folder in ["snapshots", "changes", "rejects"] {
                 let prefix = Path::from(format!("{table}/{folder}"));
                 let metas: Vec<_> = self
                     .objects()?
@@ -88,41 +92,12 @@ impl Store {
                         .strip_prefix(&format!("{table}/"))
                         .unwrap_or(meta.location.as_ref())
                         .to_string();
-                    if referenced.contains(&relative) {
+                    if !removable(folder, &relative) {
                         continue;
                     }
                     if meta.last_modified > cutoff {
                         too_young += 1;
                     } else {
-                        files.push((relative, meta.size));
-                    }
-                }
-            }
-            // Rejects files of runs before the oldest kept version go with it (custom rejects
-            // paths outside the store are the user's).
-            let oldest_kept = kept.first().copied().unwrap_or(0);
-            let prefix = Path::from(format!("{table}/rejects"));
-            let metas: Vec<_> = self
-                .objects()?
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(|e| store_error(format!("{}/{prefix}", self.location()), e))?;
-            for meta in metas {
-                let version = meta
-                    .location
-                    .filename()
-                    .and_then(|f| f.strip_prefix('v')?.get(..8)?.parse::<u64>().ok());
-                if version.is_some_and(|v| v < oldest_kept) {
-                    if meta.last_modified > cutoff {
-                        too_young += 1;
-                    } else {
-                        let relative = meta
-                            .location
-                            .as_ref()
-                            .strip_prefix(&format!("{table}/"))
-                            .unwrap_or(meta.location.as_ref())
-                            .to_string();
                         files.push((relative, meta.size));
                     }
                 }
@@ -161,6 +136,11 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The version in a rejects file's name, `rejects/v00000002-<run>.csv`.
+fn rejects_version(relative: &str) -> Option<u64> {
+    relative.strip_prefix("rejects/v")?.get(..8)?.parse().ok()
 }
 
 /// Parse a grace period: a number and a unit, `s`, `m`, `h` or `d` (`30m`, `1h`, `7d`, `0s`).

@@ -119,6 +119,16 @@ pub fn day2(day1: &[VendorRow]) -> (Vec<VendorRow>, Vec<ExpectedRow>) {
 /// Write the vendor's workbook: two title rows, the header on row 3, sheet "Inventory", and a
 /// second sheet "Notes".
 pub fn write_workbook(path: &Path, date: &str, rows: &[VendorRow]) {
+    write_workbook_with_text_quantities(path, date, rows, &[]);
+}
+
+/// [`write_workbook`], with the quantities of the rows at `text_rows` typed as text ("12 pcs").
+pub fn write_workbook_with_text_quantities(
+    path: &Path,
+    date: &str,
+    rows: &[VendorRow],
+    text_rows: &[usize],
+) {
     let mut workbook = Workbook::new();
     let sheet = workbook.add_worksheet();
     sheet.set_name("Inventory").unwrap();
@@ -145,7 +155,13 @@ pub fn write_workbook(path: &Path, date: &str, rows: &[VendorRow]) {
         }
         sheet.write_string(row, 1, &r.name).unwrap();
         sheet.write_string(row, 2, r.status).unwrap();
-        sheet.write_number(row, 3, r.qty as f64).unwrap();
+        if text_rows.contains(&i) {
+            sheet
+                .write_string(row, 3, format!("{} pcs", r.qty))
+                .unwrap();
+        } else {
+            sheet.write_number(row, 3, r.qty as f64).unwrap();
+        }
         sheet.write_number(row, 4, r.price).unwrap();
     }
     let notes = workbook.add_worksheet();

@@ -189,8 +189,9 @@ fn two_thousand_rows_with_bad_quantities_and_null_keys() {
             price: 10.0,
         });
     }
-    write_with_text_quantities(
+    crate::inventory_data::write_workbook_with_text_quantities(
         &w.path("incoming/vendor-2024-01-16.xlsx"),
+        "2024-01-16",
         &second,
         &untouched,
     );
@@ -259,46 +260,6 @@ fn two_thousand_rows_with_bad_quantities_and_null_keys() {
         ),
     );
     assert_eq!(kept, "n\n20\n");
-}
-
-/// The vendor workbook of `inventory_data`, with the quantities of `text_rows` written as text
-/// ("12 pcs").
-fn write_with_text_quantities(path: &std::path::Path, rows: &[VendorRow], text_rows: &[usize]) {
-    let mut workbook = rust_xlsxwriter::Workbook::new();
-    let sheet = workbook.add_worksheet();
-    sheet.set_name("Inventory").unwrap();
-    sheet
-        .write_string(0, 0, "Loloi Rugs — Inventory Report")
-        .unwrap();
-    sheet.write_string(1, 0, "Generated 2024-01-16").unwrap();
-    for (c, h) in ["UPC", "Item Name", "Status", "Qty", "Price"]
-        .iter()
-        .enumerate()
-    {
-        sheet.write_string(2, c as u16, *h).unwrap();
-    }
-    for (i, r) in rows.iter().enumerate() {
-        let row = 3 + i as u32;
-        if r.upc.is_empty() {
-        } else if r.upc_is_number {
-            sheet
-                .write_number(row, 0, r.upc.parse::<f64>().unwrap())
-                .unwrap();
-        } else {
-            sheet.write_string(row, 0, &r.upc).unwrap();
-        }
-        sheet.write_string(row, 1, &r.name).unwrap();
-        sheet.write_string(row, 2, r.status).unwrap();
-        if text_rows.contains(&i) {
-            sheet
-                .write_string(row, 3, format!("{} pcs", r.qty))
-                .unwrap();
-        } else {
-            sheet.write_number(row, 3, r.qty as f64).unwrap();
-        }
-        sheet.write_number(row, 4, r.price).unwrap();
-    }
-    workbook.save(path).unwrap();
 }
 
 /// Excel error cells and a barcode Excel turned into a date reject their rows, with the sheet
