@@ -238,6 +238,39 @@ impl Error {
         }
     }
 
+    /// The same error, naming `shown` where it named `local` (a downloaded copy of a remote
+    /// file is read locally, but messages name the file the user gave).
+    pub fn relocated(self, local: &std::path::Path, shown: &std::path::Path) -> Self {
+        let rename = |path: PathBuf| {
+            if path == local {
+                shown.to_path_buf()
+            } else {
+                path
+            }
+        };
+        let rename_text =
+            |message: String| message.replace(&*local.to_string_lossy(), &shown.to_string_lossy());
+        match self {
+            Error::SourceEmpty { path } => Error::SourceEmpty { path: rename(path) },
+            Error::SourceData {
+                path,
+                row,
+                column,
+                message,
+            } => Error::SourceData {
+                path: rename(path),
+                row,
+                column,
+                message: rename_text(message),
+            },
+            Error::Io { path, source } => Error::Io {
+                path: rename(path),
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// Wrap an I/O error with its file.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cloud;
 pub mod diff;
 pub mod engine;
 pub mod error;

@@ -37,7 +37,8 @@ async fn read_stored(
     record: &CommitRecord,
     file: &StoredFile,
 ) -> Result<DataFrame> {
-    let path = store.local_path(table, &file.path).display().to_string();
+    store.attach(ctx);
+    let path = store.file_url(table, &file.path);
     let frame = ctx
         .read_parquet(&path, ParquetReadOptions::default())
         .await

@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Commit even when a guard trips.
     pub force: bool,
+    /// `--unsafe-single-writer`: commit to a store without put-if-absent.
+    pub unsafe_single_writer: bool,
 }
 
 /// A per-table spinner naming the current phase; draws nothing when stderr is not a terminal.
@@ -166,7 +168,8 @@ pub async fn run_pipeline(
     options: &RunOptions,
     on_table: impl FnMut(&TableRun),
 ) -> Result<PipelineRun> {
-    let store = Store::open(&plan.store, !options.dry_run)?;
+    let store =
+        Store::open(&plan.store, !options.dry_run)?.single_writer(options.unsafe_single_writer);
     run_pipeline_in(plan, &store, options, on_table).await
 }
 
@@ -544,12 +547,19 @@ async fn execute(
             );
         }
         let (schema, batch) = validate::rejects_batch(&rejected_rows, &reject_columns)?;
-        let path = match &table.validate.rejects_path {
-            Some(template) => sink::output_path(template, name, version, Utc::now()),
-            None => store.local_path(name, &format!("rejects/v{version:08}-{run_id}.csv")),
+        let written = match &table.validate.rejects_path {
+            Some(template) => {
+                let path = sink::output_path(template, name, version, Utc::now());
+                sink::write_location(&path, &schema, &[batch]).await?
+            }
+            None => {
+                let mut csv = Vec::new();
+                sink::write_to(&mut csv, source::SourceFormat::Csv, &schema, &[batch])?;
+                let relative = format!("rejects/v{version:08}-{run_id}.csv");
+                store.put_plain(name, &relative, csv.into()).await?
+            }
         };
-        sink::write_file(&path, &schema, &[batch])?;
-        partial.rejects_file = Some(path.display().to_string());
+        partial.rejects_file = Some(written);
     }
     let read_counts = Counts {
         rows_in: rows_read,
@@ -853,8 +863,7 @@ async fn execute(
     let mut delta_files = Vec::new();
     for (output, (schema, batches)) in table.outputs.iter().zip(&shaped) {
         let path = sink::output_path(&output.path, name, version, now);
-        sink::write_file(&path, schema, batches)?;
-        delta_files.push(path.display().to_string());
+        delta_files.push(sink::write_location(&path, schema, batches).await?);
     }
     Ok(TableRun {
         table: name.to_string(),
@@ -900,6 +909,24 @@ pub struct LoadedSnapshot {
     pub early_held_keys: Vec<RecordBatch>,
 }
 
+/// Load a table's source files, local or on S3 (downloaded to a temporary folder first).
+async fn load_source(
+    table: &str,
+    pattern: &str,
+    selection: source::FileSelection,
+    options: &source::SourceOptions,
+) -> Result<source::LoadedSource> {
+    if !crate::cloud::is_url(pattern) {
+        return source::load(table, pattern, selection, options);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tidemark-source-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let files = source::remote::fetch(table, pattern, selection, dir.path()).await?;
+    source::load_files(&files, options)
+}
+
 /// Load a table's source, register it as `source` (and its dependencies by name), apply the
 /// transform, and check that the columns the pipeline names exist.
 pub async fn load_snapshot(
@@ -910,6 +937,7 @@ pub async fn load_snapshot(
 ) -> Result<LoadedSnapshot> {
     let name = table.name.as_str();
     let source_path = match source_override {
+        Some(p) if crate::cloud::is_url(&p.to_string_lossy()) => p.display().to_string(),
         Some(p) => std::path::absolute(p)
             .map_err(|e| Error::io(p, e))?
             .display()
@@ -924,7 +952,7 @@ pub async fn load_snapshot(
     {
         options.format = format;
     }
-    let loaded = source::load(name, &source_path, table.files, &options)?;
+    let loaded = load_source(name, &source_path, table.files, &options).await?;
     let source_columns: Vec<String> = column_names(&loaded.schema);
     let source_origin = loaded.origin();
     let files = loaded.files.clone();
@@ -1154,7 +1182,9 @@ pub async fn diff_files(
         old_options,
     )?
     .strict()?;
-    let loaded = source::load(name, &table.source_path, table.files, &table.source)?.strict()?;
+    let loaded = load_source(name, &table.source_path, table.files, &table.source)
+        .await?
+        .strict()?;
     let origin = loaded.origin();
     let columns: Vec<String> = column_names(&loaded.schema);
     check_columns(table, &columns, &origin, &columns, &origin)?;
@@ -1632,8 +1662,8 @@ pub async fn register_snapshot(
     record: &CommitRecord,
     alias: &str,
 ) -> Result<()> {
-    let path = store.local_path(table, &record.snapshot.path);
-    let path_text = path.display().to_string();
+    store.attach(ctx);
+    let path_text = store.file_url(table, &record.snapshot.path);
     ctx.register_parquet(
         TableReference::bare(alias),
         &path_text,

@@ -34,9 +34,13 @@ pub struct GlobalArgs {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Use this store instead of the pipeline's `store` (a folder).
+    /// Use this store instead of the pipeline's `store` (a folder or s3://bucket/prefix).
     #[arg(long, global = true, value_name = "URL")]
     pub store: Option<String>,
+    /// Commit to a store that cannot create a file only if it is absent (some S3-compatible
+    /// services): safe only if no two runs ever write to the store at once.
+    #[arg(long, global = true)]
+    pub unsafe_single_writer: bool,
 }
 
 /// The verbs.
@@ -66,15 +70,15 @@ pub enum Command {
 pub async fn execute(cli: Cli) -> Result<u8> {
     let store = cli.global.store.as_deref();
     match cli.command {
-        Command::Run(args) => run::execute(args, store, cli.global.quiet).await,
+        Command::Run(args) => run::execute(args, &cli.global).await,
         Command::Check(args) => check::execute(args, store).await,
         Command::Diff(args) => diff::execute(args, store).await,
         Command::Query(args) => query::execute(args, store).await,
         Command::History(args) => history::execute(args, store).await,
         Command::Verify(args) => verify::execute(args, store).await,
         Command::Vacuum(args) => vacuum::execute(args, store).await,
-        Command::Rollback(args) => rollback::rollback(args, store).await,
-        Command::Reset(args) => rollback::reset(args, store).await,
+        Command::Rollback(args) => rollback::rollback(args, &cli.global).await,
+        Command::Reset(args) => rollback::reset(args, &cli.global).await,
     }
 }
 

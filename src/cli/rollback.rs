@@ -44,19 +44,19 @@ fn print(record: &CommitRecord, what: &str) {
     );
 }
 
-pub(super) async fn rollback(args: RollbackArgs, store: Option<&str>) -> Result<u8> {
-    let plan = spec::load(&args.pipeline, store)?;
+pub(super) async fn rollback(args: RollbackArgs, global: &super::GlobalArgs) -> Result<u8> {
+    let plan = spec::load(&args.pipeline, global.store.as_deref())?;
     let table = table_of(&plan, &args.table)?;
-    let store = Store::open_existing(&plan.store)?;
+    let store = Store::open_existing(&plan.store)?.single_writer(global.unsafe_single_writer);
     let record = restore::rollback(&plan, table, &store, args.to).await?;
     print(&record, &format!("rollback to v{}", args.to));
     Ok(exit_code::OK)
 }
 
-pub(super) async fn reset(args: ResetArgs, store: Option<&str>) -> Result<u8> {
-    let plan = spec::load(&args.pipeline, store)?;
+pub(super) async fn reset(args: ResetArgs, global: &super::GlobalArgs) -> Result<u8> {
+    let plan = spec::load(&args.pipeline, global.store.as_deref())?;
     let table = table_of(&plan, &args.table)?;
-    let store = Store::open_existing(&plan.store)?;
+    let store = Store::open_existing(&plan.store)?.single_writer(global.unsafe_single_writer);
     let record = restore::reset(&plan, table, &store).await?;
     print(&record, "reset");
     Ok(exit_code::OK)

@@ -32,8 +32,8 @@ pub struct RunArgs {
     pub report: Option<PathBuf>,
 }
 
-pub(super) async fn execute(args: RunArgs, store: Option<&str>, quiet: bool) -> Result<u8> {
-    let plan = spec::load(&args.pipeline, store)?;
+pub(super) async fn execute(args: RunArgs, global: &super::GlobalArgs) -> Result<u8> {
+    let plan = spec::load(&args.pipeline, global.store.as_deref())?;
     let mut source_overrides = HashMap::new();
     for s in &args.sources {
         let (table, path) = s.split_once('=').ok_or_else(|| Error::Usage {
@@ -47,8 +47,9 @@ pub(super) async fn execute(args: RunArgs, store: Option<&str>, quiet: bool) -> 
         tables: args.tables.clone(),
         dry_run: args.dry_run,
         source_overrides,
-        progress: !quiet,
+        progress: !global.quiet,
         force: args.force,
+        unsafe_single_writer: global.unsafe_single_writer,
     };
     let outcome = run_pipeline(&plan, &options, |t| {
         println!("{}", summary_line(t));

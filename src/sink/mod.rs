@@ -121,15 +121,37 @@ pub fn write_to(
     Ok(())
 }
 
+/// Write a file by its extension to a local path or an `s3://` URL (one PUT, which S3 makes
+/// visible whole); returns where it went.
+pub async fn write_location(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<String> {
+    let location = path.display().to_string();
+    if !crate::cloud::is_url(&location) {
+        write_file(path, schema, batches)?;
+        return Ok(location);
+    }
+    let mut bytes = Vec::new();
+    write_to(&mut bytes, format_of(path)?, schema, batches)?;
+    crate::cloud::put(&location, bytes.into()).await?;
+    Ok(location)
+}
+
+/// The format a file is written in, by its extension.
+fn format_of(path: &Path) -> Result<SourceFormat> {
+    SourceFormat::from_extension(&path.to_string_lossy()).ok_or_else(|| Error::Usage {
+        message: format!(
+            "{}: the output format follows the extension: use .csv, .parquet or .json",
+            path.display()
+        ),
+    })
+}
+
 /// Write a delta file by its extension, atomically (temporary file, then rename).
 pub fn write_file(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-    let format =
-        SourceFormat::from_extension(&path.to_string_lossy()).ok_or_else(|| Error::Usage {
-            message: format!(
-                "{}: the output format follows the extension: use .csv, .parquet or .json",
-                path.display()
-            ),
-        })?;
+    let format = format_of(path)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }

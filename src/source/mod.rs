@@ -6,6 +6,7 @@ pub mod csv;
 pub mod excel;
 pub mod json;
 pub mod parquet;
+pub mod remote;
 pub mod types;
 
 use std::path::{Path, PathBuf};
@@ -378,14 +379,50 @@ pub fn read_file(path: &Path, options: &SourceOptions) -> Result<FileRead> {
     }
 }
 
-/// Load every file of a table's source into Arrow.
+/// A file to read: where its bytes are on this machine, and the name messages give it (an
+/// `s3://` object is read from a downloaded copy but named by its URL).
+#[derive(Debug, Clone)]
+pub struct FileToRead {
+    /// The local copy.
+    pub local: PathBuf,
+    /// Its name for people.
+    pub shown: PathBuf,
+}
+
+impl FileToRead {
+    /// A local file, named by its path.
+    pub fn local(path: PathBuf) -> Self {
+        FileToRead {
+            shown: path.clone(),
+            local: path,
+        }
+    }
+}
+
+/// Load every file of a table's local source into Arrow.
 pub fn load(
     table: &str,
     pattern: &str,
     selection: FileSelection,
     options: &SourceOptions,
 ) -> Result<LoadedSource> {
-    let paths = resolve_files(table, pattern, selection)?;
+    if crate::cloud::is_url(pattern) {
+        return Err(Error::Usage {
+            message: format!(
+                "table {table}: {pattern} is read by `tidemark run`; here only local files are supported"
+            ),
+        });
+    }
+    let files: Vec<FileToRead> = resolve_files(table, pattern, selection)?
+        .into_iter()
+        .map(FileToRead::local)
+        .collect();
+    load_files(&files, options)
+}
+
+/// Load these files into Arrow, one table.
+pub fn load_files(to_read: &[FileToRead], options: &SourceOptions) -> Result<LoadedSource> {
+    let paths: Vec<PathBuf> = to_read.iter().map(|f| f.shown.clone()).collect();
     let mut batches = Vec::with_capacity(paths.len());
     let mut files = Vec::with_capacity(paths.len());
     let mut rows = RowLocator {
@@ -394,14 +431,15 @@ pub fn load(
     };
     let mut cell_errors = Vec::new();
     let mut offset = 0usize;
-    for path in &paths {
-        let size = std::fs::metadata(path)
+    for file in to_read {
+        let path = &file.shown;
+        let size = std::fs::metadata(&file.local)
             .map_err(|e| Error::io(path, e))?
             .len();
         if size == 0 {
             return Err(Error::SourceEmpty { path: path.clone() });
         }
-        let read = read_file(path, options)?;
+        let read = read_file(&file.local, options).map_err(|e| e.relocated(&file.local, path))?;
         rows.push(offset as u64, path.display().to_string(), read.rows);
         cell_errors.extend(read.cell_errors.into_iter().map(|mut e| {
             e.row += offset;

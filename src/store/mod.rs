@@ -20,15 +20,22 @@
 //!
 //! A version is therefore either fully visible (record present, files written before it) or
 //! absent; the previous version stays intact and readable at every step.
+//!
+//! The store is a local folder (files and folders are fsynced after each write, because
+//! object_store does not) or a prefix in an S3 bucket, where put-if-absent is the conditional
+//! write `If-None-Match: *`. Some S3-compatible services ignore that header and overwrite: before
+//! its first write a process creates a probe object twice, and refuses the store unless the
+//! second create is refused (or the user passed `--unsafe-single-writer`).
 
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -166,14 +173,27 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-/// A store of baselines, on local disk (S3 comes with the store issue).
+/// A store of baselines, in a local folder or under an `s3://bucket/prefix`.
 #[derive(Debug, Clone)]
 pub struct Store {
     location: String,
-    root: PathBuf,
+    /// Every byte goes through here, keys relative to the store's root.
     objects: Option<Arc<dyn ObjectStore>>,
-    /// Files live under `root` on local disk (fsync applies).
-    local: bool,
+    place: Place,
+    /// `--unsafe-single-writer`: commit on a store without put-if-absent.
+    single_writer: bool,
+    /// Set once the store has shown that it honours put-if-absent (a local folder needs no
+    /// check: it creates files exclusively).
+    put_if_absent_checked: Arc<OnceLock<()>>,
+}
+
+/// Where the store's files are, for the query engine and for durability.
+#[derive(Debug, Clone)]
+enum Place {
+    /// A local folder; `durable`: files and folders are fsynced.
+    Local { root: PathBuf, durable: bool },
+    /// A prefix in a bucket.
+    Remote(crate::cloud::Remote),
 }
 
 fn store_error(location: impl Into<String>, message: impl std::fmt::Display) -> Error {
@@ -184,15 +204,17 @@ fn store_error(location: impl Into<String>, message: impl std::fmt::Display) -> 
 }
 
 impl Store {
-    /// Open the store at `location` (a local folder). With `create`, the folder is made when
-    /// missing; without, a missing folder is an empty store (nothing is written by reading).
+    /// Open the store at `location`: a local folder or `s3://bucket/prefix`. With `create`, a
+    /// local folder is made when missing; without, a missing folder is an empty store (nothing
+    /// is written by reading).
     pub fn open(location: &str, create: bool) -> Result<Store> {
-        if location.contains("://") {
-            return Err(Error::Usage {
-                message: format!(
-                    "store {location}: only local folders are supported by this version of tidemark (S3 comes with the store issue). Use a path such as ./.tidemark."
-                ),
-            });
+        if crate::cloud::is_url(location) {
+            let remote = crate::cloud::open(location)?;
+            let objects: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(
+                Arc::clone(&remote.bucket),
+                remote.key.clone(),
+            ));
+            return Ok(Store::new(location, Some(objects), Place::Remote(remote)));
         }
         let root = PathBuf::from(location);
         if create {
@@ -205,24 +227,60 @@ impl Store {
         } else {
             None
         };
-        Ok(Store {
-            location: location.to_string(),
-            root,
+        Ok(Store::new(
+            location,
             objects,
-            local: true,
-        })
+            Place::Local {
+                root,
+                durable: true,
+            },
+        ))
+    }
+
+    fn new(location: &str, objects: Option<Arc<dyn ObjectStore>>, place: Place) -> Store {
+        let put_if_absent_checked = Arc::new(OnceLock::new());
+        if matches!(place, Place::Local { .. }) {
+            let _ = put_if_absent_checked.set(());
+        }
+        Store {
+            location: location.to_string(),
+            objects,
+            place,
+            single_writer: false,
+            put_if_absent_checked,
+        }
+    }
+
+    /// Check put-if-absent before the first write as on a bucket, for tests that give the
+    /// store an object store that ignores it.
+    #[doc(hidden)]
+    pub fn checking_put_if_absent(self) -> Store {
+        Store {
+            put_if_absent_checked: Arc::new(OnceLock::new()),
+            ..self
+        }
     }
 
     /// A store over any object store, for tests that inject faults; `root` is where the query
     /// engine reads the files (the same files the object store writes).
     #[doc(hidden)]
     pub fn with_objects(location: &str, root: PathBuf, objects: Arc<dyn ObjectStore>) -> Store {
-        Store {
-            location: location.to_string(),
-            root,
-            objects: Some(objects),
-            local: false,
-        }
+        Store::new(
+            location,
+            Some(objects),
+            Place::Local {
+                root,
+                durable: false,
+            },
+        )
+    }
+
+    /// `--unsafe-single-writer`: commit even when the store cannot create a file only if it is
+    /// absent. Two runs at once could then both commit the same version; the user promises
+    /// that only one ever runs.
+    pub fn single_writer(mut self, unsafe_single_writer: bool) -> Store {
+        self.single_writer = unsafe_single_writer;
+        self
     }
 
     /// Open a store that must exist already (commands that only read it).
@@ -248,9 +306,36 @@ impl Store {
             .ok_or_else(|| store_error(&self.location, "the store folder does not exist"))
     }
 
-    /// The local path of a table's file, for the query engine.
-    pub fn local_path(&self, table: &str, relative: &str) -> PathBuf {
-        self.root.join(table).join(relative)
+    /// Where the query engine reads a table's file: a local path or an `s3://` URL (call
+    /// [`Store::attach`] on the session first).
+    pub fn file_url(&self, table: &str, relative: &str) -> String {
+        match &self.place {
+            Place::Local { root, .. } => root.join(table).join(relative).display().to_string(),
+            Place::Remote(remote) => {
+                let key = Path::from(format!("{table}/{relative}"));
+                let full: Path = remote.key.parts().chain(key.parts()).collect();
+                remote.url_of(&full)
+            }
+        }
+    }
+
+    /// Let a query session read this store's files by their [`Store::file_url`].
+    pub fn attach(&self, ctx: &datafusion::prelude::SessionContext) {
+        if let Place::Remote(remote) = &self.place {
+            ctx.register_object_store(&remote.bucket_url, Arc::clone(&remote.bucket));
+        }
+    }
+
+    /// Write a file the commit does not reference (a rejects file), replacing any file of
+    /// that name; returns where it is, for messages.
+    pub async fn put_plain(&self, table: &str, relative: &str, bytes: Bytes) -> Result<String> {
+        let path = Path::from(format!("{table}/{relative}"));
+        self.objects()?
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| store_error(self.file_url(table, relative), e))?;
+        self.sync(&path)?;
+        Ok(self.file_url(table, relative))
     }
 
     /// Tables that have at least one version.
@@ -317,14 +402,10 @@ impl Store {
         let path = Path::from(format!("{table}/{relative}"));
         let size = bytes.len() as u64;
         let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
-        self.objects()?
-            .put_opts(
-                &path,
-                PutPayload::from(bytes),
-                PutOptions::from(PutMode::Create),
-            )
+        let objects = self.ensure_put_if_absent().await?;
+        self.create(objects, &path, PutPayload::from(bytes))
             .await
-            .map_err(|e| store_error(format!("{}/{path}", self.location), e))?;
+            .map_err(|e| store_error(self.file_url(table, relative), e))?;
         self.sync(&path)?;
         Ok(StoredFile {
             path: relative.to_string(),
@@ -339,14 +420,8 @@ impl Store {
     pub async fn commit(&self, record: &CommitRecord) -> Result<()> {
         let path = commit_path(&record.table, record.version);
         let json = serde_json::to_vec_pretty(record).map_err(|e| store_error(&self.location, e))?;
-        let put = self
-            .objects()?
-            .put_opts(
-                &path,
-                PutPayload::from(json),
-                PutOptions::from(PutMode::Create),
-            )
-            .await;
+        let objects = self.ensure_put_if_absent().await?;
+        let put = self.create(objects, &path, PutPayload::from(json)).await;
         let conflict = || Error::Conflict {
             table: record.table.clone(),
             version: record.version,
@@ -394,13 +469,91 @@ impl Store {
         }
     }
 
+    /// Create the object at `path` only if it is absent. With `--unsafe-single-writer` on a
+    /// store that cannot do that, an absent object is checked first and then written.
+    async fn create(
+        &self,
+        objects: &Arc<dyn ObjectStore>,
+        path: &Path,
+        payload: PutPayload,
+    ) -> object_store::Result<()> {
+        let created = objects
+            .put_opts(path, payload.clone(), PutOptions::from(PutMode::Create))
+            .await;
+        match created {
+            Err(object_store::Error::NotImplemented { .. }) if self.single_writer => {
+                match objects.head(path).await {
+                    Ok(_) => Err(object_store::Error::AlreadyExists {
+                        path: path.to_string(),
+                        source: "a file of this name exists".into(),
+                    }),
+                    Err(object_store::Error::NotFound { .. }) => {
+                        objects.put(path, payload).await.map(|_| ())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Before the first write of a process to a bucket: it is asked to create one probe object
+    /// twice, and the second create must be refused, or two runs at once could both commit the
+    /// same version. Refused unless `--unsafe-single-writer`.
+    async fn ensure_put_if_absent(&self) -> Result<&Arc<dyn ObjectStore>> {
+        let objects = self.objects()?;
+        if self.single_writer || self.put_if_absent_checked.get().is_some() {
+            return Ok(objects);
+        }
+        let probe = Path::from(format!(
+            "_tidemark/put-if-absent-probe-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let create = || {
+            objects.put_opts(
+                &probe,
+                PutPayload::from_static(b"probe"),
+                PutOptions::from(PutMode::Create),
+            )
+        };
+        let unsupported = |why: &str| Error::Usage {
+            message: format!(
+                "store {}: it cannot create a file only if it is absent ({why}), so two runs at once could both commit the same version. Use a store with conditional writes (AWS S3, MinIO, Cloudflare R2, Ceph...), or pass --unsafe-single-writer if only one run ever writes to it.",
+                self.location
+            ),
+        };
+        let failed = |e: object_store::Error| store_error(&self.location, e);
+        let outcome = match create().await {
+            Ok(_) => match create().await {
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+                Ok(_) => Err(unsupported("it accepted a second create of the same file")),
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    Err(unsupported("conditional writes are not implemented"))
+                }
+                Err(e) => Err(failed(e)),
+            },
+            Err(object_store::Error::NotImplemented { .. }) => Err(unsupported(
+                "conditional writes are disabled or not implemented",
+            )),
+            Err(e) => Err(failed(e)),
+        };
+        let _ = objects.delete(&probe).await;
+        outcome?;
+        let _ = self.put_if_absent_checked.set(());
+        Ok(objects)
+    }
+
     /// On local disk, flush a written file and its folder to the device, so that a version is
     /// durable before the next step of the protocol (object_store does not fsync).
     fn sync(&self, path: &Path) -> Result<()> {
-        if !self.local {
+        let Place::Local {
+            root,
+            durable: true,
+        } = &self.place
+        else {
             return Ok(());
-        }
-        let file = self.root.join(path.as_ref());
+        };
+        let file = root.join(path.as_ref());
         let sync = |p: &FsPath| std::fs::File::open(p).and_then(|f| f.sync_all());
         sync(&file).map_err(|e| Error::io(&file, e))?;
         if let Some(dir) = file.parent() {
@@ -468,11 +621,6 @@ impl Store {
                 .then_with(|| a.table.cmp(&b.table))
         });
         Ok(runs)
-    }
-
-    /// The root folder.
-    pub fn root(&self) -> &FsPath {
-        &self.root
     }
 }
 

@@ -24,6 +24,8 @@ struct Faulty {
     puts: AtomicUsize,
     fail_at: usize,
     lose_response: bool,
+    /// Writes "create only if absent" over an existing file, as some S3-compatible services do.
+    ignores_create: bool,
 }
 
 impl fmt::Display for Faulty {
@@ -45,8 +47,11 @@ impl ObjectStore for Faulty {
         &self,
         location: &Path,
         payload: PutPayload,
-        opts: PutOptions,
+        mut opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if self.ignores_create {
+            opts.mode = object_store::PutMode::Overwrite;
+        }
         let n = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
         if n != self.fail_at {
             return self.inner.put_opts(location, payload, opts).await;
@@ -128,6 +133,7 @@ async fn case(fail_at: usize, lose_response: bool) -> (bool, bool) {
         puts: AtomicUsize::new(0),
         fail_at,
         lose_response,
+        ignores_create: false,
     };
     let store = tidemark::store::Store::with_objects(&plan.store, root, Arc::new(faulty));
     std::fs::write(dir.path().join("items.csv"), DAY2).unwrap();
@@ -186,5 +192,52 @@ fn a_failed_write_at_any_step_leaves_a_whole_version() {
         );
         // The commit record was written but its answer lost: read back, the run committed.
         assert_eq!(case(3, true).await, (false, true));
+    });
+}
+
+#[test]
+fn a_store_that_ignores_create_only_if_absent_is_refused() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = dir.path().join("items.yaml");
+        std::fs::write(&pipeline, ITEMS_PIPELINE).unwrap();
+        std::fs::write(dir.path().join("items.csv"), DAY1).unwrap();
+        let plan = tidemark::spec::load(&pipeline, None).unwrap();
+        let root = std::path::PathBuf::from(&plan.store);
+        std::fs::create_dir_all(&root).unwrap();
+        let careless = || {
+            let objects = Faulty {
+                inner: Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap()),
+                puts: AtomicUsize::new(0),
+                fail_at: 0,
+                lose_response: false,
+                ignores_create: true,
+            };
+            tidemark::store::Store::with_objects(&plan.store, root.clone(), Arc::new(objects))
+                .checking_put_if_absent()
+        };
+        let options = tidemark::run::RunOptions::default();
+        let refused = tidemark::run::run_pipeline_in(&plan, &careless(), &options, |_| {})
+            .await
+            .unwrap();
+        let error = refused.tables[0]
+            .error
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("it accepted a second create of the same file")
+                && error.contains("--unsafe-single-writer"),
+            "{error}"
+        );
+        assert!(!root.join("items").exists(), "nothing written");
+
+        let store = careless().single_writer(true);
+        let run = tidemark::run::run_pipeline_in(&plan, &store, &options, |_| {})
+            .await
+            .unwrap();
+        assert!(run.tables[0].error.is_none(), "{:?}", run.tables[0].error);
+        assert_eq!(store.versions("items").await.unwrap(), [1]);
     });
 }

@@ -11,6 +11,7 @@ mod kill;
 mod races;
 mod restore;
 mod review_findings;
+mod s3;
 mod schema_drift;
 mod sources;
 mod tolerance;

@@ -3,7 +3,7 @@
 //! each version's change rows are exactly the diff of its input against the previous snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::workdir::{ITEMS_PIPELINE, Workdir, stdout};
 
@@ -73,14 +73,18 @@ fn expected_changes(
 fn concurrent_runs_commit_each_version_once() {
     let w = Workdir::new();
     w.write("p.yaml", ITEMS_PIPELINE);
-    let bin = assert_cmd::cargo::cargo_bin("tidemark");
+    race(&w, ROUNDS);
+}
+
+/// `rounds` rounds of 8 runs at once of `p.yaml` (the items pipeline, whose store may be given
+/// by the folder's environment), then the checks.
+pub fn race(w: &Workdir, rounds: usize) {
     let mut commits = 0;
-    for r in 0..ROUNDS {
+    for r in 0..rounds {
         w.write("items.csv", csv(&input(r)));
         let children: Vec<_> = (0..PROCESSES)
             .map(|_| {
-                Command::new(&bin)
-                    .current_dir(w.root())
+                w.command()
                     .args(["run", "p.yaml"])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -111,7 +115,7 @@ fn concurrent_runs_commit_each_version_once() {
         commits += committed;
     }
     let versions: Vec<u64> =
-        query_rows(&w, "SELECT DISTINCT _version FROM items_history ORDER BY 1")
+        query_rows(w, "SELECT DISTINCT _version FROM items_history ORDER BY 1")
             .iter()
             .map(|r| r[0].parse().unwrap())
             .collect();
@@ -123,10 +127,10 @@ fn concurrent_runs_commit_each_version_once() {
 
     // Each version's snapshot is one round's input, and its change rows are the diff from the
     // previous version's snapshot.
-    let inputs: Vec<BTreeMap<String, i64>> = (0..ROUNDS).map(input).collect();
+    let inputs: Vec<BTreeMap<String, i64>> = (0..rounds).map(input).collect();
     let snapshot = |v: u64| -> BTreeMap<String, i64> {
         query_rows(
-            &w,
+            w,
             &format!("SELECT sku, qty FROM items_history WHERE _version = {v}"),
         )
         .into_iter()
@@ -138,7 +142,7 @@ fn concurrent_runs_commit_each_version_once() {
         let current = snapshot(v);
         assert!(inputs.contains(&current), "v{v} is no round's input");
         let changes: BTreeSet<(String, String, i64)> = query_rows(
-            &w,
+            w,
             &format!("SELECT sku, change_type, qty FROM items_changes WHERE _version = {v}"),
         )
         .into_iter()

@@ -10,13 +10,32 @@ pub const ITEMS_PIPELINE: &str = "tables:\n  items:\n    source: {path: items.cs
 
 pub struct Workdir {
     dir: tempfile::TempDir,
+    /// Environment variables every run of the binary gets (an S3 endpoint, say).
+    env: Vec<(String, String)>,
 }
 
 impl Workdir {
     pub fn new() -> Self {
         Workdir {
             dir: tempfile::tempdir().expect("a temp dir"),
+            env: Vec::new(),
         }
+    }
+
+    /// Give every run of the binary these environment variables.
+    pub fn with_env(mut self, env: &[(String, String)]) -> Self {
+        self.env.extend_from_slice(env);
+        self
+    }
+
+    /// The binary, to run in this folder with this folder's environment.
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("tidemark"));
+        command
+            .current_dir(self.root())
+            .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -42,10 +61,7 @@ impl Workdir {
 
     /// Run tidemark with `args` in this folder.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::cargo_bin("tidemark")
-            .unwrap()
-            .current_dir(self.root())
-            .env_remove("RUST_LOG")
+        Command::from_std(self.command())
             .args(args)
             .output()
             .unwrap()
