@@ -14,6 +14,7 @@ use datafusion::common::{ScalarValue, TableReference};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, cast, lit, when};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, ident};
+use futures::StreamExt;
 
 use crate::diff::row_hash::{self, HASH_VERSION, ROW_HASH_COLUMN};
 use crate::diff::{self, CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings};
@@ -42,6 +43,23 @@ pub struct RunOptions {
     pub force: bool,
     /// `--unsafe-single-writer`: commit to a store without put-if-absent.
     pub unsafe_single_writer: bool,
+    /// Most tables run at once (`--jobs`); 0: the number of cores.
+    pub jobs: usize,
+    /// Skip every table not yet started once one fails.
+    pub fail_fast: bool,
+}
+
+/// Tables run at once share the terminal: one spinner line each, drawn together.
+fn progress_bars() -> &'static indicatif::MultiProgress {
+    static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(|| {
+        indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
+    })
+}
+
+/// Print (with `print`) above the spinners of tables still running, not through them.
+pub fn above_progress<R>(print: impl FnOnce() -> R) -> R {
+    progress_bars().suspend(print)
 }
 
 /// A per-table spinner naming the current phase; draws nothing when stderr is not a terminal.
@@ -52,8 +70,7 @@ impl Progress {
         if !enabled {
             return Progress(None);
         }
-        let bar =
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        let bar = progress_bars().add(indicatif::ProgressBar::new_spinner());
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})")
                 .expect("a valid template"),
@@ -210,42 +227,167 @@ pub async fn run_pipeline_in(
         }
     }
     let started_at = Utc::now();
-    let mut failed: HashSet<String> = HashSet::new();
-    let mut tables = Vec::new();
-    for table in selected {
-        let outcome = if let Some(dep) = table.depends_on.iter().find(|d| failed.contains(*d)) {
-            failed.insert(table.name.clone());
-            TableRun {
-                table: table.name.clone(),
-                status: TableStatus::Skipped,
-                version: None,
-                counts: Counts::default(),
-                rejected: 0,
-                rejects_file: None,
-                notes: Vec::new(),
-                duration_ms: 0,
-                delta_files: Vec::new(),
-                sources: Vec::new(),
-                error: None,
-                skipped_because: Some(format!("{dep} failed")),
-                preview: None,
-            }
-        } else {
-            let outcome = run_table(plan, table, store, options).await;
-            if outcome.error.is_some() {
-                failed.insert(table.name.clone());
-            }
-            outcome
-        };
-        on_table(&outcome);
-        tables.push(outcome);
-    }
+    let tables = schedule(plan, &selected, store, options, &mut on_table).await;
     Ok(PipelineRun {
         pipeline: plan.name.clone(),
         started_at,
         finished_at: Utc::now(),
         tables,
     })
+}
+
+/// Where a selected table is in the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Waiting,
+    Running,
+    /// Ended; `true` when it committed (or would have, in a dry run).
+    Ended(bool),
+}
+
+/// Run the selected tables (in dependency order) with at most `--jobs` at once: a table starts
+/// once every table it depends on has ended well; a table whose dependency did not is skipped,
+/// and so is every table not yet started once one fails under `--fail-fast`. `on_table` sees
+/// each outcome in the pipeline's order, so logs read the same whatever the timing.
+async fn schedule(
+    plan: &Plan,
+    selected: &[&TablePlan],
+    store: &Store,
+    options: &RunOptions,
+    on_table: &mut impl FnMut(&TableRun),
+) -> Vec<TableRun> {
+    let jobs = match options.jobs {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let shared = Arc::new((plan.clone(), store.clone(), options.clone()));
+    let mut stages = vec![Stage::Waiting; selected.len()];
+    let mut outcomes: Vec<Option<TableRun>> = selected.iter().map(|_| None).collect();
+    let mut reported = 0;
+    let mut first_failure: Option<String> = None;
+    let mut running = futures::stream::FuturesUnordered::new();
+    let index_of = |name: &str| selected.iter().position(|t| t.name == name);
+    loop {
+        for i in 0..selected.len() {
+            if stages[i] != Stage::Waiting {
+                continue;
+            }
+            let table = selected[i];
+            let deps: Vec<(usize, &String)> = table
+                .depends_on
+                .iter()
+                .filter_map(|d| index_of(d).map(|j| (j, d)))
+                .collect();
+            let blocked = deps
+                .iter()
+                .find(|(j, _)| stages[*j] == Stage::Ended(false))
+                .map(|(j, d)| match outcomes[*j].as_ref().map(|o| o.status) {
+                    Some(TableStatus::Skipped) => format!("{d} was skipped"),
+                    Some(TableStatus::Refused) => format!("{d} was refused"),
+                    Some(TableStatus::Conflict) => format!("{d} lost a commit race"),
+                    _ => format!("{d} failed"),
+                })
+                .or_else(|| {
+                    options
+                        .fail_fast
+                        .then(|| {
+                            first_failure
+                                .as_ref()
+                                .map(|f| format!("--fail-fast: {f} failed"))
+                        })
+                        .flatten()
+                });
+            if let Some(reason) = blocked {
+                stages[i] = Stage::Ended(false);
+                outcomes[i] = Some(skip(plan, table, store, options, reason).await);
+                continue;
+            }
+            let ready = deps.iter().all(|(j, _)| stages[*j] == Stage::Ended(true));
+            if ready && running.len() < jobs {
+                stages[i] = Stage::Running;
+                let shared = Arc::clone(&shared);
+                let name = table.name.clone();
+                running.push(async move {
+                    let task = tokio::spawn(async move {
+                        let (plan, store, options) = &*shared;
+                        let table = plan.table(&name).expect("a selected table");
+                        run_table(plan, table, store, options).await
+                    });
+                    (i, task.await)
+                });
+            }
+        }
+        while let Some(Some(outcome)) = outcomes.get(reported) {
+            on_table(outcome);
+            reported += 1;
+        }
+        let Some((i, joined)) = running.next().await else {
+            break;
+        };
+        let outcome = joined.unwrap_or_else(|e| {
+            failed_run(
+                &selected[i].name,
+                Error::Usage {
+                    message: format!(
+                        "internal error while running table {}: {e}. Please report it.",
+                        selected[i].name
+                    ),
+                },
+            )
+        });
+        let ok = outcome.error.is_none();
+        if !ok && first_failure.is_none() {
+            first_failure = Some(selected[i].name.clone());
+        }
+        stages[i] = Stage::Ended(ok);
+        outcomes[i] = Some(outcome);
+    }
+    outcomes.into_iter().flatten().collect()
+}
+
+/// A table that did not start, recorded in `runs` as skipped.
+async fn skip(
+    plan: &Plan,
+    table: &TablePlan,
+    store: &Store,
+    options: &RunOptions,
+    reason: String,
+) -> TableRun {
+    let outcome = TableRun {
+        status: TableStatus::Skipped,
+        error: None,
+        skipped_because: Some(reason),
+        ..failed_run(
+            &table.name,
+            Error::Usage {
+                message: String::new(),
+            },
+        )
+    };
+    if !options.dry_run {
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        record_run(plan, table, store, &outcome, Utc::now(), &run_id).await;
+    }
+    outcome
+}
+
+/// The outcome of a table run that ended with `error` before learning anything.
+fn failed_run(table: &str, error: Error) -> TableRun {
+    TableRun {
+        table: table.to_string(),
+        status: TableStatus::Failed,
+        version: None,
+        counts: Counts::default(),
+        rejected: 0,
+        rejects_file: None,
+        notes: Vec::new(),
+        duration_ms: 0,
+        delta_files: Vec::new(),
+        sources: Vec::new(),
+        error: Some(error),
+        skipped_because: None,
+        preview: None,
+    }
 }
 
 /// Run one table and record the run in the store (unless dry).
@@ -303,38 +445,54 @@ pub async fn run_table(
         },
     };
     if !options.dry_run {
-        let record = RunRecord {
-            pipeline: plan.name.clone(),
-            table: table.name.clone(),
-            version: outcome.version,
-            status: match outcome.status {
-                TableStatus::Committed => "committed",
-                TableStatus::DryRun => "dry_run",
-                TableStatus::Failed => "failed",
-                TableStatus::Conflict => "conflict",
-                TableStatus::Refused => "refused",
-                TableStatus::Skipped => "skipped",
-            }
-            .to_string(),
-            started_at,
-            finished_at: Utc::now(),
-            duration_ms,
-            rows_in: outcome.counts.rows_in,
-            new: outcome.counts.new,
-            changed: outcome.counts.changed,
-            deleted: outcome.counts.deleted,
-            unchanged: outcome.counts.unchanged,
-            rejected: outcome.rejected,
-            source: (!outcome.sources.is_empty()).then(|| outcome.sources.join(", ")),
-            error: outcome.error.as_ref().map(|e| e.to_string()),
-        };
-        if let Err(e) = store.write_run(&record, &run_id).await {
-            // The run record is a log entry: after a commit, failing to write it must not
-            // report an error for data that was committed.
-            tracing::warn!("could not record the run of {} in `runs`: {e}", table.name);
-        }
+        record_run(plan, table, store, &outcome, started_at, &run_id).await;
     }
     outcome
+}
+
+/// Record a table run in the store's `runs`.
+async fn record_run(
+    plan: &Plan,
+    table: &TablePlan,
+    store: &Store,
+    outcome: &TableRun,
+    started_at: DateTime<Utc>,
+    run_id: &str,
+) {
+    let record = RunRecord {
+        pipeline: plan.name.clone(),
+        table: table.name.clone(),
+        version: outcome.version,
+        status: match outcome.status {
+            TableStatus::Committed => "committed",
+            TableStatus::DryRun => "dry_run",
+            TableStatus::Failed => "failed",
+            TableStatus::Conflict => "conflict",
+            TableStatus::Refused => "refused",
+            TableStatus::Skipped => "skipped",
+        }
+        .to_string(),
+        started_at,
+        finished_at: Utc::now(),
+        duration_ms: outcome.duration_ms,
+        rows_in: outcome.counts.rows_in,
+        new: outcome.counts.new,
+        changed: outcome.counts.changed,
+        deleted: outcome.counts.deleted,
+        unchanged: outcome.counts.unchanged,
+        rejected: outcome.rejected,
+        source: (!outcome.sources.is_empty()).then(|| outcome.sources.join(", ")),
+        error: outcome
+            .error
+            .as_ref()
+            .map(|e| e.to_string())
+            .or_else(|| outcome.skipped_because.clone()),
+    };
+    if let Err(e) = store.write_run(&record, run_id).await {
+        // The run record is a log entry: after a commit, failing to write it must not
+        // report an error for data that was committed.
+        tracing::warn!("could not record the run of {} in `runs`: {e}", table.name);
+    }
 }
 
 fn engine_err(table: &str, doing: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error {
@@ -481,6 +639,10 @@ async fn execute(
     let ruled = validate::check_rules(table, &typed_schema, &typed, &rejected).await?;
     rejected.extend(ruled.iter().map(|r| r.index));
     rejections.extend(ruled);
+    let orphans =
+        validate::check_references(table, store, &typed_schema, &typed, &rejected).await?;
+    rejected.extend(orphans.iter().map(|r| r.index));
+    rejections.extend(orphans);
     // Keys of rejected rows keep their baseline rows (below), so a bad row is never DELETED.
     let mut held_keys = early_held_keys
         .iter()

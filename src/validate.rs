@@ -179,6 +179,15 @@ fn empty_rows(values: &ArrayRef, empty_text: bool) -> Vec<usize> {
         .collect()
 }
 
+/// The row ordinals a query selected first (`SELECT __tidemark_ordinal, ...`).
+fn ordinals(batch: &RecordBatch) -> &datafusion::arrow::array::UInt64Array {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+        .expect("the ordinal column is UInt64")
+}
+
 /// Column name of the row ordinal while rules are evaluated.
 const ORDINAL: &str = "__tidemark_ordinal";
 
@@ -214,11 +223,7 @@ pub async fn check_rules(
         let frame = ctx.sql(&sql).await.map_err(bad_rule)?;
         let failing = frame.collect().await.map_err(bad_rule)?;
         for batch in failing {
-            let ordinals = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-                .expect("the ordinal column is UInt64");
+            let ordinals = ordinals(&batch);
             for index in ordinals.values().iter().copied() {
                 if !already.contains(&index) {
                     found.push(Rejection {
@@ -228,6 +233,96 @@ pub async fn check_rules(
                         cell: None,
                     });
                 }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Check `references:`: a row whose value is not among the parent's values in the parent's
+/// latest snapshot (this run's, when the parent ran first) is rejected with rule `references`.
+/// A null value passes, as an SQL foreign key does.
+pub async fn check_references(
+    table: &TablePlan,
+    store: &crate::store::Store,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    already: &std::collections::HashSet<u64>,
+) -> Result<Vec<Rejection>> {
+    if table.references.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = crate::engine::session();
+    let (numbered_schema, numbered) = crate::engine::with_ordinals(schema, batches, ORDINAL, 0)?;
+    crate::run::register_batches(&ctx, "__tidemark_child", numbered_schema, numbered)?;
+    let mut found = Vec::new();
+    for reference in &table.references {
+        let parent = &reference.parent;
+        if schema.field_with_name(&reference.column).is_err() {
+            return Err(Error::MissingColumn {
+                table: table.name.clone(),
+                column: reference.column.clone(),
+                setting: "references".into(),
+                origin: "the snapshot".into(),
+                available: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            });
+        }
+        let record = store.latest(parent).await?.ok_or_else(|| Error::Usage {
+            message: format!(
+                "table {}: `references` checks against {parent}, which has no baseline yet; run {parent} first.",
+                table.name
+            ),
+        })?;
+        let parent_columns: Vec<&str> = record.schema.iter().map(|c| c.name.as_str()).collect();
+        if !parent_columns.contains(&reference.parent_column.as_str()) {
+            return Err(Error::Usage {
+                message: format!(
+                    "table {}: `references` names {parent}.{}, but {parent} has no such column; its columns are {}.",
+                    table.name,
+                    reference.parent_column,
+                    parent_columns.join(", ")
+                ),
+            });
+        }
+        crate::run::register_snapshot(&ctx, store, parent, &record, "__tidemark_parent").await?;
+        let column = crate::diff::ident(&reference.column);
+        let sql = format!(
+            "SELECT c.{ORDINAL}, CAST(c.{column} AS VARCHAR) FROM __tidemark_child c \
+             WHERE c.{column} IS NOT NULL AND NOT EXISTS \
+             (SELECT 1 FROM __tidemark_parent p WHERE p.{} = c.{column}) ORDER BY 1",
+            crate::diff::ident(&reference.parent_column)
+        );
+        let failed = |e: datafusion::error::DataFusionError| Error::Usage {
+            message: format!(
+                "table {}: `references` {} → {parent}.{} cannot be checked: {e}. Are both columns of comparable types?",
+                table.name, reference.column, reference.parent_column
+            ),
+        };
+        let orphans = ctx
+            .sql(&sql)
+            .await
+            .map_err(failed)?
+            .collect()
+            .await
+            .map_err(failed)?;
+        ctx.deregister_table("__tidemark_parent")
+            .map_err(|e| Error::engine("checking references", e))?;
+        for batch in orphans {
+            let ordinals = ordinals(&batch);
+            for (i, index) in ordinals.values().iter().copied().enumerate() {
+                if already.contains(&index) {
+                    continue;
+                }
+                let value = array_value_to_string(batch.column(1), i).unwrap_or_default();
+                found.push(Rejection {
+                    index,
+                    rule: "references".into(),
+                    message: format!(
+                        "{} {value} has no row in {parent} (no {parent}.{} = {value})",
+                        reference.column, reference.parent_column
+                    ),
+                    cell: None,
+                });
             }
         }
     }

@@ -121,6 +121,7 @@ pub(super) async fn execute(args: DiffArgs, store: Option<&str>) -> Result<u8> {
         compare,
         duplicates: Duplicates::Error,
         depends_on: Vec::new(),
+        references: Vec::new(),
         emit_deleted: true,
         delete_set: Vec::new(),
         outputs: Vec::new(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, exit_code};
 use crate::run::{PipelineRun, RunOptions, TableRun, TableStatus, run_pipeline};
 use crate::source::SourceFormat;
 use crate::{sink, spec};
@@ -13,8 +13,10 @@ use crate::{sink, spec};
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The pipeline file.
-    pub pipeline: PathBuf,
+    /// The pipeline file, or several, or a folder of them (its *.yaml and *.yml files, in name
+    /// order); each file's tables run in dependency order, one file after the other.
+    #[arg(required = true, value_name = "PIPELINE")]
+    pub pipelines: Vec<PathBuf>,
     /// Only this table (repeatable).
     #[arg(long = "table", value_name = "T")]
     pub tables: Vec<String>,
@@ -27,13 +29,105 @@ pub struct RunArgs {
     /// Commit even when a guard trips.
     #[arg(long)]
     pub force: bool,
+    /// Run at most N independent tables at once (default: the number of cores).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub jobs: usize,
+    /// Once a table fails, start no other table (they are reported as skipped).
+    #[arg(long)]
+    pub fail_fast: bool,
     /// Also write the machine-readable run report (JSON).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
 }
 
 pub(super) async fn execute(args: RunArgs, global: &super::GlobalArgs) -> Result<u8> {
-    let plan = spec::load(&args.pipeline, global.store.as_deref())?;
+    let files = pipeline_files(&args.pipelines)?;
+    if files.len() == 1 {
+        let outcome = run_file(&files[0], &args, global).await?;
+        if let Some(report) = &args.report {
+            write_report(report, &report_json(&outcome))?;
+        }
+        return Ok(outcome.exit_code());
+    }
+    if !args.tables.is_empty() || !args.sources.is_empty() {
+        return Err(Error::Usage {
+            message: "--table and --source name one pipeline's tables: give a single pipeline file with them.".into(),
+        });
+    }
+    let mut codes = Vec::new();
+    let mut reports = Vec::new();
+    for file in &files {
+        println!("{}:", file.display());
+        match run_file(file, &args, global).await {
+            Ok(outcome) => {
+                codes.push(outcome.exit_code());
+                reports.push(report_json(&outcome));
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                codes.push(e.exit_code());
+                reports.push(json!({
+                    "file": file.display().to_string(),
+                    "status": "failed",
+                    "error": e.to_string(),
+                    "tables": [],
+                }));
+            }
+        }
+    }
+    let code = if codes.contains(&exit_code::FAILED) {
+        exit_code::FAILED
+    } else {
+        codes.into_iter().max().unwrap_or(exit_code::OK)
+    };
+    if let Some(report) = &args.report {
+        let status = if code == exit_code::OK {
+            "success"
+        } else if reports.iter().all(|r| r["status"] != "failed") {
+            "refused"
+        } else {
+            "failed"
+        };
+        write_report(report, &json!({"status": status, "pipelines": reports}))?;
+    }
+    Ok(code)
+}
+
+/// The pipeline files the arguments name: files as given, folders by their *.yaml and *.yml
+/// files in name order.
+fn pipeline_files(arguments: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for argument in arguments {
+        if !argument.is_dir() {
+            files.push(argument.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(argument).map_err(|e| Error::io(argument, e))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        if found.is_empty() {
+            return Err(Error::Usage {
+                message: format!(
+                    "{}: the folder holds no pipeline file (*.yaml or *.yml).",
+                    argument.display()
+                ),
+            });
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
+}
+
+/// Run one pipeline file, printing each table's summary as it is known.
+async fn run_file(
+    file: &std::path::Path,
+    args: &RunArgs,
+    global: &super::GlobalArgs,
+) -> Result<PipelineRun> {
+    let plan = spec::load(file, global.store.as_deref())?;
     let mut source_overrides = HashMap::new();
     for s in &args.sources {
         let (table, path) = s.split_once('=').ok_or_else(|| Error::Usage {
@@ -50,34 +144,34 @@ pub(super) async fn execute(args: RunArgs, global: &super::GlobalArgs) -> Result
         progress: !global.quiet,
         force: args.force,
         unsafe_single_writer: global.unsafe_single_writer,
+        jobs: args.jobs,
+        fail_fast: args.fail_fast,
     };
-    let outcome = run_pipeline(&plan, &options, |t| {
-        println!("{}", summary_line(t));
-        if let Some(path) = &t.rejects_file {
-            println!("  rejected rows: {path}");
-        }
-        for note in &t.notes {
-            println!("  note: {note}");
-        }
-        if let Some(e) = &t.error {
-            tracing::debug!("{}: {e:?}", t.table);
-        }
-        if let Some((schema, batches)) = &t.preview
-            && let Err(e) = sink::write_to(
-                std::io::BufWriter::new(std::io::stdout()),
-                SourceFormat::Csv,
-                schema,
-                batches,
-            )
-        {
-            tracing::error!("could not print the delta: {e}");
-        }
+    run_pipeline(&plan, &options, |t| {
+        crate::run::above_progress(|| {
+            println!("{}", summary_line(t));
+            if let Some(path) = &t.rejects_file {
+                println!("  rejected rows: {path}");
+            }
+            for note in &t.notes {
+                println!("  note: {note}");
+            }
+            if let Some(e) = &t.error {
+                tracing::debug!("{}: {e:?}", t.table);
+            }
+            if let Some((schema, batches)) = &t.preview
+                && let Err(e) = sink::write_to(
+                    std::io::BufWriter::new(std::io::stdout()),
+                    SourceFormat::Csv,
+                    schema,
+                    batches,
+                )
+            {
+                tracing::error!("could not print the delta: {e}");
+            }
+        })
     })
-    .await?;
-    if let Some(report) = &args.report {
-        write_report(report, &outcome)?;
-    }
-    Ok(outcome.exit_code())
+    .await
 }
 
 /// The one-line summary of SPEC 6.
@@ -117,7 +211,8 @@ pub fn summary_line(t: &TableRun) -> String {
     }
 }
 
-fn write_report(path: &std::path::Path, run: &PipelineRun) -> Result<()> {
+/// One pipeline run as the report shows it.
+fn report_json(run: &PipelineRun) -> serde_json::Value {
     let ok = |t: &&TableRun| t.error.is_none() && t.status != TableStatus::Skipped;
     let status = if run.tables.iter().all(|t| ok(&t)) {
         "success"
@@ -152,14 +247,17 @@ fn write_report(path: &std::path::Path, run: &PipelineRun) -> Result<()> {
             })
         })
         .collect();
-    let report = json!({
+    json!({
         "pipeline": run.pipeline,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "status": status,
         "tables": tables,
-    });
-    let text = serde_json::to_string_pretty(&report).expect("JSON values serialize");
+    })
+}
+
+fn write_report(path: &std::path::Path, report: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(report).expect("JSON values serialize");
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }

@@ -83,8 +83,10 @@ pub struct TablePlan {
     pub compare: CompareColumns,
     /// What to do with a repeated key.
     pub duplicates: Duplicates,
-    /// Tables this one reads in its transform.
+    /// Tables that run before this one: those its transform reads and those it references.
     pub depends_on: Vec<String>,
+    /// Foreign keys checked against the parent's new snapshot (`references:`).
+    pub references: Vec<Reference>,
     /// Whether DELETED rows go to the delta.
     pub emit_deleted: bool,
     /// Values DELETED rows carry in the delta.
@@ -101,6 +103,18 @@ pub struct TablePlan {
     pub validate: Validation,
     /// Per-column clean-ups applied before hashing and comparing, in declaration order.
     pub normalize: Vec<Normalize>,
+}
+
+/// One `references:` entry: every non-null value of `column` must be a value of
+/// `parent_column` in table `parent`'s new snapshot; a row whose value is not is rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The column of this table.
+    pub column: String,
+    /// The parent table.
+    pub parent: String,
+    /// The parent's column (usually its key).
+    pub parent_column: String,
 }
 
 /// `validate:`: which rows are invalid and what happens to them.
@@ -786,6 +800,45 @@ fn table_plan(
         }
         d.value
     });
+    let mut depends_on = depends_on.unwrap_or_default();
+    let mut references = Vec::new();
+    if let Some(r) = &raw.references {
+        for (column, target) in &r.value {
+            let Some((parent, parent_column)) = target
+                .split_once('.')
+                .filter(|(p, c)| !p.is_empty() && !c.is_empty())
+            else {
+                problems.push(format!(
+                    "{}: table {name}: `references` maps {column} to `{target}`; write the parent as TABLE.COLUMN, e.g. {{{column}: categories.id}}.",
+                    at(r)
+                ));
+                continue;
+            };
+            if !all_tables.iter().any(|t| t == parent) {
+                problems.push(format!(
+                    "{}: table {name}: `references` names unknown table `{parent}` (in `{target}`).",
+                    at(r)
+                ));
+                continue;
+            }
+            if parent == name {
+                problems.push(format!(
+                    "{}: table {name} references itself; a table's rows are checked against another table's snapshot.",
+                    at(r)
+                ));
+                continue;
+            }
+            // The parent's new snapshot must exist first: it runs before this table.
+            if !depends_on.iter().any(|d| d == parent) {
+                depends_on.push(parent.to_string());
+            }
+            references.push(Reference {
+                column: column.clone(),
+                parent: parent.to_string(),
+                parent_column: parent_column.to_string(),
+            });
+        }
+    }
     let change_columns = match raw.change_columns {
         None => ChangeColumns::default(),
         Some(c) => {
@@ -863,7 +916,8 @@ fn table_plan(
         key,
         compare,
         duplicates: raw.duplicates.unwrap_or_default(),
-        depends_on: depends_on.unwrap_or_default(),
+        depends_on,
+        references,
         emit_deleted,
         delete_set,
         outputs,

@@ -29,6 +29,7 @@ pub struct RawTable {
     pub mode: Option<Spanned<Mode>>,
     pub partition_by: Option<Spanned<IgnoredAny>>,
     pub depends_on: Option<Spanned<Vec<String>>>,
+    pub references: Option<Spanned<IndexMap<String, String>>>,
     pub validate: Option<Spanned<RawValidate>>,
     pub normalize: Option<Spanned<IndexMap<String, RawNormalize>>>,
     pub guard: Option<Spanned<RawGuard>>,

@@ -14,6 +14,7 @@ mod review_findings;
 mod s3;
 mod schema_drift;
 mod sources;
+mod store_sync;
 mod tolerance;
 mod vacuum;
 mod validation;
