@@ -220,6 +220,7 @@ pub async fn reset(plan: &Plan, table: &TablePlan, store: &Store) -> Result<Comm
     record.snapshot = snapshot;
     record.changes = changes;
     record.source_files = Vec::new();
+    record.watermark = None;
     record.counts = Counts {
         deleted: latest.counts.rows_in,
         ..Counts::default()

@@ -24,7 +24,7 @@ use crate::normalize;
 use crate::sink;
 use crate::source::types::Pinned;
 use crate::source::{self, SourceFile};
-use crate::spec::{ChangeKind, Duplicates, Plan, TablePlan, YamlScalar};
+use crate::spec::{ChangeKind, Duplicates, Plan, TableMode, TablePlan, YamlScalar};
 use crate::store::{self, ColumnSchema, CommitKind, CommitRecord, HashSpec, RunRecord, Store};
 use crate::validate::{self, RejectedRow, Rejection};
 
@@ -143,6 +143,8 @@ pub struct TableRun {
     pub skipped_because: Option<String>,
     /// Dry runs: the delta as the first output would receive it.
     pub preview: Option<(SchemaRef, Vec<RecordBatch>)>,
+    /// `partition_by`: the counts of each partition the run held.
+    pub partitions: Vec<PartitionCounts>,
 }
 
 /// The outcome of a pipeline run.
@@ -387,6 +389,7 @@ fn failed_run(table: &str, error: Error) -> TableRun {
         error: Some(error),
         skipped_because: None,
         preview: None,
+        partitions: Vec::new(),
     }
 }
 
@@ -442,6 +445,7 @@ pub async fn run_table(
             error: Some(e),
             skipped_because: None,
             preview: None,
+            partitions: Vec::new(),
         },
     };
     if !options.dry_run {
@@ -736,6 +740,28 @@ async fn execute(
     )?;
     let valid = validate::without_rows(&typed, &rejected)?;
     drop(typed);
+    // Incremental: rows at or below the stored watermark were taken by an earlier run.
+    let stored_watermark = match (&table.mode, baseline.as_ref()) {
+        (TableMode::Incremental { watermark }, Some(b)) => b
+            .watermark
+            .as_ref()
+            .filter(|w| &w.column == watermark)
+            .cloned(),
+        _ => None,
+    };
+    let valid = match &stored_watermark {
+        Some(w) => {
+            let (kept, ignored) = above_watermark(name, valid, w)?;
+            if ignored > 0 {
+                notes.push(format!(
+                    "{ignored} rows at or below the watermark ({} = {}) ignored",
+                    w.column, w.value
+                ));
+            }
+            kept
+        }
+        None => valid,
+    };
 
     // A column entirely empty today (or in the baseline) is compared as if absent, so that an
     // export that blanks a column, and the day it comes back, change no row.
@@ -859,24 +885,78 @@ async fn execute(
     if let Some(b) = &baseline {
         schema_notes(b, &columns, &empty_today, &mut notes);
     }
+    // What this run's rows say about the partitions and the watermark, before baseline rows
+    // are carried in.
+    let partitions = partition_rows(&ctx, table).await?;
+    let watermark = match &table.mode {
+        TableMode::Incremental { watermark } => highest_watermark(&ctx, name, watermark)
+            .await?
+            .or_else(|| stored_watermark.as_ref().map(|w| w.value.clone()))
+            .map(|value| store::Watermark {
+                column: watermark.clone(),
+                value,
+            }),
+        _ => None,
+    };
     // Rejected rows keep their baseline rows: carried into the new snapshot unchanged.
     let mut held = 0u64;
     if baseline.is_some() && !held_keys.is_empty() {
+        register_held_keys(&ctx, table, &held_keys, &incoming_schema)?;
+        let matches = diff::key_equal(&table.key, "h", "b");
         let carried = carry_baseline_rows(
             &ctx,
             table,
-            &held_keys,
+            &format!("EXISTS (SELECT 1 FROM held_keys h WHERE {matches})"),
             &incoming_schema,
             &baseline_columns,
             &hashed,
         )
         .await?;
         held = carried.iter().map(|b| b.num_rows() as u64).sum();
-        if held > 0 {
-            incoming.extend(carried);
-            ctx.deregister_table("incoming")
-                .map_err(engine_err(name, "registering tables"))?;
-            register_batches(&ctx, "incoming", incoming_schema.clone(), incoming.clone())?;
+        add_rows(&ctx, name, &mut incoming, &incoming_schema, carried)?;
+    }
+    // Baseline rows this run does not speak for are kept as they are: every row an increment
+    // does not hold, and the rows of partitions a partitioned run does not hold.
+    let out_of_scope = match &table.mode {
+        TableMode::Incremental { .. } => Some("TRUE".to_string()),
+        _ if !table.partition_by.is_empty() => {
+            let same = table
+                .partition_by
+                .iter()
+                .map(|c| {
+                    let c = diff::ident(c);
+                    format!("p.{c} IS NOT DISTINCT FROM b.{c}")
+                })
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            Some(format!(
+                "NOT EXISTS (SELECT 1 FROM present_partitions p WHERE {same})"
+            ))
+        }
+        _ => None,
+    };
+    let mut kept = 0u64;
+    if let (Some(condition), Some(_)) = (&out_of_scope, &baseline) {
+        let carried = carry_baseline_rows(
+            &ctx,
+            table,
+            condition,
+            &incoming_schema,
+            &baseline_columns,
+            &hashed,
+        )
+        .await?;
+        kept = carried.iter().map(|b| b.num_rows() as u64).sum();
+        add_rows(&ctx, name, &mut incoming, &incoming_schema, carried)?;
+        if kept > 0 {
+            notes.push(match &table.mode {
+                TableMode::Incremental { .. } => {
+                    format!("{kept} baseline rows not in this increment kept as they were")
+                }
+                _ => format!(
+                    "{kept} baseline rows of partitions this run does not hold kept as they were"
+                ),
+            });
         }
     }
     let rows_in: u64 = incoming.iter().map(|b| b.num_rows() as u64).sum();
@@ -924,12 +1004,14 @@ async fn execute(
         "{name}: classified against the baseline ({:.2} s)",
         started.elapsed().as_secs_f64()
     );
-    // What the run reports: rows read, and held rows are rejected rather than unchanged.
+    // What the run reports: rows read, and held rows are rejected rather than unchanged; rows
+    // kept from outside the run's scope are not counted.
     let reported = Counts {
-        rows_in: delta.counts.rows_in - held + rejected_rows.len() as u64,
-        unchanged: delta.counts.unchanged - held,
+        rows_in: delta.counts.rows_in - held - kept + rejected_rows.len() as u64,
+        unchanged: delta.counts.unchanged - held - kept,
         ..delta.counts
     };
+    let partitions = count_partitions(table, &delta, &partitions);
     if !options.force {
         let baseline_rows = baseline.as_ref().map_or(0, |b| b.counts.rows_in);
         check_guard(table, &delta.counts, baseline_rows, reported)?;
@@ -964,6 +1046,7 @@ async fn execute(
             sources: source_files.iter().map(|f| f.path.clone()).collect(),
             error: None,
             skipped_because: None,
+            partitions,
             preview: Some(match shaped.into_iter().next() {
                 Some(first) => first,
                 None => {
@@ -1012,6 +1095,7 @@ async fn execute(
             .collect(),
         hash: hash_spec,
         duration_ms: started.elapsed().as_millis() as u64,
+        watermark,
     };
     store.commit(&record).await?;
     tracing::info!(
@@ -1041,6 +1125,7 @@ async fn execute(
         error: None,
         skipped_because: None,
         preview: None,
+        partitions,
     })
 }
 
@@ -1585,16 +1670,13 @@ fn with_row_hash(
         .map_err(|e| Error::engine("hashing rows", e.into()))
 }
 
-/// The baseline rows of `held_keys` (keys of rejected rows) that the valid rows do not cover,
-/// as rows of the new snapshot: so a rejected row keeps its baseline row and is never DELETED.
-async fn carry_baseline_rows(
+/// Register the keys of rejected rows as `held_keys`, typed as the snapshot's key columns.
+fn register_held_keys(
     ctx: &SessionContext,
     table: &TablePlan,
     held_keys: &[RecordBatch],
     incoming_schema: &SchemaRef,
-    baseline_columns: &[String],
-    hashed: &[String],
-) -> Result<Vec<RecordBatch>> {
+) -> Result<()> {
     let name = table.name.as_str();
     let key_fields: Vec<Field> = table
         .key
@@ -1632,7 +1714,38 @@ async fn carry_baseline_rows(
     }
     ctx.deregister_table("held_keys")
         .map_err(engine_err(name, "holding keys"))?;
-    register_batches(ctx, "held_keys", key_schema, keys)?;
+    register_batches(ctx, "held_keys", key_schema, keys)
+}
+
+/// Add carried rows to today's rows (and to the `incoming` table).
+fn add_rows(
+    ctx: &SessionContext,
+    name: &str,
+    incoming: &mut Vec<RecordBatch>,
+    schema: &SchemaRef,
+    carried: Vec<RecordBatch>,
+) -> Result<()> {
+    if carried.iter().all(|b| b.num_rows() == 0) {
+        return Ok(());
+    }
+    incoming.extend(carried);
+    ctx.deregister_table("incoming")
+        .map_err(engine_err(name, "registering tables"))?;
+    register_batches(ctx, "incoming", schema.clone(), incoming.clone())
+}
+
+/// The baseline rows (alias `b`) meeting `condition` whose key today's rows do not hold, as
+/// rows of the new snapshot: the baseline rows of rejected keys, so that a rejected row is never
+/// DELETED, and the rows outside the run's scope (other partitions, rows an increment lacks).
+async fn carry_baseline_rows(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    condition: &str,
+    incoming_schema: &SchemaRef,
+    baseline_columns: &[String],
+    hashed: &[String],
+) -> Result<Vec<RecordBatch>> {
+    let name = table.name.as_str();
     let matches = |other: &str| diff::key_equal(&table.key, other, "b");
     let projection = incoming_schema
         .fields()
@@ -1653,11 +1766,10 @@ async fn carry_baseline_rows(
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "SELECT {projection} FROM baseline b WHERE EXISTS (SELECT 1 FROM held_keys h WHERE {}) AND NOT EXISTS (SELECT 1 FROM incoming i WHERE {})",
-        matches("h"),
+        "SELECT {projection} FROM baseline b WHERE ({condition}) AND NOT EXISTS (SELECT 1 FROM incoming i WHERE {})",
         matches("i")
     );
-    let rows = engine::sql_batches(ctx, &sql, name, "holding rejected rows' baseline rows").await?;
+    let rows = engine::sql_batches(ctx, &sql, name, "carrying baseline rows").await?;
     let mut fields: Vec<FieldRef> = incoming_schema.fields().iter().cloned().collect();
     fields.pop();
     let row_schema = Arc::new(Schema::new(fields));
@@ -1674,6 +1786,212 @@ async fn carry_baseline_rows(
             let b = RecordBatch::try_new(row_schema.clone(), columns)
                 .map_err(|e| Error::engine("holding rows", e.into()))?;
             with_row_hash(name, &b, hashed, incoming_schema)
+        })
+        .collect()
+}
+
+/// `mode: incremental`: the rows whose watermark is above the stored one (or null: such a row
+/// cannot be placed in time, and an unchanged one is UNCHANGED anyway), and how many were not.
+fn above_watermark(
+    name: &str,
+    batches: Vec<RecordBatch>,
+    stored: &store::Watermark,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    use datafusion::arrow::array::{BooleanArray, Scalar, StringArray};
+    let mut kept = Vec::with_capacity(batches.len());
+    let mut ignored = 0u64;
+    for batch in batches {
+        let Some(values) = batch.column_by_name(&stored.column) else {
+            return Err(Error::MissingColumn {
+                table: name.to_string(),
+                column: stored.column.clone(),
+                setting: "watermark".into(),
+                origin: "the snapshot".into(),
+                available: column_names(&batch.schema()),
+            });
+        };
+        let unreadable = |e: String| Error::Usage {
+            message: format!(
+                "table {name}: the stored watermark {} = {} cannot be read as {} ({e}); the column's type changed? `tidemark reset --table {name}` starts over.",
+                stored.column,
+                stored.value,
+                source::types::type_name(values.data_type())
+            ),
+        };
+        let threshold = datafusion::arrow::compute::kernels::cast::cast(
+            &StringArray::from(vec![stored.value.as_str()]),
+            values.data_type(),
+        )
+        .map_err(|e| unreadable(e.to_string()))?;
+        if threshold.is_null(0) {
+            return Err(unreadable("not a value of that type".into()));
+        }
+        let above = datafusion::arrow::compute::kernels::cmp::gt(values, &Scalar::new(threshold))
+            .map_err(|e| Error::engine("comparing watermarks", e.into()))?;
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|i| Some(values.is_null(i) || (above.is_valid(i) && above.value(i))))
+            .collect();
+        ignored += (batch.num_rows() - keep.true_count()) as u64;
+        kept.push(
+            datafusion::arrow::compute::filter_record_batch(&batch, &keep)
+                .map_err(|e| Error::engine("comparing watermarks", e.into()))?,
+        );
+    }
+    Ok((kept, ignored))
+}
+
+/// The highest watermark among today's rows (`incoming`), as text.
+async fn highest_watermark(
+    ctx: &SessionContext,
+    name: &str,
+    column: &str,
+) -> Result<Option<String>> {
+    let sql = format!(
+        "SELECT CAST(max({}) AS VARCHAR) FROM incoming",
+        diff::ident(column)
+    );
+    let batches = engine::sql_batches(ctx, &sql, name, "finding the watermark").await?;
+    Ok(batches
+        .iter()
+        .find(|b| b.num_rows() > 0 && b.column(0).is_valid(0))
+        .map(|b| array_value_to_string(b.column(0), 0).unwrap_or_default()))
+}
+
+/// One partition's values and row count in today's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRows {
+    /// The partition columns' values, as text (`null` for null).
+    pub values: Vec<String>,
+    /// Today's rows in it.
+    pub rows: u64,
+}
+
+/// `partition_by`: the partitions today's rows (`incoming`) hold, registered as
+/// `present_partitions` for carrying the others, with their row counts.
+async fn partition_rows(ctx: &SessionContext, table: &TablePlan) -> Result<Vec<PartitionRows>> {
+    if table.partition_by.is_empty() {
+        return Ok(Vec::new());
+    }
+    let name = table.name.as_str();
+    let schema = ctx
+        .table("incoming")
+        .await
+        .map_err(engine_err(name, "reading today's rows"))?
+        .schema()
+        .as_arrow()
+        .clone();
+    for column in &table.partition_by {
+        if schema.field_with_name(column).is_err() {
+            return Err(Error::MissingColumn {
+                table: name.to_string(),
+                column: column.clone(),
+                setting: "partition_by".into(),
+                origin: "the snapshot".into(),
+                available: column_names(&Arc::new(schema.clone())),
+            });
+        }
+    }
+    let columns = diff::ident_list(&table.partition_by);
+    let sql = format!(
+        "SELECT {columns}, count(*) AS __tidemark_rows FROM incoming GROUP BY {columns} ORDER BY {columns}"
+    );
+    let batches = engine::sql_batches(ctx, &sql, name, "listing partitions").await?;
+    let mut present = Vec::new();
+    for batch in &batches {
+        let counts = batch
+            .column(table.partition_by.len())
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .expect("count(*) is Int64");
+        for row in 0..batch.num_rows() {
+            present.push(PartitionRows {
+                values: (0..table.partition_by.len())
+                    .map(|j| display_value(batch.column(j), row))
+                    .collect(),
+                rows: counts.value(row) as u64,
+            });
+        }
+    }
+    ctx.deregister_table("present_partitions")
+        .map_err(engine_err(name, "listing partitions"))?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| Arc::new(Schema::empty()));
+    register_batches(ctx, "present_partitions", schema, batches)?;
+    Ok(present)
+}
+
+/// A value as the summary shows it.
+fn display_value(values: &ArrayRef, row: usize) -> String {
+    if values.is_null(row) {
+        "null".to_string()
+    } else {
+        array_value_to_string(values, row).unwrap_or_default()
+    }
+}
+
+/// What one partition's run did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionCounts {
+    /// `column = value` per partition column.
+    pub partition: Vec<(String, String)>,
+    /// Its counts (rows: today's rows in it).
+    pub counts: Counts,
+}
+
+/// Counts per partition today's rows hold: new, changed and deleted from the delta.
+fn count_partitions(
+    table: &TablePlan,
+    delta: &diff::Delta,
+    partitions: &[PartitionRows],
+) -> Vec<PartitionCounts> {
+    if partitions.is_empty() {
+        return Vec::new();
+    }
+    let mut by_partition: std::collections::BTreeMap<Vec<String>, Counts> = partitions
+        .iter()
+        .map(|p| {
+            (
+                p.values.clone(),
+                Counts {
+                    rows_in: p.rows,
+                    ..Counts::default()
+                },
+            )
+        })
+        .collect();
+    for batch in &delta.batches {
+        let kinds = batch
+            .column_by_name(CHANGE_TYPE_COLUMN)
+            .expect("the delta has its change type");
+        let columns: Vec<&ArrayRef> = table
+            .partition_by
+            .iter()
+            .filter_map(|c| batch.column_by_name(c))
+            .collect();
+        for row in 0..batch.num_rows() {
+            let values: Vec<String> = columns.iter().map(|c| display_value(c, row)).collect();
+            let counts = by_partition.entry(values).or_default();
+            match array_value_to_string(kinds, row)
+                .unwrap_or_default()
+                .as_str()
+            {
+                "NEW" => counts.new += 1,
+                "CHANGED" => counts.changed += 1,
+                "DELETED" => counts.deleted += 1,
+                _ => {}
+            }
+        }
+    }
+    by_partition
+        .into_iter()
+        .map(|(values, mut counts)| {
+            counts.unchanged = counts.rows_in.saturating_sub(counts.new + counts.changed);
+            PartitionCounts {
+                partition: table.partition_by.iter().cloned().zip(values).collect(),
+                counts,
+            }
         })
         .collect()
 }

@@ -122,6 +122,8 @@ pub(super) async fn execute(args: DiffArgs, store: Option<&str>) -> Result<u8> {
         duplicates: Duplicates::Error,
         depends_on: Vec::new(),
         references: Vec::new(),
+        mode: crate::spec::TableMode::Snapshot,
+        partition_by: Vec::new(),
         emit_deleted: true,
         delete_set: Vec::new(),
         outputs: Vec::new(),

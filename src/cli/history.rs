@@ -31,6 +31,8 @@ struct Row {
     changed: u64,
     deleted: u64,
     source: String,
+    /// `mode: incremental`: `column = value` after the version.
+    watermark: Option<String>,
 }
 
 pub(super) async fn execute(args: HistoryArgs, store: Option<&str>) -> Result<u8> {
@@ -65,10 +67,14 @@ pub(super) async fn execute(args: HistoryArgs, store: Option<&str>) -> Result<u8
                     .map(|f| f.path.clone())
                     .collect::<Vec<_>>()
                     .join(", "),
+                watermark: r
+                    .watermark
+                    .as_ref()
+                    .map(|w| format!("{} = {}", w.column, w.value)),
             });
         }
     }
-    let schema = Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("table", DataType::Utf8, false),
         Field::new("version", DataType::UInt64, false),
         Field::new("committed_at", DataType::Utf8, false),
@@ -78,7 +84,12 @@ pub(super) async fn execute(args: HistoryArgs, store: Option<&str>) -> Result<u8
         Field::new("changed", DataType::UInt64, false),
         Field::new("deleted", DataType::UInt64, false),
         Field::new("source", DataType::Utf8, false),
-    ]));
+    ];
+    // Only incremental tables have a watermark; the column appears when one does.
+    if rows.iter().any(|r| r.watermark.is_some()) {
+        fields.push(Field::new("watermark", DataType::Utf8, true));
+    }
+    let schema = Arc::new(Schema::new(fields));
     let batch = query::rows_to_batch(schema, &rows)?;
     let text = pretty_format_batches(&[batch])
         .map_err(|e| Error::engine("formatting history", e.into()))?;

@@ -150,6 +150,18 @@ async fn run_file(
     run_pipeline(&plan, &options, |t| {
         crate::run::above_progress(|| {
             println!("{}", summary_line(t));
+            for p in &t.partitions {
+                let c = &p.counts;
+                println!(
+                    "  partition {}: {} rows: {} new, {} changed, {} deleted, {} unchanged",
+                    partition_name(&p.partition),
+                    c.rows_in,
+                    c.new,
+                    c.changed,
+                    c.deleted,
+                    c.unchanged
+                );
+            }
             if let Some(path) = &t.rejects_file {
                 println!("  rejected rows: {path}");
             }
@@ -172,6 +184,15 @@ async fn run_file(
         })
     })
     .await
+}
+
+/// `customer=GREYSON, region=EU`.
+fn partition_name(values: &[(String, String)]) -> String {
+    values
+        .iter()
+        .map(|(c, v)| format!("{c}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The one-line summary of SPEC 6.
@@ -243,6 +264,14 @@ fn report_json(run: &PipelineRun) -> serde_json::Value {
                 "delta_files": t.delta_files,
                 "rejects_file": t.rejects_file,
                 "notes": t.notes,
+                "partitions": t.partitions.iter().map(|p| json!({
+                    "partition": p.partition.iter().map(|(c, v)| (c.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<String, serde_json::Value>>(),
+                    "rows_in": p.counts.rows_in,
+                    "new": p.counts.new,
+                    "changed": p.counts.changed,
+                    "deleted": p.counts.deleted,
+                    "unchanged": p.counts.unchanged,
+                })).collect::<Vec<_>>(),
                 "error": t.error.as_ref().map(|e| e.to_string()).or_else(|| t.skipped_because.clone()),
             })
         })

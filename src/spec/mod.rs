@@ -87,6 +87,10 @@ pub struct TablePlan {
     pub depends_on: Vec<String>,
     /// Foreign keys checked against the parent's new snapshot (`references:`).
     pub references: Vec<Reference>,
+    /// How a run's rows relate to the baseline.
+    pub mode: TableMode,
+    /// `partition_by`: a run can delete rows only in the partitions it holds.
+    pub partition_by: Vec<String>,
     /// Whether DELETED rows go to the delta.
     pub emit_deleted: bool,
     /// Values DELETED rows carry in the delta.
@@ -103,6 +107,23 @@ pub struct TablePlan {
     pub validate: Validation,
     /// Per-column clean-ups applied before hashing and comparing, in declaration order.
     pub normalize: Vec<Normalize>,
+}
+
+/// `mode:` (with its watermark).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TableMode {
+    /// The source is the whole table (within the partitions it holds): a key it lacks is
+    /// DELETED.
+    #[default]
+    Snapshot,
+    /// The source is the whole table, rebuilt every day (an export); partitions do not apply.
+    Full,
+    /// The source holds the rows changed since the last run (or more): rows at or below the
+    /// stored watermark are ignored, nothing is DELETED, the baseline is upserted.
+    Incremental {
+        /// The column that grows with every change.
+        watermark: String,
+    },
 }
 
 /// One `references:` entry: every non-null value of `column` must be a value of
@@ -528,12 +549,6 @@ fn normalise(path: &Path) -> PathBuf {
     out
 }
 
-fn not_supported(problems: &mut Vec<String>, table: &str, key: &str, line: u64, issue: &str) {
-    problems.push(format!(
-        "line {line}: table {table}: `{key}` is not supported yet by this version of tidemark ({issue}). Remove it; tidemark refuses to ignore it silently."
-    ));
-}
-
 fn validate(
     path: &Path,
     dir: &Path,
@@ -601,30 +616,45 @@ fn table_plan(
     problems: &mut Vec<String>,
 ) -> Option<TablePlan> {
     let before = problems.len();
-    for (key, value) in [(
-        "partition_by",
-        raw.partition_by.as_ref().map(|s| s.referenced.line()),
-    )] {
-        if let Some(line) = value {
-            not_supported(
-                problems,
-                name,
-                key,
-                line,
-                "planned with partitions and incremental mode",
-            );
+    let partition_by = raw
+        .partition_by
+        .as_ref()
+        .map(|p| p.value.clone().into_vec())
+        .unwrap_or_default();
+    let mode = match (raw.mode.as_ref().map(|m| m.value), &raw.watermark) {
+        (Some(Mode::Incremental), Some(w)) => TableMode::Incremental {
+            watermark: w.value.clone(),
+        },
+        (Some(Mode::Incremental), None) => {
+            problems.push(format!(
+                "{}: table {name}: `mode: incremental` needs `watermark:`, the column that grows with every change (e.g. updated_at); rows at or below the last run's highest value are ignored.",
+                at(raw.mode.as_ref().expect("matched"))
+            ));
+            TableMode::Snapshot
         }
-    }
-    if let Some(mode) = &raw.mode
-        && mode.value == Mode::Incremental
-    {
-        not_supported(
-            problems,
-            name,
-            "mode: incremental",
-            mode.referenced.line(),
-            "planned with partitions and incremental mode",
-        );
+        (other, Some(w)) => {
+            problems.push(format!(
+                "{}: table {name}: `watermark` applies to `mode: incremental` only{}.",
+                at(w),
+                if other.is_none() { "; add it" } else { "" }
+            ));
+            TableMode::Snapshot
+        }
+        (Some(Mode::Full), None) => TableMode::Full,
+        (Some(Mode::Snapshot) | None, None) => TableMode::Snapshot,
+    };
+    if let Some(p) = &raw.partition_by {
+        match &mode {
+            TableMode::Snapshot => {}
+            TableMode::Full => problems.push(format!(
+                "{}: table {name}: `partition_by` limits deletes to the partitions a run holds, but `mode: full` replaces the whole table; use `mode: snapshot` (the default) with partitions.",
+                at(p)
+            )),
+            TableMode::Incremental { .. } => problems.push(format!(
+                "{}: table {name}: `partition_by` limits deletes, and `mode: incremental` never deletes; remove one of them.",
+                at(p)
+            )),
+        }
     }
 
     let mut guard = Guard::default();
@@ -918,6 +948,8 @@ fn table_plan(
         duplicates: raw.duplicates.unwrap_or_default(),
         depends_on,
         references,
+        mode,
+        partition_by,
         emit_deleted,
         delete_set,
         outputs,

@@ -3,7 +3,6 @@
 
 use indexmap::IndexMap;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
 /// The whole file.
@@ -27,7 +26,8 @@ pub struct RawTable {
     pub tolerance: Option<Spanned<IndexMap<String, RawLimit>>>,
     pub duplicates: Option<Duplicates>,
     pub mode: Option<Spanned<Mode>>,
-    pub partition_by: Option<Spanned<IgnoredAny>>,
+    pub watermark: Option<Spanned<String>>,
+    pub partition_by: Option<Spanned<OneOrMany>>,
     pub depends_on: Option<Spanned<Vec<String>>>,
     pub references: Option<Spanned<IndexMap<String, String>>>,
     pub validate: Option<Spanned<RawValidate>>,
@@ -61,7 +61,7 @@ pub enum SheetValue {
 }
 
 /// One column name or a list (composite key).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -103,6 +103,7 @@ pub enum Duplicates {
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Snapshot,
+    Full,
     Incremental,
 }
 

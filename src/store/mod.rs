@@ -136,6 +136,19 @@ pub struct CommitRecord {
     pub hash: HashSpec,
     /// Run duration up to the commit.
     pub duration_ms: u64,
+    /// `mode: incremental`: the highest watermark value committed so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<Watermark>,
+}
+
+/// The highest value of an incremental table's watermark column the store holds: the next run
+/// ignores rows at or below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The column.
+    pub column: String,
+    /// Its highest value, as text (cast back to the column's type when compared).
+    pub value: String,
 }
 
 /// One table run, committed or not, as the `runs` table shows it.
@@ -676,6 +689,7 @@ mod tests {
                 normalize: Vec::new(),
             },
             duration_ms: 0,
+            watermark: None,
         }
     }
 
