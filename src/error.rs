@@ -195,6 +195,14 @@ pub enum Error {
         version: u64,
     },
 
+    /// A table of an `atomic: true` pipeline ran well but was not committed, because the
+    /// pipeline as a whole was not.
+    #[error("not committed: {reason}")]
+    NotCommitted {
+        /// Why the pipeline commit did not happen.
+        reason: String,
+    },
+
     /// One or more tables of a pipeline run failed; each has been reported already.
     #[error("{failed} of {total} tables failed")]
     TablesFailed {

@@ -45,6 +45,7 @@ fn new_record(
         pipeline: plan.name.clone(),
         pipeline_hash: plan.file_hash.clone(),
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
+        atomic: None,
         ..from.clone()
     }
 }
@@ -160,7 +161,7 @@ pub async fn rollback(
     }
     let (ctx, delta) = diff_versions(store, table, &base, &target).await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let version = latest.version + 1;
+    let version = store.next_version(name).await?;
     let (schema, batches) = stored_changes(&ctx, table, &delta).await?;
     let changes = store
         .put_file(
@@ -170,6 +171,7 @@ pub async fn rollback(
         )
         .await?;
     let mut record = new_record(plan, &target, version, CommitKind::Rollback, &run_id);
+    record.previous_version = Some(latest.version);
     record.changes = changes;
     record.counts = delta.counts;
     record.duration_ms = started.elapsed().as_millis() as u64;
@@ -201,7 +203,7 @@ pub async fn reset(plan: &Plan, table: &TablePlan, store: &Store) -> Result<Comm
     let changes_schema = Arc::new(renamed.schema().as_arrow().clone());
     let change_rows = renamed.collect().await.map_err(fail)?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let version = latest.version + 1;
+    let version = store.next_version(name).await?;
     let empty = sink::encode_parquet(
         &snapshot_schema,
         &[RecordBatch::new_empty(snapshot_schema.clone())],
@@ -217,6 +219,7 @@ pub async fn reset(plan: &Plan, table: &TablePlan, store: &Store) -> Result<Comm
         )
         .await?;
     let mut record = new_record(plan, &latest, version, CommitKind::Reset, &run_id);
+    record.previous_version = Some(latest.version);
     record.snapshot = snapshot;
     record.changes = changes;
     record.source_files = Vec::new();

@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Skip every table not yet started once one fails.
     pub fail_fast: bool,
+    /// Set by the scheduler for an `atomic: true` pipeline: the id of its pipeline commit.
+    #[doc(hidden)]
+    pub atomic_run: Option<String>,
 }
 
 /// Tables run at once share the terminal: one spinner line each, drawn together.
@@ -145,6 +148,8 @@ pub struct TableRun {
     pub preview: Option<(SchemaRef, Vec<RecordBatch>)>,
     /// `partition_by`: the counts of each partition the run held.
     pub partitions: Vec<PartitionCounts>,
+    /// An atomic pipeline's prepared version, committed with the others at the end.
+    pub pending: Option<Box<PendingCommit>>,
 }
 
 /// The outcome of a pipeline run.
@@ -262,7 +267,13 @@ async fn schedule(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let mut options = options.clone();
+    if plan.atomic && !options.dry_run {
+        options.atomic_run = Some(uuid::Uuid::new_v4().simple().to_string());
+    }
+    let atomic = options.atomic_run.clone();
     let shared = Arc::new((plan.clone(), store.clone(), options.clone()));
+    let options = &shared.2;
     let mut stages = vec![Stage::Waiting; selected.len()];
     let mut outcomes: Vec<Option<TableRun>> = selected.iter().map(|_| None).collect();
     let mut reported = 0;
@@ -319,7 +330,10 @@ async fn schedule(
                 });
             }
         }
-        while let Some(Some(outcome)) = outcomes.get(reported) {
+        // An atomic run's outcomes are known only once the pipeline commit decided.
+        while atomic.is_none()
+            && let Some(Some(outcome)) = outcomes.get(reported)
+        {
             on_table(outcome);
             reported += 1;
         }
@@ -344,7 +358,87 @@ async fn schedule(
         stages[i] = Stage::Ended(ok);
         outcomes[i] = Some(outcome);
     }
-    outcomes.into_iter().flatten().collect()
+    let mut outcomes: Vec<TableRun> = outcomes.into_iter().flatten().collect();
+    if let Some(id) = &atomic {
+        commit_together(plan, store, id, &mut outcomes).await;
+        for outcome in &outcomes {
+            on_table(outcome);
+        }
+    }
+    outcomes
+}
+
+/// The end of an `atomic: true` run: when every table ran well, their prepared versions are
+/// committed together (`Store::commit_atomic`) and then their deltas written; otherwise none
+/// is, and each prepared table says why. Every prepared table's run is recorded here.
+async fn commit_together(plan: &Plan, store: &Store, id: &str, outcomes: &mut [TableRun]) {
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.error.is_some() || o.status == TableStatus::Skipped)
+        .map(|o| o.table.as_str())
+        .collect();
+    let records: Vec<CommitRecord> = outcomes
+        .iter()
+        .filter_map(|o| o.pending.as_ref().map(|p| p.record.clone()))
+        .collect();
+    // Why nothing was committed, if so; a lost race is a conflict (exit 4), as for one table.
+    let verdict: std::result::Result<(), (String, bool)> = if !failed.is_empty() {
+        Err((
+            format!(
+                "the pipeline is atomic and {} did not commit",
+                failed.join(", ")
+            ),
+            false,
+        ))
+    } else {
+        match store.commit_atomic(id, &plan.name, &records).await {
+            Ok(()) => Ok(()),
+            Err(e @ Error::Conflict { .. }) => Err((e.to_string(), true)),
+            Err(e) => Err((format!("the pipeline commit failed: {e}"), false)),
+        }
+    };
+    for outcome in outcomes.iter_mut() {
+        let Some(pending) = outcome.pending.take() else {
+            continue;
+        };
+        let version = pending.record.version;
+        match &verdict {
+            Ok(()) => {
+                match write_outputs(&outcome.table, version, pending.outputs).await {
+                    Ok(files) => outcome.delta_files = files,
+                    Err(e) => {
+                        // Committed: the data is in the store; only a delta file is missing.
+                        outcome
+                            .notes
+                            .push(format!("the delta could not be written: {e}"));
+                    }
+                }
+            }
+            Err((_, true)) => {
+                outcome.status = TableStatus::Conflict;
+                outcome.error = Some(Error::Conflict {
+                    table: outcome.table.clone(),
+                    version,
+                });
+            }
+            Err((reason, false)) => {
+                outcome.status = TableStatus::Failed;
+                outcome.error = Some(Error::NotCommitted {
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let table = plan.table(&outcome.table).expect("a pipeline table");
+        record_run(
+            plan,
+            table,
+            store,
+            outcome,
+            pending.started_at,
+            &pending.run_id,
+        )
+        .await;
+    }
 }
 
 /// A table that did not start, recorded in `runs` as skipped.
@@ -390,6 +484,7 @@ fn failed_run(table: &str, error: Error) -> TableRun {
         skipped_because: None,
         preview: None,
         partitions: Vec::new(),
+        pending: None,
     }
 }
 
@@ -446,9 +541,11 @@ pub async fn run_table(
             skipped_because: None,
             preview: None,
             partitions: Vec::new(),
+            pending: None,
         },
     };
-    if !options.dry_run {
+    // A version an atomic pipeline prepared is recorded once the pipeline commit decided.
+    if !options.dry_run && outcome.pending.is_none() {
         record_run(plan, table, store, &outcome, started_at, &run_id).await;
     }
     outcome
@@ -699,7 +796,7 @@ async fn execute(
     };
     rejected_rows.extend(validate::locate(&rejections, &rows, as_read, from_source));
     partial.rejected = rejected_rows.len() as u64;
-    let version = baseline.as_ref().map_or(1, |b| b.version + 1);
+    let version = store.next_version(name).await?;
     if !rejected_rows.is_empty() && !options.dry_run {
         // Rows are shown as the source holds them, unless the transform hides which source
         // row a result row came from: then the result's columns follow.
@@ -1047,6 +1144,7 @@ async fn execute(
             error: None,
             skipped_because: None,
             partitions,
+            pending: None,
             preview: Some(match shaped.into_iter().next() {
                 Some(first) => first,
                 None => {
@@ -1096,22 +1194,10 @@ async fn execute(
         hash: hash_spec,
         duration_ms: started.elapsed().as_millis() as u64,
         watermark,
+        previous_version: baseline.as_ref().map(|b| b.version),
+        atomic: None,
     };
-    store.commit(&record).await?;
-    tracing::info!(
-        "{name}: committed v{version} ({:.2} s)",
-        started.elapsed().as_secs_f64()
-    );
-
-    progress.phase("writing the delta");
-    // Step 3: outputs, only after the commit succeeded.
-    let now = Utc::now();
-    let mut delta_files = Vec::new();
-    for (output, (schema, batches)) in table.outputs.iter().zip(&shaped) {
-        let path = sink::output_path(&output.path, name, version, now);
-        delta_files.push(sink::write_location(&path, schema, batches).await?);
-    }
-    Ok(TableRun {
+    let mut run = TableRun {
         table: name.to_string(),
         status: TableStatus::Committed,
         version: Some(version),
@@ -1120,13 +1206,76 @@ async fn execute(
         rejects_file: partial.rejects_file.clone(),
         notes,
         duration_ms: 0,
-        delta_files,
+        delta_files: Vec::new(),
         sources: source_files.iter().map(|f| f.path.clone()).collect(),
         error: None,
         skipped_because: None,
         preview: None,
         partitions,
-    })
+        pending: None,
+    };
+    if let Some(id) = &options.atomic_run {
+        // An atomic pipeline commits every table together, once all have run; the tables that
+        // depend on this one read this version meanwhile.
+        let mut record = record;
+        record.atomic = Some(id.clone());
+        store.stage(record.clone());
+        run.pending = Some(Box::new(PendingCommit {
+            record,
+            outputs: table
+                .outputs
+                .iter()
+                .map(|o| o.path.clone())
+                .zip(shaped)
+                .collect(),
+            started_at,
+            run_id: run_id.to_string(),
+        }));
+        return Ok(run);
+    }
+    store.commit(&record).await?;
+    tracing::info!(
+        "{name}: committed v{version} ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
+    progress.phase("writing the delta");
+    // Step 3: outputs, only after the commit succeeded.
+    let outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))> = table
+        .outputs
+        .iter()
+        .map(|o| o.path.clone())
+        .zip(shaped)
+        .collect();
+    run.delta_files = write_outputs(name, version, outputs).await?;
+    Ok(run)
+}
+
+/// Write a committed version's delta files; returns where they went.
+async fn write_outputs(
+    table: &str,
+    version: u64,
+    outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))>,
+) -> Result<Vec<String>> {
+    let now = Utc::now();
+    let mut written = Vec::new();
+    for (template, (schema, batches)) in outputs {
+        let path = sink::output_path(&template, table, version, now);
+        written.push(sink::write_location(&path, &schema, &batches).await?);
+    }
+    Ok(written)
+}
+
+/// A table version an atomic pipeline run prepared: written, not yet visible.
+#[derive(Debug)]
+pub struct PendingCommit {
+    /// Its commit record (with `atomic` set).
+    pub record: CommitRecord,
+    /// The outputs to write once committed: path template, and the shaped delta.
+    pub outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))>,
+    /// When the table's run started.
+    pub started_at: DateTime<Utc>,
+    /// The table run's id.
+    pub run_id: String,
 }
 
 /// A table's new snapshot, loaded and transformed, not yet typed or hashed.

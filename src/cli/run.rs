@@ -146,6 +146,7 @@ async fn run_file(
         unsafe_single_writer: global.unsafe_single_writer,
         jobs: args.jobs,
         fail_fast: args.fail_fast,
+        atomic_run: None,
     };
     run_pipeline(&plan, &options, |t| {
         crate::run::above_progress(|| {

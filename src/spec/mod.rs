@@ -55,6 +55,8 @@ pub struct Plan {
     pub tables: Vec<TablePlan>,
     /// xxh3 of the file's bytes, recorded in every commit.
     pub file_hash: String,
+    /// `atomic: true`: every table's new version becomes visible together, or none does.
+    pub atomic: bool,
 }
 
 impl Plan {
@@ -569,6 +571,7 @@ fn validate(
         }
         None => dir.join(".tidemark").display().to_string(),
     };
+    let atomic = raw.atomic.unwrap_or(false);
     if raw.tables.is_empty() {
         problems.push("`tables` is empty: declare at least one table.".to_string());
     }
@@ -605,6 +608,7 @@ fn validate(
         store,
         tables: ordered,
         file_hash,
+        atomic,
     })
 }
 

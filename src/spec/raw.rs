@@ -11,6 +11,7 @@ use serde_saphyr::Spanned;
 pub struct RawPipeline {
     pub name: Option<String>,
     pub store: Option<String>,
+    pub atomic: Option<bool>,
     pub tables: IndexMap<String, Spanned<RawTable>>,
 }
 

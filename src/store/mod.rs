@@ -19,7 +19,15 @@
 //! 3. Outputs (delta files) and the run record are written after the commit.
 //!
 //! A version is therefore either fully visible (record present, files written before it) or
-//! absent; the previous version stays intact and readable at every step.
+//! absent; the previous version stays intact and readable at every step. A record also names
+//! the version its run read as the baseline (`previous_version`): if another version became
+//! visible in between, the commit is a conflict even when its own number is free.
+//!
+//! `atomic: true` pipelines add one step: each table's record is preceded by a marker
+//! `<table>/_pending/<version>`, and a marked version is visible only once the pipeline record
+//! `_atomic/<id>.json` (created if absent) says `committed`. A crash before that record leaves
+//! invisible versions; the next commit of the table creates their pipeline record as `aborted`
+//! first, so they never appear later, and takes the next number.
 //!
 //! The store is a local folder (files and folders are fsynced after each write, because
 //! object_store does not) or a prefix in an S3 bucket, where put-if-absent is the conditional
@@ -139,6 +147,49 @@ pub struct CommitRecord {
     /// `mode: incremental`: the highest watermark value committed so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<Watermark>,
+    /// The version this one was computed against (its change rows are relative to it); no
+    /// other version may have become visible in between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<u64>,
+    /// Set by an `atomic: true` pipeline: the id of its pipeline commit, which must say
+    /// `committed` for this version to be visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atomic: Option<String>,
+}
+
+/// The pipeline-level record of an `atomic: true` run, `_atomic/<id>.json`: creating it as
+/// `committed` makes all its table versions visible at once; as `aborted`, none of them ever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AtomicRecord {
+    /// The run's id (also in the table records' `atomic`).
+    pub id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// `committed` or `aborted`.
+    pub state: AtomicState,
+    /// The table versions it covers.
+    pub tables: Vec<TableVersion>,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+}
+
+/// The outcome of an atomic pipeline commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AtomicState {
+    /// Its versions are visible.
+    Committed,
+    /// Its versions never will be (the run failed, or a later run gave up waiting for it).
+    Aborted,
+}
+
+/// One table's version in an atomic commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableVersion {
+    /// Table name.
+    pub table: String,
+    /// Its version.
+    pub version: u64,
 }
 
 /// The highest value of an incremental table's watermark column the store holds: the next run
@@ -198,6 +249,9 @@ pub struct Store {
     /// Set once the store has shown that it honours put-if-absent (a local folder needs no
     /// check: it creates files exclusively).
     put_if_absent_checked: Arc<OnceLock<()>>,
+    /// An atomic pipeline's prepared versions, not visible to others yet: the tables that
+    /// depend on them read them as their latest.
+    staged: Arc<std::sync::Mutex<std::collections::HashMap<String, CommitRecord>>>,
 }
 
 /// Where the store's files are, for the query engine and for durability.
@@ -261,6 +315,7 @@ impl Store {
             place,
             single_writer: false,
             put_if_absent_checked,
+            staged: Arc::default(),
         }
     }
 
@@ -371,20 +426,206 @@ impl Store {
         Ok(tables)
     }
 
-    /// The committed versions of a table, ascending.
+    /// The visible versions of a table, ascending: every commit record, except those of atomic
+    /// pipeline runs whose pipeline commit is absent (in progress or dead) or aborted. Such
+    /// records are marked by a `_pending/<version>` file written before them, so a table that
+    /// no atomic pipeline wrote costs two listings and no reads.
     pub async fn versions(&self, table: &str) -> Result<Vec<u64>> {
+        let recorded = self.recorded_versions(table).await?;
+        let pending = self.numbered(table, "_pending", "").await?;
+        let mut visible = Vec::with_capacity(recorded.len());
+        for version in recorded {
+            if !pending.contains(&version)
+                || self.atomic_state_of(table, version).await? == Some(AtomicState::Committed)
+            {
+                visible.push(version);
+            }
+        }
+        Ok(visible)
+    }
+
+    /// For a version written by an atomic run, the state of its pipeline commit (None: not yet
+    /// written); for any other version, `Committed`.
+    async fn atomic_state_of(&self, table: &str, version: u64) -> Result<Option<AtomicState>> {
+        let record = self.commit_record(table, version).await?;
+        match &record.atomic {
+            None => Ok(Some(AtomicState::Committed)),
+            Some(id) => Ok(self.atomic_record(id).await?.map(|a| a.state)),
+        }
+    }
+
+    /// An atomic pipeline commit record, if written.
+    pub async fn atomic_record(&self, id: &str) -> Result<Option<AtomicRecord>> {
+        let path = Path::from(format!("_atomic/{id}.json"));
+        let location = format!("{}/{path}", self.location);
+        match self.objects()?.get(&path).await {
+            Ok(found) => {
+                let bytes = found.bytes().await.map_err(|e| store_error(&location, e))?;
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    store_error(
+                        &location,
+                        format!("the pipeline commit record is damaged ({e})"),
+                    )
+                })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(location, e)),
+        }
+    }
+
+    /// The number the table's next version takes: above every commit record, visible or not.
+    pub async fn next_version(&self, table: &str) -> Result<u64> {
+        Ok(self
+            .recorded_versions(table)
+            .await?
+            .last()
+            .map_or(1, |v| v + 1))
+    }
+
+    /// Make a prepared version of an atomic run the latest for the tables of the same run
+    /// that read it (their transforms and references), before it is committed.
+    pub fn stage(&self, record: CommitRecord) {
+        self.staged
+            .lock()
+            .expect("the staged records are not poisoned")
+            .insert(record.table.clone(), record);
+    }
+
+    /// Before committing `version` of `table`: atomic runs' versions below it whose pipeline
+    /// commit is absent are aborted (their pipeline record created as `aborted`), so they can
+    /// never become visible under a newer version. If one was committed meanwhile, this run's
+    /// baseline is stale: a conflict.
+    async fn settle_pending(&self, table: &str, version: u64) -> Result<()> {
+        let pending = self.numbered(table, "_pending", "").await?;
+        for earlier in pending.into_iter().filter(|v| *v < version) {
+            let record = match self.commit_record(table, earlier).await {
+                Ok(r) => r,
+                // A marker whose record was never written: nothing to settle.
+                Err(_) if !self.recorded_versions(table).await?.contains(&earlier) => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(id) = &record.atomic else { continue };
+            match self.atomic_record(id).await? {
+                Some(_) => continue,
+                None => {
+                    let aborted = AtomicRecord {
+                        id: id.clone(),
+                        pipeline: record.pipeline.clone(),
+                        state: AtomicState::Aborted,
+                        tables: vec![TableVersion {
+                            table: table.to_string(),
+                            version: earlier,
+                        }],
+                        at: Utc::now(),
+                    };
+                    match self.create_atomic_record(&aborted).await? {
+                        AtomicState::Aborted => {}
+                        AtomicState::Committed => {
+                            return Err(Error::Conflict {
+                                table: table.to_string(),
+                                version: earlier,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Create `_atomic/<id>.json` if absent; returns the state it holds afterwards (another
+    /// run's, when it was there first).
+    async fn create_atomic_record(&self, record: &AtomicRecord) -> Result<AtomicState> {
+        let path = Path::from(format!("_atomic/{}.json", record.id));
+        let json = serde_json::to_vec_pretty(record).map_err(|e| store_error(&self.location, e))?;
+        let objects = self.ensure_put_if_absent().await?;
+        match self.create(objects, &path, PutPayload::from(json)).await {
+            Ok(()) => {
+                self.sync(&path)?;
+                Ok(record.state)
+            }
+            Err(put) => match self.atomic_record(&record.id).await? {
+                // Written by another run first, or by this one with its answer lost.
+                Some(found) => Ok(found.state),
+                None => Err(store_error(format!("{}/{path}", self.location), put)),
+            },
+        }
+    }
+
+    /// Commit the prepared versions of an atomic pipeline run together: each table's record is
+    /// created (put-if-absent, marked `_pending/<version>` first), then the pipeline record
+    /// `_atomic/<id>.json` as `committed`, the single write that makes them all visible. If a
+    /// table's version was taken by another run, or another run aborted this one first, the
+    /// pipeline record says `aborted` and nothing becomes visible (exit 4).
+    pub async fn commit_atomic(
+        &self,
+        id: &str,
+        pipeline: &str,
+        records: &[CommitRecord],
+    ) -> Result<()> {
+        let objects = self.ensure_put_if_absent().await?;
+        let mut outcome = Ok(());
+        for record in records {
+            self.settle_pending(&record.table, record.version).await?;
+            let marker = Path::from(format!("{}/_pending/{}", record.table, record.version));
+            objects
+                .put(&marker, PutPayload::from_static(b""))
+                .await
+                .map_err(|e| store_error(format!("{}/{marker}", self.location), e))?;
+            self.sync(&marker)?;
+            if let Err(e) = self.commit(record).await {
+                outcome = Err(e);
+                break;
+            }
+        }
+        let state = if outcome.is_ok() {
+            AtomicState::Committed
+        } else {
+            AtomicState::Aborted
+        };
+        let pipeline_record = AtomicRecord {
+            id: id.to_string(),
+            pipeline: pipeline.to_string(),
+            state,
+            tables: records
+                .iter()
+                .map(|r| TableVersion {
+                    table: r.table.clone(),
+                    version: r.version,
+                })
+                .collect(),
+            at: Utc::now(),
+        };
+        let written = self.create_atomic_record(&pipeline_record).await?;
+        outcome?;
+        match written {
+            AtomicState::Committed => Ok(()),
+            AtomicState::Aborted => Err(Error::Conflict {
+                table: records.first().map(|r| r.table.clone()).unwrap_or_default(),
+                version: records.first().map_or(0, |r| r.version),
+            }),
+        }
+    }
+
+    /// Every version number with a commit record, visible or not, ascending.
+    async fn recorded_versions(&self, table: &str) -> Result<Vec<u64>> {
+        self.numbered(table, "_commits", ".json").await
+    }
+
+    /// The version numbers of the files `<table>/<folder>/<number><suffix>`, ascending.
+    async fn numbered(&self, table: &str, folder: &str, suffix: &str) -> Result<Vec<u64>> {
         let Some(objects) = &self.objects else {
             return Ok(Vec::new());
         };
-        let prefix = Path::from(format!("{table}/_commits"));
+        let prefix = Path::from(format!("{table}/{folder}"));
         let metas: Vec<_> = objects
             .list(Some(&prefix))
             .try_collect()
             .await
-            .map_err(|e| store_error(format!("{}/{table}/_commits", self.location), e))?;
+            .map_err(|e| store_error(format!("{}/{table}/{folder}", self.location), e))?;
         let mut versions: Vec<u64> = metas
             .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .filter_map(|m| m.location.filename()?.strip_suffix(suffix)?.parse().ok())
             .collect();
         versions.sort_unstable();
         Ok(versions)
@@ -402,8 +643,17 @@ impl Store {
         })
     }
 
-    /// The latest version's commit record, if any.
+    /// The latest version's commit record, if any (an atomic run's own prepared version first).
     pub async fn latest(&self, table: &str) -> Result<Option<CommitRecord>> {
+        let staged = self
+            .staged
+            .lock()
+            .expect("the staged records are not poisoned")
+            .get(table)
+            .cloned();
+        if staged.is_some() {
+            return Ok(staged);
+        }
         match self.versions(table).await?.last() {
             Some(&v) => Ok(Some(self.commit_record(table, v).await?)),
             None => Ok(None),
@@ -431,6 +681,21 @@ impl Store {
     /// of the create is unknown (the store failed to answer), the record is read back: it is
     /// this run's (committed), another run's (conflict), or absent (not committed).
     pub async fn commit(&self, record: &CommitRecord) -> Result<()> {
+        self.settle_pending(&record.table, record.version).await?;
+        // A version that became visible after this run read its baseline makes the run stale:
+        // its change rows would skip that version.
+        let base = record.previous_version.unwrap_or(0);
+        if let Some(&newer) = self
+            .versions(&record.table)
+            .await?
+            .iter()
+            .find(|v| **v > base && **v < record.version)
+        {
+            return Err(Error::Conflict {
+                table: record.table.clone(),
+                version: newer,
+            });
+        }
         let path = commit_path(&record.table, record.version);
         let json = serde_json::to_vec_pretty(record).map_err(|e| store_error(&self.location, e))?;
         let objects = self.ensure_put_if_absent().await?;
@@ -690,6 +955,8 @@ mod tests {
             },
             duration_ms: 0,
             watermark: None,
+            previous_version: version.checked_sub(1).filter(|v| *v > 0),
+            atomic: None,
         }
     }
 
@@ -708,6 +975,16 @@ mod tests {
         store.commit(&record("items", 2)).await.unwrap();
         assert_eq!(store.latest("items").await.unwrap().unwrap().version, 2);
         assert_eq!(store.tables().await.unwrap(), vec!["items".to_string()]);
+
+        // A run that read v1 as its baseline cannot commit v3 over v2: its changes skip v2.
+        let mut stale = record("items", 3);
+        stale.previous_version = Some(1);
+        let refused = store.commit(&stale).await.unwrap_err();
+        assert!(
+            matches!(refused, Error::Conflict { version: 2, .. }),
+            "{refused}"
+        );
+        assert_eq!(store.versions("items").await.unwrap(), vec![1, 2]);
     }
 
     #[tokio::test]

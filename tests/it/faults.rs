@@ -241,3 +241,112 @@ fn a_store_that_ignores_create_only_if_absent_is_refused() {
         assert_eq!(store.versions("items").await.unwrap(), [1]);
     });
 }
+
+const ATOMIC_PIPELINE: &str = "atomic: true
+tables:
+  items:
+    source: {path: items.csv}
+    key: sku
+  prices:
+    source: {path: prices.csv}
+    key: sku
+";
+
+/// An atomic two-table run of day 2 whose `fail_at`-th write fails: afterwards both tables show
+/// day 2 or both show day 1, and the next run commits both.
+async fn atomic_case(fail_at: usize, lose_response: bool) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(&pipeline, ATOMIC_PIPELINE).unwrap();
+    let plan = tidemark::spec::load(&pipeline, None).unwrap();
+    let options = tidemark::run::RunOptions {
+        jobs: 1,
+        ..Default::default()
+    };
+    let write_day = |day: &str| {
+        std::fs::write(dir.path().join("items.csv"), day).unwrap();
+        std::fs::write(dir.path().join("prices.csv"), day).unwrap();
+    };
+    write_day(DAY1);
+    let first = tidemark::run::run_pipeline(&plan, &options, |_| {})
+        .await
+        .unwrap();
+    assert!(first.tables.iter().all(|t| t.error.is_none()));
+    let healthy = tidemark::store::Store::open(&plan.store, false).unwrap();
+
+    let root = std::path::PathBuf::from(&plan.store);
+    let faulty = Faulty {
+        inner: Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap()),
+        puts: AtomicUsize::new(0),
+        fail_at,
+        lose_response,
+        ignores_create: false,
+    };
+    let store = tidemark::store::Store::with_objects(&plan.store, root, Arc::new(faulty));
+    write_day(DAY2);
+    let run = tidemark::run::run_pipeline_in(&plan, &store, &options, |_| {})
+        .await
+        .unwrap();
+    let all_ok = run.tables.iter().all(|t| t.error.is_none());
+    let none_ok = run.tables.iter().all(|t| t.error.is_some());
+    assert!(all_ok || none_ok, "k={fail_at}: {:?}", run.tables);
+
+    // Both tables at day 2, or both at day 1: what readers see agrees with what was reported.
+    let items = query(&healthy, "SELECT sku, qty FROM items ORDER BY sku").await;
+    let prices = query(&healthy, "SELECT sku, qty FROM prices ORDER BY sku").await;
+    assert_eq!(items, prices, "k={fail_at}");
+    let at_day2 = items.contains("| D   | 4   |");
+    assert_eq!(at_day2, all_ok, "k={fail_at}: {items}");
+    let visible = healthy.versions("items").await.unwrap().len();
+    assert_eq!(
+        visible,
+        healthy.versions("prices").await.unwrap().len(),
+        "k={fail_at}"
+    );
+    for check in healthy.verify(&[]).await.unwrap() {
+        assert!(check.problems.is_empty(), "k={fail_at}: {check:?}");
+    }
+
+    // The next run commits both, on top of whatever the failed run left.
+    write_day("sku,qty\nA,1\nE,5\n");
+    let next = tidemark::run::run_pipeline(&plan, &options, |_| {})
+        .await
+        .unwrap();
+    assert!(
+        next.tables.iter().all(|t| t.error.is_none()),
+        "k={fail_at}: {:?}",
+        next.tables
+    );
+    for table in ["items", "prices"] {
+        let rows = query(&healthy, &format!("SELECT sku FROM {table} ORDER BY sku")).await;
+        assert!(
+            rows.contains("| E   |") && !rows.contains("| B "),
+            "k={fail_at}: {rows}"
+        );
+        assert_eq!(healthy.versions(table).await.unwrap().len(), visible + 1);
+    }
+    all_ok
+}
+
+#[test]
+fn an_atomic_pipeline_commits_every_table_or_none_whichever_write_fails() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // Day 2 writes: two data files per table, then per table a pending marker and its
+        // commit record, then the pipeline record, then two run records.
+        let outcomes: Vec<bool> =
+            futures::future::join_all((1..=12).map(|k| atomic_case(k, false))).await;
+        assert_eq!(
+            outcomes,
+            [
+                false, false, false, false, // data files: nothing committed
+                false, false, false, false, // markers and table records: nothing visible
+                false, // the pipeline record: nothing visible
+                true, true, // run records, after the commit
+                true, // no twelfth write
+            ]
+        );
+        // The pipeline record was written but its answer lost: read back, committed.
+        assert!(atomic_case(9, true).await);
+    });
+}

@@ -156,3 +156,52 @@ pub fn race(w: &Workdir, rounds: usize) {
         previous = current;
     }
 }
+
+/// Two tables in an `atomic: true` pipeline, 6 runs at once, 4 rounds: every run commits both
+/// tables or neither (exit 0 or 4), and the two tables always show the same input.
+#[test]
+fn concurrent_atomic_runs_commit_all_tables_or_none() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "atomic: true\ntables:\n  items:\n    source: {path: items.csv}\n    key: sku\n  \
+         stock:\n    source: {path: items.csv}\n    key: sku\n",
+    );
+    for r in 0..4 {
+        w.write("items.csv", csv(&input(r)));
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                w.command()
+                    .args(["run", "p.yaml"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut committed = 0;
+        for child in children {
+            let o = child.wait_with_output().unwrap();
+            let text = stdout(&o);
+            match o.status.code() {
+                Some(0) => {
+                    committed += 1;
+                    assert_eq!(text.matches(" committed — ").count(), 2, "{text}");
+                }
+                Some(4) => assert_eq!(text.matches(" committed — ").count(), 0, "{text}"),
+                other => panic!("round {r}: exit {other:?}: {text}"),
+            }
+        }
+        assert!(committed >= 1, "round {r}: nobody committed");
+        let same = query_rows(
+            &w,
+            "SELECT count(*) FROM (SELECT sku, qty FROM items EXCEPT SELECT sku, qty FROM stock)",
+        );
+        assert_eq!(same, [["0"]], "round {r}");
+        assert_eq!(
+            query_rows(&w, "SELECT count(*) FROM items"),
+            [[input(r).len().to_string()]],
+            "round {r}"
+        );
+    }
+}

@@ -391,3 +391,62 @@ fn a_folder_of_pipeline_files_runs_each_file_in_name_order() {
     let refused = w.run(&["run", "pipelines", "--table", "items"]);
     assert_code(&refused, 2);
 }
+
+#[test]
+fn with_atomic_true_a_missing_source_commits_nothing() {
+    let w = example(&["2024-03-01"]);
+    let pipeline = w.read("pipelines/store-sync.yaml");
+    w.write(
+        "pipelines/store-sync.yaml",
+        pipeline.replace("name: store-sync\n", "name: store-sync\natomic: true\n"),
+    );
+    std::fs::rename(
+        w.path("data/store-sync/2024-03-01/items.jsonl"),
+        w.path("items.jsonl"),
+    )
+    .unwrap();
+    let o = w.run(&["run", "pipelines/store-sync.yaml"]);
+    assert_code(&o, 1);
+    let lines = summary(&o);
+    let not_committed = "failed: not committed: the pipeline is atomic and items, variations, inventory did not commit";
+    assert_eq!(lines[0], format!("locations: {not_committed}"));
+    assert_eq!(lines[1], format!("categories: {not_committed}"));
+    assert!(
+        lines[2].starts_with("items: failed: table items: source "),
+        "{lines:?}"
+    );
+    assert_eq!(lines[3], "variations: skipped: items failed");
+    assert_eq!(lines[4], "inventory: skipped: variations was skipped");
+    assert_eq!(lines[5], format!("orders: {not_committed}"));
+    for table in TABLES {
+        let o = w.run(&["history", "pipelines/store-sync.yaml", "--table", table]);
+        assert_code(&o, 0);
+        assert!(
+            !stdout(&o).contains(&format!("| {table}")),
+            "{}",
+            stdout(&o)
+        );
+    }
+    assert!(!w.path("out/store-sync").exists(), "no delta written");
+
+    // With the file back, every table commits v1 together.
+    std::fs::rename(
+        w.path("items.jsonl"),
+        w.path("data/store-sync/2024-03-01/items.jsonl"),
+    )
+    .unwrap();
+    let o = w.run(&["run", "pipelines/store-sync.yaml"]);
+    assert_code(&o, 0);
+    assert!(
+        summary(&o).iter().all(|l| l.contains(": v1 committed — ")),
+        "{:?}",
+        summary(&o)
+    );
+    assert_eq!(
+        query(
+            &w,
+            "SELECT count(DISTINCT \"table\") AS tables FROM runs WHERE status = 'committed'"
+        ),
+        "tables\n6\n"
+    );
+}
