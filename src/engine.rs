@@ -5,11 +5,58 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::diff::row_hash::row_hash_udf;
 use crate::error::{Error, Result};
+
+/// The memory the engine's joins, sorts and aggregations may hold (`--memory-limit`,
+/// `memory_limit:`); beyond it they spill to disk. Unset: no limit.
+static MEMORY_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Limit the engine's memory for the rest of the process (the first limit set wins).
+pub fn set_memory_limit(bytes: u64) {
+    let _ = MEMORY_LIMIT.set(bytes);
+}
+
+/// The memory limit in force, if any.
+pub fn memory_limit() -> Option<u64> {
+    MEMORY_LIMIT.get().copied()
+}
+
+/// Parse a size as people write it: `2GB`, `512MB`, `1.5GiB`, `800M`, or a number of bytes.
+/// Decimal and binary units are both read as binary (GB = GiB), as memory is counted.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write e.g. 2GB or 512MB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}`; use KB, MB or GB"
+            ));
+        }
+    };
+    let bytes = number * factor as f64;
+    if bytes < (64 << 20) as f64 {
+        return Err(format!(
+            "`{text}` is too small a memory limit; give at least 64MB"
+        ));
+    }
+    Ok(bytes as u64)
+}
 
 /// A fresh session.
 pub fn session() -> SessionContext {
@@ -24,9 +71,19 @@ pub fn session() -> SessionContext {
         .execution
         .parquet
         .schema_force_view_types = false;
-    let runtime = RuntimeEnvBuilder::new()
-        .build_arc()
-        .expect("the default runtime builds");
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit() {
+        // Under a limit, joins and sorts spill to disk: the sort-merge join can, the hash join
+        // cannot (DataFusion 55). The pool names its largest consumers when it says no.
+        config.options_mut().optimizer.prefer_hash_join = false;
+        runtime = runtime
+            .with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(limit as usize),
+                std::num::NonZeroUsize::new(5).expect("5 is not zero"),
+            )))
+            .with_temp_file_path(std::env::temp_dir());
+    }
+    let runtime = runtime.build_arc().expect("the runtime builds");
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_udf(row_hash_udf());
     ctx
@@ -73,4 +130,37 @@ pub async fn sql_batches(
         .collect()
         .await
         .map_err(|e| Error::engine(context(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("2GB"), Ok(2 << 30));
+        assert_eq!(parse_size("512 MB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("100m"), Ok(100 << 20));
+        assert!(
+            parse_size("2 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert!(parse_size("1MB").unwrap_err().contains("too small"));
+    }
+
+    #[test]
+    fn running_out_of_memory_says_what_to_do() {
+        let e = Error::engine(
+            "joining",
+            datafusion::error::DataFusionError::ResourcesExhausted("Failed to allocate".into()),
+        );
+        assert!(
+            e.to_string()
+                .contains("Set --memory-limit (e.g. 2GB) so that joins and sorts spill to disk"),
+            "{e}"
+        );
+    }
 }

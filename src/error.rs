@@ -145,7 +145,7 @@ pub enum Error {
     },
 
     /// The query engine failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {source}{}", memory_hint(source))]
     Engine {
         /// What tidemark was doing.
         context: String,
@@ -285,6 +285,25 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// What to do when the engine ran out of the memory it was given.
+fn memory_hint(source: &datafusion::error::DataFusionError) -> String {
+    let text = source.to_string();
+    if text.contains("Resources exhausted") || text.contains("ResourcesExhausted") {
+        match crate::engine::memory_limit() {
+            Some(limit) => format!(
+                ". The run needs more than --memory-limit {} MB for this step; give it more (e.g. --memory-limit {} MB) or free memory on the machine.",
+                limit >> 20,
+                (limit >> 20) * 2
+            ),
+            None => {
+                ". Set --memory-limit (e.g. 2GB) so that joins and sorts spill to disk.".to_string()
+            }
+        }
+    } else {
+        String::new()
     }
 }
 

@@ -41,6 +41,10 @@ pub struct GlobalArgs {
     /// services): safe only if no two runs ever write to the store at once.
     #[arg(long, global = true)]
     pub unsafe_single_writer: bool,
+    /// Memory the engine's joins and sorts may hold before spilling to disk, e.g. 2GB
+    /// (overrides the pipeline's `memory_limit`).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = crate::engine::parse_size)]
+    pub memory_limit: Option<u64>,
 }
 
 /// The verbs.
@@ -68,6 +72,9 @@ pub enum Command {
 
 /// Run the parsed command; returns the exit code.
 pub async fn execute(cli: Cli) -> Result<u8> {
+    if let Some(bytes) = cli.global.memory_limit {
+        crate::engine::set_memory_limit(bytes);
+    }
     let store = cli.global.store.as_deref();
     match cli.command {
         Command::Run(args) => run::execute(args, &cli.global).await,

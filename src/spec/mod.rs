@@ -57,6 +57,8 @@ pub struct Plan {
     pub file_hash: String,
     /// `atomic: true`: every table's new version becomes visible together, or none does.
     pub atomic: bool,
+    /// `memory_limit:` in bytes: the engine spills beyond it (`--memory-limit` overrides).
+    pub memory_limit: Option<u64>,
 }
 
 impl Plan {
@@ -388,7 +390,12 @@ pub fn load(path: &Path, store_override: Option<&str>) -> Result<Plan> {
         .unwrap_or(Path::new("."));
     let dir = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
     let file_hash = format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
-    validate(path, &dir, raw, store_override, file_hash)
+    let plan = validate(path, &dir, raw, store_override, file_hash)?;
+    // The pipeline's memory limit applies to the engine unless --memory-limit set one first.
+    if let Some(bytes) = plan.memory_limit {
+        crate::engine::set_memory_limit(bytes);
+    }
+    Ok(plan)
 }
 
 /// A YAML or schema error, with its line and column, and for an unknown key the closest valid one.
@@ -572,6 +579,16 @@ fn validate(
         None => dir.join(".tidemark").display().to_string(),
     };
     let atomic = raw.atomic.unwrap_or(false);
+    let memory_limit = match &raw.memory_limit {
+        Some(m) => match crate::engine::parse_size(&m.value) {
+            Ok(bytes) => Some(bytes),
+            Err(why) => {
+                problems.push(format!("{}: memory_limit: {why}", at(m)));
+                None
+            }
+        },
+        None => None,
+    };
     if raw.tables.is_empty() {
         problems.push("`tables` is empty: declare at least one table.".to_string());
     }
@@ -609,6 +626,7 @@ fn validate(
         tables: ordered,
         file_hash,
         atomic,
+        memory_limit,
     })
 }
 

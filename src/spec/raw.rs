@@ -12,6 +12,7 @@ pub struct RawPipeline {
     pub name: Option<String>,
     pub store: Option<String>,
     pub atomic: Option<bool>,
+    pub memory_limit: Option<Spanned<String>>,
     pub tables: IndexMap<String, Spanned<RawTable>>,
 }
 
