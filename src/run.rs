@@ -168,11 +168,16 @@ pub struct PipelineRun {
 impl PipelineRun {
     /// The exit code: 0, or 1 when any table failed, else the code of the failure (4 conflict).
     pub fn exit_code(&self) -> u8 {
-        let codes: Vec<u8> = self
+        // Tables an atomic run did not commit because another failed take that one's code.
+        let causes = self
             .tables
             .iter()
-            .filter_map(|t| t.error.as_ref().map(Error::exit_code))
-            .collect();
+            .filter_map(|t| t.error.as_ref())
+            .filter(|e| !matches!(e, Error::NotCommitted { .. }));
+        let mut codes: Vec<u8> = causes.map(Error::exit_code).collect();
+        if codes.is_empty() && self.tables.iter().any(|t| t.error.is_some()) {
+            codes.push(crate::error::exit_code::FAILED);
+        }
         if codes.is_empty() {
             0
         } else if codes.contains(&crate::error::exit_code::FAILED) {
@@ -836,8 +841,14 @@ async fn execute(
         read_counts,
     )?;
     let valid = validate::without_rows(&typed, &rejected)?;
+    // The partitions a run holds are those of every row it read, rejected rows included: a file
+    // that holds a partition speaks for it.
+    register_present_partitions(&ctx, table, &typed_schema, &typed).await?;
     drop(typed);
-    // Incremental: rows at or below the stored watermark were taken by an earlier run.
+    if let TableMode::Incremental { watermark } = &table.mode {
+        check_watermark_type(table, watermark, &typed_schema)?;
+    }
+    // Incremental: rows below the stored watermark were taken by an earlier run.
     let stored_watermark = match (&table.mode, baseline.as_ref()) {
         (TableMode::Incremental { watermark }, Some(b)) => b
             .watermark
@@ -851,7 +862,7 @@ async fn execute(
             let (kept, ignored) = above_watermark(name, valid, w)?;
             if ignored > 0 {
                 notes.push(format!(
-                    "{ignored} rows at or below the watermark ({} = {}) ignored",
+                    "{ignored} rows below the watermark ({} = {}) ignored",
                     w.column, w.value
                 ));
             }
@@ -1022,7 +1033,7 @@ async fn execute(
                 .iter()
                 .map(|c| {
                     let c = diff::ident(c);
-                    format!("p.{c} IS NOT DISTINCT FROM b.{c}")
+                    format!("(p.{c} IS NOT DISTINCT FROM b.{c})")
                 })
                 .collect::<Vec<_>>()
                 .join(" AND ");
@@ -1311,16 +1322,21 @@ async fn load_source(
     pattern: &str,
     selection: source::FileSelection,
     options: &source::SourceOptions,
+    allow_empty: bool,
 ) -> Result<source::LoadedSource> {
     if !crate::cloud::is_url(pattern) {
-        return source::load(table, pattern, selection, options);
+        let files: Vec<source::FileToRead> = source::resolve_files(table, pattern, selection)?
+            .into_iter()
+            .map(source::FileToRead::local)
+            .collect();
+        return source::load_files(&files, options, allow_empty);
     }
     let dir = tempfile::Builder::new()
         .prefix("tidemark-source-")
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let files = source::remote::fetch(table, pattern, selection, dir.path()).await?;
-    source::load_files(&files, options)
+    source::load_files(&files, options, allow_empty)
 }
 
 /// Load a table's source, register it as `source` (and its dependencies by name), apply the
@@ -1348,7 +1364,9 @@ pub async fn load_snapshot(
     {
         options.format = format;
     }
-    let loaded = load_source(name, &source_path, table.files, &options).await?;
+    // An increment with no rows is a quiet day, not a truncated export: nothing is deleted.
+    let allow_empty = matches!(table.mode, TableMode::Incremental { .. });
+    let loaded = load_source(name, &source_path, table.files, &options, allow_empty).await?;
     let source_columns: Vec<String> = column_names(&loaded.schema);
     let source_origin = loaded.origin();
     let files = loaded.files.clone();
@@ -1578,7 +1596,7 @@ pub async fn diff_files(
         old_options,
     )?
     .strict()?;
-    let loaded = load_source(name, &table.source_path, table.files, &table.source)
+    let loaded = load_source(name, &table.source_path, table.files, &table.source, false)
         .await?
         .strict()?;
     let origin = loaded.origin();
@@ -1939,8 +1957,11 @@ async fn carry_baseline_rows(
         .collect()
 }
 
-/// `mode: incremental`: the rows whose watermark is above the stored one (or null: such a row
-/// cannot be placed in time, and an unchanged one is UNCHANGED anyway), and how many were not.
+/// `mode: incremental`: the rows whose watermark is at or above the stored one (or null: such a
+/// row cannot be placed in time), and how many were below. Rows at the stored value are taken
+/// again, because a row changed in the same second (or on the same day, for a date) as the last
+/// run's newest row may have been exported after that run; taken again unchanged, it is
+/// UNCHANGED.
 fn above_watermark(
     name: &str,
     batches: Vec<RecordBatch>,
@@ -1975,8 +1996,9 @@ fn above_watermark(
         if threshold.is_null(0) {
             return Err(unreadable("not a value of that type".into()));
         }
-        let above = datafusion::arrow::compute::kernels::cmp::gt(values, &Scalar::new(threshold))
-            .map_err(|e| Error::engine("comparing watermarks", e.into()))?;
+        let above =
+            datafusion::arrow::compute::kernels::cmp::gt_eq(values, &Scalar::new(threshold))
+                .map_err(|e| Error::engine("comparing watermarks", e.into()))?;
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|i| Some(values.is_null(i) || (above.is_valid(i) && above.value(i))))
             .collect();
@@ -2015,8 +2037,7 @@ pub struct PartitionRows {
     pub rows: u64,
 }
 
-/// `partition_by`: the partitions today's rows (`incoming`) hold, registered as
-/// `present_partitions` for carrying the others, with their row counts.
+/// `partition_by`: the partitions today's valid rows (`incoming`) hold, with their row counts.
 async fn partition_rows(ctx: &SessionContext, table: &TablePlan) -> Result<Vec<PartitionRows>> {
     if table.partition_by.is_empty() {
         return Ok(Vec::new());
@@ -2061,14 +2082,77 @@ async fn partition_rows(ctx: &SessionContext, table: &TablePlan) -> Result<Vec<P
             });
         }
     }
+    Ok(present)
+}
+
+/// `partition_by`: register the distinct partitions of every row read (rejected ones too) as
+/// `present_partitions`: the baseline rows of the others are carried.
+async fn register_present_partitions(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    schema: &SchemaRef,
+    rows: &[RecordBatch],
+) -> Result<()> {
+    if table.partition_by.is_empty() {
+        return Ok(());
+    }
+    let name = table.name.as_str();
+    for column in &table.partition_by {
+        if schema.field_with_name(column).is_err() {
+            return Err(Error::MissingColumn {
+                table: name.to_string(),
+                column: column.clone(),
+                setting: "partition_by".into(),
+                origin: "the snapshot".into(),
+                available: column_names(schema),
+            });
+        }
+    }
+    ctx.deregister_table("all_rows_read")
+        .map_err(engine_err(name, "listing partitions"))?;
+    register_batches(ctx, "all_rows_read", schema.clone(), rows.to_vec())?;
+    let frame = ctx
+        .sql(&format!(
+            "SELECT DISTINCT {} FROM all_rows_read",
+            diff::ident_list(&table.partition_by)
+        ))
+        .await
+        .map_err(engine_err(name, "listing partitions"))?;
+    let present_schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let present = frame
+        .collect()
+        .await
+        .map_err(engine_err(name, "listing partitions"))?;
+    ctx.deregister_table("all_rows_read")
+        .map_err(engine_err(name, "listing partitions"))?;
     ctx.deregister_table("present_partitions")
         .map_err(engine_err(name, "listing partitions"))?;
-    let schema = batches
-        .first()
-        .map(|b| b.schema())
-        .unwrap_or_else(|| Arc::new(Schema::empty()));
-    register_batches(ctx, "present_partitions", schema, batches)?;
-    Ok(present)
+    register_batches(ctx, "present_partitions", present_schema, present)
+}
+
+/// `mode: incremental` orders rows by the watermark: it must be a number, a date or a time, not
+/// text (`1/10/2024` sorts before `1/9/2024` as text).
+fn check_watermark_type(table: &TablePlan, watermark: &str, schema: &SchemaRef) -> Result<()> {
+    let Ok(field) = schema.field_with_name(watermark) else {
+        return Err(Error::MissingColumn {
+            table: table.name.clone(),
+            column: watermark.to_string(),
+            setting: "watermark".into(),
+            origin: "the snapshot".into(),
+            available: column_names(schema),
+        });
+    };
+    let data_type = field.data_type();
+    if data_type.is_numeric() || data_type.is_temporal() {
+        return Ok(());
+    }
+    Err(Error::Usage {
+        message: format!(
+            "table {}: the watermark column {watermark} is read as {}, which does not sort by time; declare its type under source.columns (timestamp, date or int64), e.g. columns: {{{watermark}: timestamp}}.",
+            table.name,
+            source::types::type_name(data_type)
+        ),
+    })
 }
 
 /// A value as the summary shows it.
@@ -2095,7 +2179,7 @@ fn count_partitions(
     delta: &diff::Delta,
     partitions: &[PartitionRows],
 ) -> Vec<PartitionCounts> {
-    if partitions.is_empty() {
+    if table.partition_by.is_empty() {
         return Vec::new();
     }
     let mut by_partition: std::collections::BTreeMap<Vec<String>, Counts> = partitions
@@ -2361,6 +2445,21 @@ fn check_columns(
     for c in &table.validate.not_null {
         if !columns.contains(c) {
             return Err(missing("validate.not_null", c));
+        }
+    }
+    for c in &table.partition_by {
+        if !columns.contains(c) {
+            return Err(missing("partition_by", c));
+        }
+    }
+    if let TableMode::Incremental { watermark } = &table.mode
+        && !columns.contains(watermark)
+    {
+        return Err(missing("watermark", watermark));
+    }
+    for r in &table.references {
+        if !columns.contains(&r.column) {
+            return Err(missing("references", &r.column));
         }
     }
     let cc = &table.change_columns;

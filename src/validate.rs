@@ -284,6 +284,38 @@ pub async fn check_references(
                 ),
             });
         }
+        // Values of different types never match as the user means: `1` is not the code `001`.
+        let text = |t: &str| matches!(t, "Utf8" | "LargeUtf8" | "Utf8View");
+        let child_type = schema
+            .field_with_name(&reference.column)
+            .map(|f| f.data_type().to_string())
+            .unwrap_or_default();
+        let parent_type = record
+            .schema
+            .iter()
+            .find(|c| c.name == reference.parent_column)
+            .map(|c| c.data_type.clone())
+            .unwrap_or_default();
+        if child_type != parent_type && !(text(&child_type) && text(&parent_type)) {
+            return Err(Error::Usage {
+                message: format!(
+                    "table {}: `references` compares {} ({}) with {parent}.{} ({}); a foreign key and the key it names must have one type. Declare both under source.columns (e.g. string for codes with leading zeros).",
+                    table.name,
+                    reference.column,
+                    crate::source::types::type_name(
+                        &child_type
+                            .parse()
+                            .unwrap_or(datafusion::arrow::datatypes::DataType::Null)
+                    ),
+                    reference.parent_column,
+                    crate::source::types::type_name(
+                        &parent_type
+                            .parse()
+                            .unwrap_or(datafusion::arrow::datatypes::DataType::Null)
+                    ),
+                ),
+            });
+        }
         crate::run::register_snapshot(&ctx, store, parent, &record, "__tidemark_parent").await?;
         let column = crate::diff::ident(&reference.column);
         let sql = format!(

@@ -32,7 +32,8 @@ pub struct RunArgs {
     /// Run at most N independent tables at once (default: the number of cores).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub jobs: usize,
-    /// Once a table fails, start no other table (they are reported as skipped).
+    /// Once a table fails, start no other table (they are reported as skipped), and no other
+    /// pipeline file.
     #[arg(long)]
     pub fail_fast: bool,
     /// Also write the machine-readable run report (JSON).
@@ -42,14 +43,9 @@ pub struct RunArgs {
 
 pub(super) async fn execute(args: RunArgs, global: &super::GlobalArgs) -> Result<u8> {
     let files = pipeline_files(&args.pipelines)?;
-    if files.len() == 1 {
-        let outcome = run_file(&files[0], &args, global).await?;
-        if let Some(report) = &args.report {
-            write_report(report, &report_json(&outcome))?;
-        }
-        return Ok(outcome.exit_code());
-    }
-    if !args.tables.is_empty() || !args.sources.is_empty() {
+    // One pipeline file named as such: its report. A folder or several files: a list of them.
+    let single = args.pipelines.len() == 1 && !args.pipelines[0].is_dir();
+    if !single && (!args.tables.is_empty() || !args.sources.is_empty()) {
         return Err(Error::Usage {
             message: "--table and --source name one pipeline's tables: give a single pipeline file with them.".into(),
         });
@@ -57,22 +53,37 @@ pub(super) async fn execute(args: RunArgs, global: &super::GlobalArgs) -> Result
     let mut codes = Vec::new();
     let mut reports = Vec::new();
     for file in &files {
-        println!("{}:", file.display());
+        if !single {
+            println!("{}:", file.display());
+        }
         match run_file(file, &args, global).await {
             Ok(outcome) => {
                 codes.push(outcome.exit_code());
-                reports.push(report_json(&outcome));
+                let mut report = report_json(&outcome);
+                report["file"] = json!(file.display().to_string());
+                reports.push(report);
             }
             Err(e) => {
-                eprintln!("error: {e}");
                 codes.push(e.exit_code());
+                // The report says so too: a monitor must not read yesterday's success.
                 reports.push(json!({
                     "file": file.display().to_string(),
+                    "pipeline": null,
                     "status": "failed",
                     "error": e.to_string(),
                     "tables": [],
                 }));
+                if single {
+                    if let Some(report) = &args.report {
+                        write_report(report, &reports[0])?;
+                    }
+                    return Err(e);
+                }
+                eprintln!("error: {}: {e}", file.display());
             }
+        }
+        if args.fail_fast && codes.last().is_some_and(|c| *c != exit_code::OK) {
+            break;
         }
     }
     let code = if codes.contains(&exit_code::FAILED) {
@@ -81,14 +92,18 @@ pub(super) async fn execute(args: RunArgs, global: &super::GlobalArgs) -> Result
         codes.into_iter().max().unwrap_or(exit_code::OK)
     };
     if let Some(report) = &args.report {
-        let status = if code == exit_code::OK {
-            "success"
-        } else if reports.iter().all(|r| r["status"] != "failed") {
-            "refused"
+        if single {
+            write_report(report, &reports[0])?;
         } else {
-            "failed"
-        };
-        write_report(report, &json!({"status": status, "pipelines": reports}))?;
+            let status = if code == exit_code::OK {
+                "success"
+            } else if reports.iter().all(|r| r["status"] != "failed") {
+                "refused"
+            } else {
+                "failed"
+            };
+            write_report(report, &json!({"status": status, "pipelines": reports}))?;
+        }
     }
     Ok(code)
 }

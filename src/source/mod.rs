@@ -417,11 +417,16 @@ pub fn load(
         .into_iter()
         .map(FileToRead::local)
         .collect();
-    load_files(&files, options)
+    load_files(&files, options, false)
 }
 
-/// Load these files into Arrow, one table.
-pub fn load_files(to_read: &[FileToRead], options: &SourceOptions) -> Result<LoadedSource> {
+/// Load these files into Arrow, one table. A header with no data rows is an error (a truncated
+/// export would otherwise delete every row) unless `allow_empty` (an increment may be empty).
+pub fn load_files(
+    to_read: &[FileToRead],
+    options: &SourceOptions,
+    allow_empty: bool,
+) -> Result<LoadedSource> {
     let paths: Vec<PathBuf> = to_read.iter().map(|f| f.shown.clone()).collect();
     let mut batches = Vec::with_capacity(paths.len());
     let mut files = Vec::with_capacity(paths.len());
@@ -452,7 +457,7 @@ pub fn load_files(to_read: &[FileToRead], options: &SourceOptions) -> Result<Loa
             size,
         });
     }
-    if batches.iter().all(|b| b.num_rows() == 0) {
+    if !allow_empty && batches.iter().all(|b| b.num_rows() == 0) {
         return Err(Error::SourceData {
             path: paths[paths.len() - 1].clone(),
             row: None,

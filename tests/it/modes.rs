@@ -161,17 +161,17 @@ fn three_overlapping_increments_give_the_full_snapshot() {
         .filter(|(_, (_, changed))| *changed >= 8)
         .map(|(sku, (_, changed))| (sku, changed))
         .collect();
-    let ignored = second.iter().filter(|(_, changed)| *changed <= 10).count();
+    let ignored = second.iter().filter(|(_, changed)| *changed < 10).count();
     let kept = taken
         .iter()
-        .filter(|sku| !second.iter().any(|(s, c)| s == *sku && *c > 10))
+        .filter(|sku| !second.iter().any(|(s, c)| s == *sku && *c >= 10))
         .count();
     assert!(ignored > 0 && kept > 0 && kept < taken.len());
     assert_eq!(
         lines[1][1..],
         [
             format!(
-                "  note: {ignored} rows at or below the watermark (updated_at = 2024-03-01T10:00:00) ignored"
+                "  note: {ignored} rows below the watermark (updated_at = 2024-03-01T10:00:00) ignored"
             ),
             format!("  note: {kept} baseline rows not in this increment kept as they were"),
         ],
@@ -206,7 +206,7 @@ fn three_overlapping_increments_give_the_full_snapshot() {
 }
 
 #[test]
-fn an_increment_never_deletes_and_ignores_rows_it_already_took() {
+fn an_increment_never_deletes_ignores_older_rows_and_retakes_the_last_instant() {
     let w = Workdir::new();
     w.write("p.yaml", INCREMENTAL);
     w.write(
@@ -214,24 +214,118 @@ fn an_increment_never_deletes_and_ignores_rows_it_already_took() {
         "sku,qty,updated_at\nA,1,2024-03-01T10:00:00\nB,2,2024-03-01T11:00:00\n",
     );
     assert_code(&w.run(&["run", "p.yaml"]), 0);
-    // B again, at the watermark, with another quantity: already taken, ignored.
+    // A below the watermark: taken before, ignored. B and D at the watermark itself: changed
+    // in the same second as the last run's newest row, so taken (D would otherwise be lost).
     w.write(
         "items.csv",
-        "sku,qty,updated_at\nB,7,2024-03-01T11:00:00\nC,3,2024-03-02T09:00:00\n",
+        "sku,qty,updated_at\nA,9,2024-03-01T09:00:00\nB,7,2024-03-01T11:00:00\n\
+         D,4,2024-03-01T11:00:00\nC,3,2024-03-02T09:00:00\n",
     );
     let o = w.run(&["run", "p.yaml"]);
     assert_code(&o, 0);
     assert_eq!(
         summary(&o),
         [
-            "items: v2 committed — 1 rows: 1 new, 0 changed, 0 deleted, 0 unchanged, 0 rejected",
-            "  note: 1 rows at or below the watermark (updated_at = 2024-03-01T11:00:00) ignored",
-            "  note: 2 baseline rows not in this increment kept as they were",
+            "items: v2 committed — 3 rows: 2 new, 1 changed, 0 deleted, 0 unchanged, 0 rejected",
+            "  note: 1 rows below the watermark (updated_at = 2024-03-01T11:00:00) ignored",
+            "  note: 1 baseline rows not in this increment kept as they were",
         ]
     );
     assert_eq!(
         query(&w, "SELECT sku, qty FROM items ORDER BY sku"),
-        "sku,qty\nA,1\nB,2\nC,3\n"
+        "sku,qty\nA,1\nB,7\nC,3\nD,4\n"
+    );
+
+    // A quiet day: an export with a header and no rows commits an empty increment.
+    w.write("items.csv", "sku,qty,updated_at\n");
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        summary(&o)[0],
+        "items: v3 committed — 0 rows: 0 new, 0 changed, 0 deleted, 0 unchanged, 0 rejected"
+    );
+    assert_eq!(query(&w, "SELECT count(*) AS n FROM items"), "n\n4\n");
+}
+
+#[test]
+fn a_watermark_must_sort_by_time_and_a_date_retakes_its_last_day() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  ev:\n    source: {path: d.csv}\n    key: id\n    mode: incremental\n    watermark: ts\n",
+    );
+    w.write("d.csv", "id,v,ts\n1,a,1/9/2024 10:00\n");
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 2);
+    assert!(
+        stdout(&o).contains("the watermark column ts is read as string, which does not sort by time; declare its type under source.columns"),
+        "{}",
+        stdout(&o)
+    );
+
+    w.write(
+        "p.yaml",
+        "tables:\n  ev:\n    source: {path: d.csv, columns: {day: date}}\n    key: id\n    mode: incremental\n    watermark: day\n",
+    );
+    w.write("d.csv", "id,v,day\n1,a,2024-01-09\n2,b,2024-01-10\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    w.write("d.csv", "id,v,day\n3,c,2024-01-10\n4,d,2024-01-11\n");
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    assert_eq!(
+        query(&w, "SELECT id FROM ev ORDER BY id"),
+        "id\n1\n2\n3\n4\n"
+    );
+}
+
+#[test]
+fn two_partition_columns_and_a_partition_whose_rows_are_all_rejected() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  o:\n    source: {path: in.csv}\n    key: order_id\n    partition_by: [customer, region]\n    \
+         validate: {rules: [{name: q, check: 'qty >= 0'}]}\n",
+    );
+    w.write(
+        "in.csv",
+        "order_id,customer,region,qty\n1,B,N,5\n2,B,S,3\n3,C,N,1\n4,B,N,2\n",
+    );
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    // Partition (B, N) only, its one row rejected: the file still speaks for (B, N), so order
+    // 4 is DELETED and order 1 keeps its baseline row; (B, S) and (C, N) stay as they are.
+    w.write("in.csv", "order_id,customer,region,qty\n1,B,N,-1\n");
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 0);
+    let lines = summary(&o);
+    assert_eq!(
+        lines[0],
+        "o: v2 committed — 1 rows: 0 new, 0 changed, 1 deleted, 0 unchanged, 1 rejected"
+    );
+    assert_eq!(
+        lines[1],
+        "  partition customer=B, region=N: 0 rows: 0 new, 0 changed, 1 deleted, 0 unchanged"
+    );
+    assert_eq!(
+        query(&w, "SELECT order_id, qty FROM o ORDER BY order_id"),
+        "order_id,qty\n1,5\n2,3\n3,1\n"
+    );
+}
+
+#[test]
+fn a_foreign_key_of_another_type_than_its_parent_key_is_refused() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  parent: {source: {path: parent.csv}, key: id}\n  \
+         child: {source: {path: child.csv}, key: cid, references: {pid: parent.id}}\n",
+    );
+    w.write("parent.csv", "id,name\n001,a\n002,b\n");
+    w.write("child.csv", "cid,pid\n10,1\n11,2\n");
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 2);
+    assert!(
+        stdout(&o).contains("`references` compares pid (int64) with parent.id (string)"),
+        "{}",
+        stdout(&o)
     );
 }
 

@@ -450,3 +450,76 @@ fn with_atomic_true_a_missing_source_commits_nothing() {
         "tables\n6\n"
     );
 }
+
+#[test]
+fn monitoring_sees_every_outcome_and_fail_fast_stops_the_folder() {
+    let w = Workdir::new();
+    w.write("items.csv", "sku,qty\nA,1\nB,2\n");
+    // An invalid pipeline file still gets a report: yesterday's success must not stand.
+    w.write("report.json", "{\"status\": \"success\"}");
+    w.write(
+        "bad.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n",
+    );
+    let o = w.run(&["run", "bad.yaml", "--report", "report.json"]);
+    assert_code(&o, 2);
+    let report: serde_json::Value = serde_json::from_str(&w.read("report.json")).unwrap();
+    assert_eq!(report["status"], "failed");
+    assert!(
+        report["error"].as_str().unwrap().contains("key"),
+        "{report}"
+    );
+
+    // In an atomic pipeline a refused guard is the run's outcome: exit 3, nothing committed.
+    w.write(
+        "atomic.yaml",
+        "atomic: true\ntables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    \
+         guard: {max_deleted: 10%}\n  copy:\n    source: {path: items.csv}\n    key: sku\n",
+    );
+    assert_code(&w.run(&["run", "atomic.yaml"]), 0);
+    w.write("items.csv", "sku,qty\nA,1\n");
+    let o = w.run(&["run", "atomic.yaml"]);
+    assert_code(&o, 3);
+    let lines = summary(&o);
+    assert!(
+        lines[0].starts_with("items: refused — 1 of 2 rows (50.0%) would be deleted"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1],
+        "copy: failed: not committed: the pipeline is atomic and items did not commit"
+    );
+
+    // --fail-fast over a folder: the first file fails, the second does not start.
+    w.write(
+        "pl/a.yaml",
+        "store: ../s\ntables:\n  prices:\n    source: {path: ../prices.csv}\n    key: sku\n",
+    );
+    w.write(
+        "pl/b.yaml",
+        "store: ../s\ntables:\n  items:\n    source: {path: ../items.csv}\n    key: sku\n",
+    );
+    let o = w.run(&["run", "pl", "--fail-fast"]);
+    assert_code(&o, 1);
+    let lines = summary(&o);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], "pl/a.yaml:");
+
+    // `check` names settings whose columns do not exist.
+    for (settings, setting) in [
+        ("    mode: incremental\n    watermark: nope\n", "watermark"),
+        ("    partition_by: [nope]\n", "partition_by"),
+    ] {
+        w.write(
+            "c.yaml",
+            format!("tables:\n  items:\n    source: {{path: items.csv}}\n    key: sku\n{settings}"),
+        );
+        let o = w.run(&["check", "c.yaml"]);
+        assert_code(&o, 1);
+        assert!(
+            stdout(&o).contains(&format!("column \"nope\" named in `{setting}` is not in")),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
