@@ -644,6 +644,10 @@ async fn execute(
         early_held_keys,
     } = loaded;
     partial.sources = source_files.iter().map(|f| f.path.clone()).collect();
+    tracing::debug!(
+        "{name}: read the source ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
 
     let baseline = store.latest(name).await?;
     // The baseline pins every column's type; a declared type wins (the user changed it).
@@ -663,6 +667,10 @@ async fn execute(
         .await
         .map_err(engine_err(name, "reading the snapshot"))?;
     let mut raw_schema = raw.first().map(|b| b.schema()).unwrap_or(plan_schema);
+    tracing::debug!(
+        "{name}: applied the transform ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
     let rows = if traced {
         // The transform carried each row's source row: strip it, and name rows by it.
         let mut source_rows = Vec::new();
@@ -738,6 +746,10 @@ async fn execute(
         .iter()
         .map(|b| normalize::apply(name, b, &table.normalize))
         .collect::<Result<Vec<_>>>()?;
+    tracing::debug!(
+        "{name}: typed and normalised ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
     let mut rejected: HashSet<u64> = rejections.iter().map(|r| r.index).collect();
     let nulls = validate::check_nulls(table, &typed, &rejected);
     rejected.extend(nulls.iter().map(|r| r.index));
@@ -911,6 +923,10 @@ async fn execute(
         .filter(|c| !table.tolerance.iter().any(|(t, _)| t == *c))
         .cloned()
         .collect();
+    tracing::debug!(
+        "{name}: validated ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
     let mut incoming = Vec::with_capacity(valid.len());
     let mut incoming_schema: SchemaRef = {
         let mut fields: Vec<FieldRef> = typed_schema.fields().iter().cloned().collect();

@@ -16,7 +16,16 @@ use crate::error::{Error, Result};
 /// Read a CSV file into one typed record batch, reporting the cells that do not fit their
 /// declared type (they are null in the batch).
 pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
+    let clock = std::time::Instant::now();
+    let step = |what: &str| {
+        tracing::debug!(
+            "{}: {what} ({:.2} s)",
+            path.display(),
+            clock.elapsed().as_secs_f64()
+        )
+    };
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    step("read");
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let skip = options.header_row.saturating_sub(1);
     let start = offset_after_lines(bytes, skip).ok_or_else(|| Error::SourceData {
@@ -71,6 +80,7 @@ pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
         });
     }
 
+    step("checked");
     let format = Format::default()
         .with_header(true)
         .with_delimiter(options.delimiter);
@@ -99,20 +109,66 @@ pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
             .map(|n| Field::new(n, DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ));
-    let reader = ReaderBuilder::new(text_schema.clone())
-        .with_header(true)
-        .with_delimiter(options.delimiter)
-        .with_null_regex(null_regex(&options.null_values))
-        .with_batch_size(64 * 1024)
-        .build(body)
-        .map_err(|e| data_error(path, options.header_row, &e.to_string()))?;
-    let mut batches = Vec::new();
-    for batch in reader {
-        batches.push(batch.map_err(|e| data_error(path, options.header_row, &e.to_string()))?);
-    }
+    let nulls = null_regex(&options.null_values);
+    let parse = |chunk: &[u8], header: bool| -> std::result::Result<Vec<_>, String> {
+        let mut builder = ReaderBuilder::new(text_schema.clone())
+            .with_header(header)
+            .with_delimiter(options.delimiter)
+            .with_batch_size(64 * 1024);
+        if let Some(nulls) = &nulls {
+            builder = builder.with_null_regex(nulls.clone());
+        }
+        let reader = builder.build(chunk).map_err(|e| e.to_string())?;
+        reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+    };
+    // Large files are parsed in one piece per core, split between records. The pieces' line
+    // numbers start over, so an error is found again by one sequential parse, which names the
+    // file's line.
+    let pieces = split_records(body, parallel_pieces(body.len()));
+    tracing::debug!("{}: parsing in {} pieces", path.display(), pieces.len());
+    let count = pieces.len();
+    let parse = &parse;
+    let parsed: Option<Vec<_>> = if count > 1 {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = pieces
+                .iter()
+                .copied()
+                .enumerate()
+                .map(|(i, piece)| {
+                    let last = i + 1 == count;
+                    scope.spawn(move || {
+                        // A piece that does not end between records (a stray quote misled the
+                        // split) is refused, and the file parsed in one piece.
+                        if !last
+                            && scan_quotes(piece, options.delimiter).0 != QuoteState::FieldStart
+                        {
+                            return Err("split inside a record".to_string());
+                        }
+                        parse(piece, i == 0)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().ok().and_then(|r| r.ok()))
+                .collect::<Option<Vec<_>>>()
+        })
+        .map(|parts| parts.into_iter().flatten().collect())
+    } else {
+        None
+    };
+    let batches = match parsed {
+        Some(batches) => batches,
+        None => parse(body, true).map_err(|e| data_error(path, options.header_row, &e))?,
+    };
+    step("parsed");
     let text = concat_batches(&text_schema, &batches)
         .map_err(|e| Error::engine("reading CSV", e.into()))?;
+    step("concatenated");
     let (batch, cell_errors) = type_text_batch(&text, &options.columns)?;
+    step("typed");
     Ok(FileRead {
         batch,
         rows: FileRows::CsvLines {
@@ -121,6 +177,56 @@ pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
         },
         cell_errors,
     })
+}
+
+/// How many pieces to parse a CSV body of `len` bytes in: one per core above 8 MB.
+fn parallel_pieces(len: usize) -> usize {
+    if len < 8 << 20 {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `body` cut into about `pieces` parts, each ending at the end of a record: after a line
+/// break outside quotes, found by the parity of the quotes before it (a quote inside a quoted
+/// value is written twice, so parity says whether a position is inside quotes).
+fn split_records(body: &[u8], pieces: usize) -> Vec<&[u8]> {
+    let mut parts = Vec::with_capacity(pieces);
+    let mut start = 0;
+    let mut quotes_before = 0usize;
+    let mut counted_to = 0;
+    for k in 1..pieces {
+        let target = body.len() * k / pieces;
+        if target <= start {
+            continue;
+        }
+        quotes_before += body[counted_to..target]
+            .iter()
+            .filter(|&&b| b == b'"')
+            .count();
+        counted_to = target;
+        let mut inside = quotes_before % 2 == 1;
+        let mut cut = None;
+        for (i, &b) in body[target..].iter().enumerate() {
+            match b {
+                b'"' => inside = !inside,
+                b'\n' if !inside => {
+                    cut = Some(target + i + 1);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(cut) = cut.filter(|&c| c < body.len()) else {
+            break;
+        };
+        quotes_before += body[counted_to..cut].iter().filter(|&&b| b == b'"').count();
+        counted_to = cut;
+        parts.push(&body[start..cut]);
+        start = cut;
+    }
+    parts.push(&body[start..]);
+    parts
 }
 
 /// Byte offset just after the first `lines` lines, or None when the file has fewer.
@@ -133,7 +239,12 @@ fn offset_after_lines(bytes: &[u8], lines: usize) -> Option<usize> {
     Some(offset)
 }
 
-fn null_regex(null_values: &[String]) -> regex::Regex {
+/// The regex of the cell texts read as null; None for the default (only the empty text), which
+/// the reader checks without a regex for every field.
+fn null_regex(null_values: &[String]) -> Option<regex::Regex> {
+    if null_values == [""] {
+        return None;
+    }
     let pattern = if null_values.is_empty() {
         // Matches nothing: every field is a value, "" included.
         r"\A\b\B\z".to_string()
@@ -141,7 +252,7 @@ fn null_regex(null_values: &[String]) -> regex::Regex {
         let alternatives: Vec<String> = null_values.iter().map(|v| regex::escape(v)).collect();
         format!("^(?:{})$", alternatives.join("|"))
     };
-    regex::Regex::new(&pattern).expect("escaped literals form a valid regex")
+    Some(regex::Regex::new(&pattern).expect("escaped literals form a valid regex"))
 }
 
 fn check_header(path: &Path, header_row: usize, names: &[String]) -> Result<()> {
@@ -191,34 +302,43 @@ fn unclosed_quote(body: &[u8], delimiter: u8) -> Option<usize> {
     if body.iter().filter(|&&b| b == b'"').count() % 2 == 0 {
         return None;
     }
-    #[derive(PartialEq)]
-    enum State {
-        FieldStart,
-        Unquoted,
-        Quoted,
-        QuoteInQuoted,
-    }
-    let mut state = State::FieldStart;
+    let (state, opened_on) = scan_quotes(body, delimiter);
+    (state == QuoteState::Quoted).then_some(opened_on)
+}
+
+/// Where a CSV scanner is after some bytes, as far as quoting goes.
+#[derive(Debug, PartialEq, Eq)]
+enum QuoteState {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    QuoteInQuoted,
+}
+
+/// Scan `bytes` from the start of a record: the state at the end, and the line (from 1) on
+/// which the last quoted field opened.
+fn scan_quotes(bytes: &[u8], delimiter: u8) -> (QuoteState, usize) {
+    let mut state = QuoteState::FieldStart;
     let mut line = 1;
     let mut opened_on = 1;
-    for &b in body {
+    for &b in bytes {
         state = match (state, b) {
-            (State::Quoted, b'"') => State::QuoteInQuoted,
-            (State::Quoted, _) => State::Quoted,
-            (State::QuoteInQuoted, b'"') => State::Quoted,
-            (State::FieldStart, b'"') => {
+            (QuoteState::Quoted, b'"') => QuoteState::QuoteInQuoted,
+            (QuoteState::Quoted, _) => QuoteState::Quoted,
+            (QuoteState::QuoteInQuoted, b'"') => QuoteState::Quoted,
+            (QuoteState::FieldStart, b'"') => {
                 opened_on = line;
-                State::Quoted
+                QuoteState::Quoted
             }
-            (_, b'\n') => State::FieldStart,
-            (_, b) if b == delimiter => State::FieldStart,
-            _ => State::Unquoted,
+            (_, b'\n') => QuoteState::FieldStart,
+            (_, b) if b == delimiter => QuoteState::FieldStart,
+            _ => QuoteState::Unquoted,
         };
         if b == b'\n' {
             line += 1;
         }
     }
-    (state == State::Quoted).then_some(opened_on)
+    (state, opened_on)
 }
 
 /// A header of one column that holds another common delimiter: most likely a file separated by
@@ -371,6 +491,49 @@ pub fn record_lines(path: &Path, header_row: usize, indexes: &[u64]) -> Vec<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_end_between_records_also_after_quoted_line_breaks() {
+        let mut body = String::new();
+        for i in 0..200 {
+            body.push_str(&format!(
+                "K{i},\"a \"\"quoted\"\"\nvalue, with a comma\",{i}\n"
+            ));
+        }
+        for pieces in [2, 3, 7] {
+            let parts = split_records(body.as_bytes(), pieces);
+            assert!(parts.len() > 1);
+            assert_eq!(parts.concat(), body.as_bytes());
+            for part in &parts {
+                assert_eq!(scan_quotes(part, b',').0, QuoteState::FieldStart);
+                assert!(std::str::from_utf8(part).unwrap().starts_with('K'));
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_file_parsed_in_pieces_reads_as_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.csv");
+        let mut text = String::from("sku,note,qty\n");
+        let mut i = 0;
+        while text.len() < 9 << 20 {
+            text.push_str(&format!(
+                "S{i},\"line one\nline \"\"two\"\"\",{i}\nT{i},plain,{i}\n"
+            ));
+            i += 1;
+        }
+        std::fs::write(&path, &text).unwrap();
+        let read = read_csv_rows(&path, &SourceOptions::default()).unwrap();
+        assert_eq!(read.batch.num_rows(), 2 * i);
+        let notes = read.batch.column(1);
+        let notes = notes
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(notes.value(2 * i - 2), "line one\nline \"two\"");
+        assert_eq!(notes.value(2 * i - 1), "plain");
+    }
 
     #[test]
     fn record_lines_count_quoted_newlines() {

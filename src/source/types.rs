@@ -354,6 +354,9 @@ fn has_decimal_point(strings: &StringArray) -> Result<bool> {
     )
 }
 
+/// A column's type, its values parsed to it, and the cells that did not fit.
+type TypedColumn = (DataType, ArrayRef, Vec<CellError>);
+
 /// Turn a batch of text columns into typed columns: declared types are parsed, the others
 /// inferred. Columns keep their order. Cells that do not fit their declared type are null and
 /// listed.
@@ -361,15 +364,48 @@ pub fn type_text_batch(
     batch: &RecordBatch,
     declared: &[(String, DataType)],
 ) -> Result<(RecordBatch, Vec<CellError>)> {
+    let type_column =
+        |field: &Field, values: &ArrayRef| -> Result<(DataType, ArrayRef, Vec<CellError>)> {
+            let target = match declared.iter().find(|(n, _)| n == field.name()) {
+                Some((_, t)) => t.clone(),
+                None => infer_text_column(values)?,
+            };
+            let (parsed, misfits) = parse_text_column(field.name(), values, &target)?;
+            Ok((target, parsed, misfits))
+        };
+    // Columns are typed independently: one thread per core, each taking every n-th column.
+    let threads = if batch.num_rows() >= 100_000 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
+    let schema = batch.schema();
+    let mut typed: Vec<Option<Result<TypedColumn>>> =
+        (0..batch.num_columns()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let schema = &schema;
+                let type_column = &type_column;
+                scope.spawn(move || {
+                    (t..batch.num_columns())
+                        .step_by(threads)
+                        .map(|i| (i, type_column(schema.field(i), batch.column(i))))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for handle in handles {
+            for (i, result) in handle.join().expect("a column typing thread panicked") {
+                typed[i] = Some(result);
+            }
+        }
+    });
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
     let mut errors = Vec::new();
-    for (field, values) in batch.schema_ref().fields().iter().zip(batch.columns()) {
-        let target = match declared.iter().find(|(n, _)| n == field.name()) {
-            Some((_, t)) => t.clone(),
-            None => infer_text_column(values)?,
-        };
-        let (parsed, mut misfits) = parse_text_column(field.name(), values, &target)?;
+    for (field, result) in schema.fields().iter().zip(typed) {
+        let (target, parsed, mut misfits) = result.expect("every column is typed")?;
         errors.append(&mut misfits);
         fields.push(Field::new(field.name(), target, true));
         columns.push(parsed);
