@@ -1027,17 +1027,17 @@ async fn execute(
     if baseline.is_some() && !held_keys.is_empty() {
         register_held_keys(&ctx, table, &held_keys, &incoming_schema)?;
         let matches = diff::key_equal(&table.key, "h", "b");
+        let condition = format!("EXISTS (SELECT 1 FROM held_keys h WHERE {matches})");
         let carried = carry_baseline_rows(
             &ctx,
             table,
-            &format!("EXISTS (SELECT 1 FROM held_keys h WHERE {matches})"),
+            &condition,
             &incoming_schema,
             &baseline_columns,
             &hashed,
         )
         .await?;
-        held = carried.iter().map(|b| b.num_rows() as u64).sum();
-        add_rows(&ctx, name, &mut incoming, &incoming_schema, carried)?;
+        held = add_rows(&ctx, name, &mut incoming, &incoming_schema, carried)?;
     }
     // Baseline rows this run does not speak for are kept as they are: every row an increment
     // does not hold, and the rows of partitions a partitioned run does not hold.
@@ -1070,8 +1070,7 @@ async fn execute(
             &hashed,
         )
         .await?;
-        kept = carried.iter().map(|b| b.num_rows() as u64).sum();
-        add_rows(&ctx, name, &mut incoming, &incoming_schema, carried)?;
+        kept = add_rows(&ctx, name, &mut incoming, &incoming_schema, carried)?;
         if kept > 0 {
             notes.push(match &table.mode {
                 TableMode::Incremental { .. } => {
@@ -1900,21 +1899,23 @@ fn register_held_keys(
     register_batches(ctx, "held_keys", key_schema, keys)
 }
 
-/// Add carried rows to today's rows (and to the `incoming` table).
+/// Add carried rows to today's rows (and to the `incoming` table); returns how many.
 fn add_rows(
     ctx: &SessionContext,
     name: &str,
     incoming: &mut Vec<RecordBatch>,
     schema: &SchemaRef,
     carried: Vec<RecordBatch>,
-) -> Result<()> {
-    if carried.iter().all(|b| b.num_rows() == 0) {
-        return Ok(());
+) -> Result<u64> {
+    let count: u64 = carried.iter().map(|b| b.num_rows() as u64).sum();
+    if count == 0 {
+        return Ok(0);
     }
     incoming.extend(carried);
     ctx.deregister_table("incoming")
         .map_err(engine_err(name, "registering tables"))?;
-    register_batches(ctx, "incoming", schema.clone(), incoming.clone())
+    register_batches(ctx, "incoming", schema.clone(), incoming.clone())?;
+    Ok(count)
 }
 
 /// The baseline rows (alias `b`) meeting `condition` whose key today's rows do not hold, as
@@ -2058,25 +2059,8 @@ async fn partition_rows(ctx: &SessionContext, table: &TablePlan) -> Result<Vec<P
     if table.partition_by.is_empty() {
         return Ok(Vec::new());
     }
+    // The columns were checked when the partitions read were registered.
     let name = table.name.as_str();
-    let schema = ctx
-        .table("incoming")
-        .await
-        .map_err(engine_err(name, "reading today's rows"))?
-        .schema()
-        .as_arrow()
-        .clone();
-    for column in &table.partition_by {
-        if schema.field_with_name(column).is_err() {
-            return Err(Error::MissingColumn {
-                table: name.to_string(),
-                column: column.clone(),
-                setting: "partition_by".into(),
-                origin: "the snapshot".into(),
-                available: column_names(&Arc::new(schema.clone())),
-            });
-        }
-    }
     let columns = diff::ident_list(&table.partition_by);
     let sql = format!(
         "SELECT {columns}, count(*) AS __tidemark_rows FROM incoming GROUP BY {columns} ORDER BY {columns}"
