@@ -12,6 +12,8 @@
 #   FORMATS="csv parquet"  tidemark's input format (the peers read CSV + CSV)
 #   PEERS="duckdb polars"  which peers to run
 #   MEMORY_LIMIT=1GB       also run tidemark --memory-limit and DuckDB memory_limit at this size
+#   EXCEL=1000000          also load an .xlsx of this many rows: tidemark (`check`: read, type,
+#                          validate) against calamine alone streaming every cell
 #   BENCH_DIR=/tmp/...     where generated data lives (never committed; reused when present)
 #
 # Needs python3 (numpy, pyarrow, duckdb and polars are installed with pip when missing) and GNU
@@ -97,6 +99,26 @@ for f in sys.argv[1:]:
   done
 done
 
+if [ -n "${EXCEL:-}" ]; then
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml" --example excel_bench
+  excel_bench=$CARGO_TARGET_DIR/release/examples/excel_bench
+  work=${BENCH_DIR:-/tmp/tidemark-bench}-xlsx-$EXCEL
+  mkdir -p "$work"
+  [ -f "$work/inventory.xlsx" ] || "$excel_bench" write "$work/inventory.xlsx" "$EXCEL"
+  cat > "$work/excel.yaml" <<YAML
+tables:
+  inventory:
+    source:
+      path: inventory.xlsx
+      columns: {UPC: string, Qty: int64}
+    key: UPC
+YAML
+  for i in $(seq "$runs"); do
+    measure "$EXCEL" xlsx "calamine alone: every cell" "$excel_bench" cells "$work/inventory.xlsx"
+    measure "$EXCEL" xlsx "tidemark: load (check)" "$bin" -q check "$work/excel.yaml"
+  done
+fi
+
 # The table: medians per (rows, input, tool), with the ratio to tidemark's CSV run of that size.
 python3 - "$results" <<'PY'
 import statistics, sys
@@ -114,5 +136,10 @@ for (n, fmt, tool), v in groups.items():
     ratio = f"{wall / statistics.median(w for w, _ in base):.2f}" if base else "–"
     size = f"{rss / 1024 / 1024:.2f} GB" if rss >= 1024 * 1024 else f"{rss / 1024:.0f} MB"
     print(f"| {n:,} | {fmt} | {tool} | {wall:.2f} | {size} | {ratio} |")
+for (n, fmt, tool), v in groups.items():
+    if tool.startswith("tidemark: load") and (n, fmt, "calamine alone: every cell") in groups:
+        ours = statistics.median(w for w, _ in v)
+        floor = statistics.median(w for w, _ in groups[(n, fmt, "calamine alone: every cell")])
+        print(f"\n{n:,}-row .xlsx: tidemark's load takes {ours / floor:.2f}x calamine alone")
 PY
 rm -f "$results"
