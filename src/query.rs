@@ -93,7 +93,11 @@ async fn register_table(ctx: &SessionContext, store: &Store, table: &str) -> Res
     let mut changes: Option<DataFrame> = None;
     let all = async {
         for &version in &versions {
-            let record = store.commit_record(table, version).await?;
+            let record = if version == last {
+                record.clone()
+            } else {
+                store.commit_record(table, version).await?
+            };
             let snapshot = read_stored(ctx, store, table, &record, &record.snapshot).await?;
             let change_rows = read_stored(ctx, store, table, &record, &record.changes).await?;
             let with_version = |f: DataFrame| f.with_column(VERSION_COLUMN, lit(version as i64));

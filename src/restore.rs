@@ -82,13 +82,9 @@ pub async fn diff_versions(
         .map(|c| c.name.clone())
         .filter(|c| from_columns.contains(c))
         .collect();
-    let key_plan = TablePlan {
-        key: to.key.clone(),
-        ..table.clone()
-    };
     register_hash_views(
         &ctx,
-        &key_plan,
+        &prepared,
         &compared,
         &[],
         &types,

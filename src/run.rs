@@ -276,26 +276,31 @@ async fn schedule(
     if plan.atomic && !options.dry_run {
         options.atomic_run = Some(uuid::Uuid::new_v4().simple().to_string());
     }
-    let atomic = options.atomic_run.clone();
-    let shared = Arc::new((plan.clone(), store.clone(), options.clone()));
+    let shared = Arc::new((plan.clone(), store.clone(), options));
     let options = &shared.2;
+    let atomic = &options.atomic_run;
     let mut stages = vec![Stage::Waiting; selected.len()];
     let mut outcomes: Vec<Option<TableRun>> = selected.iter().map(|_| None).collect();
     let mut reported = 0;
     let mut first_failure: Option<String> = None;
     let mut running = futures::stream::FuturesUnordered::new();
-    let index_of = |name: &str| selected.iter().position(|t| t.name == name);
+    // Each table's selected dependencies, by index (those not selected have a baseline).
+    let dependencies: Vec<Vec<(usize, &String)>> = selected
+        .iter()
+        .map(|t| {
+            t.depends_on
+                .iter()
+                .filter_map(|d| selected.iter().position(|s| &s.name == d).map(|j| (j, d)))
+                .collect()
+        })
+        .collect();
     loop {
         for i in 0..selected.len() {
             if stages[i] != Stage::Waiting {
                 continue;
             }
             let table = selected[i];
-            let deps: Vec<(usize, &String)> = table
-                .depends_on
-                .iter()
-                .filter_map(|d| index_of(d).map(|j| (j, d)))
-                .collect();
+            let deps = &dependencies[i];
             let blocked = deps
                 .iter()
                 .find(|(j, _)| stages[*j] == Stage::Ended(false))
@@ -456,14 +461,8 @@ async fn skip(
 ) -> TableRun {
     let outcome = TableRun {
         status: TableStatus::Skipped,
-        error: None,
         skipped_because: Some(reason),
-        ..failed_run(
-            &table.name,
-            Error::Usage {
-                message: String::new(),
-            },
-        )
+        ..not_started(&table.name)
     };
     if !options.dry_run {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -475,6 +474,14 @@ async fn skip(
 /// The outcome of a table run that ended with `error` before learning anything.
 fn failed_run(table: &str, error: Error) -> TableRun {
     TableRun {
+        error: Some(error),
+        ..not_started(table)
+    }
+}
+
+/// A table run that learned nothing (the base of failed and skipped outcomes).
+fn not_started(table: &str) -> TableRun {
+    TableRun {
         table: table.to_string(),
         status: TableStatus::Failed,
         version: None,
@@ -485,7 +492,7 @@ fn failed_run(table: &str, error: Error) -> TableRun {
         duration_ms: 0,
         delta_files: Vec::new(),
         sources: Vec::new(),
-        error: Some(error),
+        error: None,
         skipped_because: None,
         preview: None,
         partitions: Vec::new(),
@@ -522,7 +529,6 @@ pub async fn run_table(
             o
         }
         Err(e) => TableRun {
-            table: table.name.clone(),
             status: match e {
                 Error::Conflict { .. } => TableStatus::Conflict,
                 Error::Refused { .. } => TableStatus::Refused,
@@ -538,15 +544,9 @@ pub async fn run_table(
             },
             rejected: partial.rejected,
             rejects_file: partial.rejects_file,
-            notes: Vec::new(),
             duration_ms,
-            delta_files: Vec::new(),
             sources: partial.sources,
-            error: Some(e),
-            skipped_because: None,
-            preview: None,
-            partitions: Vec::new(),
-            pending: None,
+            ..failed_run(&table.name, e)
         },
     };
     // A version an atomic pipeline prepared is recorded once the pipeline commit decided.
@@ -835,7 +835,7 @@ async fn execute(
             None => {
                 let mut csv = Vec::new();
                 sink::write_to(&mut csv, source::SourceFormat::Csv, &schema, &[batch])?;
-                let relative = format!("rejects/v{version:08}-{run_id}.csv");
+                let relative = store::rejects_name(version, run_id);
                 store.put_plain(name, &relative, csv.into()).await?
             }
         };
@@ -871,7 +871,7 @@ async fn execute(
     };
     let valid = match &stored_watermark {
         Some(w) => {
-            let (kept, ignored) = above_watermark(name, valid, w)?;
+            let (kept, ignored) = above_watermark(name, &typed_schema, valid, w)?;
             if ignored > 0 {
                 notes.push(format!(
                     "{ignored} rows below the watermark ({} = {}) ignored",
@@ -1240,6 +1240,12 @@ async fn execute(
         partitions,
         pending: None,
     };
+    let outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))> = table
+        .outputs
+        .iter()
+        .map(|o| o.path.clone())
+        .zip(shaped)
+        .collect();
     if let Some(id) = &options.atomic_run {
         // An atomic pipeline commits every table together, once all have run; the tables that
         // depend on this one read this version meanwhile.
@@ -1248,12 +1254,7 @@ async fn execute(
         store.stage(record.clone());
         run.pending = Some(Box::new(PendingCommit {
             record,
-            outputs: table
-                .outputs
-                .iter()
-                .map(|o| o.path.clone())
-                .zip(shaped)
-                .collect(),
+            outputs,
             started_at,
             run_id: run_id.to_string(),
         }));
@@ -1266,12 +1267,6 @@ async fn execute(
     );
     progress.phase("writing the delta");
     // Step 3: outputs, only after the commit succeeded.
-    let outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))> = table
-        .outputs
-        .iter()
-        .map(|o| o.path.clone())
-        .zip(shaped)
-        .collect();
     run.delta_files = write_outputs(name, version, outputs).await?;
     Ok(run)
 }
@@ -1340,11 +1335,7 @@ async fn load_source(
     allow_empty: bool,
 ) -> Result<source::LoadedSource> {
     if !crate::cloud::is_url(pattern) {
-        let files: Vec<source::FileToRead> = source::resolve_files(table, pattern, selection)?
-            .into_iter()
-            .map(source::FileToRead::local)
-            .collect();
-        return source::load_files(&files, options, allow_empty);
+        return source::load(table, pattern, selection, options, allow_empty);
     }
     let dir = tempfile::Builder::new()
         .prefix("tidemark-source-")
@@ -1609,6 +1600,7 @@ pub async fn diff_files(
         &old.display().to_string(),
         source::FileSelection::Newest,
         old_options,
+        false,
     )?
     .strict()?;
     let loaded = load_source(name, &table.source_path, table.files, &table.source, false)
@@ -1981,41 +1973,39 @@ async fn carry_baseline_rows(
 /// UNCHANGED.
 fn above_watermark(
     name: &str,
+    schema: &SchemaRef,
     batches: Vec<RecordBatch>,
     stored: &store::Watermark,
 ) -> Result<(Vec<RecordBatch>, u64)> {
     use datafusion::arrow::array::{BooleanArray, Scalar, StringArray};
+    // The column exists: `check_columns` made sure of it, and typing keeps every column.
+    let index = schema
+        .index_of(&stored.column)
+        .map_err(|e| Error::engine("comparing watermarks", e.into()))?;
+    let data_type = schema.field(index).data_type();
+    let unreadable = |e: String| Error::Usage {
+        message: format!(
+            "table {name}: the stored watermark {} = {} cannot be read as {} ({e}); the column's type changed? `tidemark reset --table {name}` starts over.",
+            stored.column,
+            stored.value,
+            source::types::type_name(data_type)
+        ),
+    };
+    let threshold = datafusion::arrow::compute::kernels::cast::cast(
+        &StringArray::from(vec![stored.value.as_str()]),
+        data_type,
+    )
+    .map_err(|e| unreadable(e.to_string()))?;
+    if threshold.is_null(0) {
+        return Err(unreadable("not a value of that type".into()));
+    }
+    let threshold = Scalar::new(threshold);
     let mut kept = Vec::with_capacity(batches.len());
     let mut ignored = 0u64;
     for batch in batches {
-        let Some(values) = batch.column_by_name(&stored.column) else {
-            return Err(Error::MissingColumn {
-                table: name.to_string(),
-                column: stored.column.clone(),
-                setting: "watermark".into(),
-                origin: "the snapshot".into(),
-                available: column_names(&batch.schema()),
-            });
-        };
-        let unreadable = |e: String| Error::Usage {
-            message: format!(
-                "table {name}: the stored watermark {} = {} cannot be read as {} ({e}); the column's type changed? `tidemark reset --table {name}` starts over.",
-                stored.column,
-                stored.value,
-                source::types::type_name(values.data_type())
-            ),
-        };
-        let threshold = datafusion::arrow::compute::kernels::cast::cast(
-            &StringArray::from(vec![stored.value.as_str()]),
-            values.data_type(),
-        )
-        .map_err(|e| unreadable(e.to_string()))?;
-        if threshold.is_null(0) {
-            return Err(unreadable("not a value of that type".into()));
-        }
-        let above =
-            datafusion::arrow::compute::kernels::cmp::gt_eq(values, &Scalar::new(threshold))
-                .map_err(|e| Error::engine("comparing watermarks", e.into()))?;
+        let values = batch.column(index);
+        let above = datafusion::arrow::compute::kernels::cmp::gt_eq(values, &threshold)
+            .map_err(|e| Error::engine("comparing watermarks", e.into()))?;
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|i| Some(values.is_null(i) || (above.is_valid(i) && above.value(i))))
             .collect();
@@ -2059,7 +2049,7 @@ async fn partition_rows(ctx: &SessionContext, table: &TablePlan) -> Result<Vec<P
     if table.partition_by.is_empty() {
         return Ok(Vec::new());
     }
-    // The columns were checked when the partitions read were registered.
+    // The columns exist: `check_columns` made sure of it.
     let name = table.name.as_str();
     let columns = diff::ident_list(&table.partition_by);
     let sql = format!(
@@ -2096,20 +2086,8 @@ async fn register_present_partitions(
     if table.partition_by.is_empty() {
         return Ok(());
     }
+    // The columns exist: `check_columns` made sure of it, and typing keeps every column.
     let name = table.name.as_str();
-    for column in &table.partition_by {
-        if schema.field_with_name(column).is_err() {
-            return Err(Error::MissingColumn {
-                table: name.to_string(),
-                column: column.clone(),
-                setting: "partition_by".into(),
-                origin: "the snapshot".into(),
-                available: column_names(schema),
-            });
-        }
-    }
-    ctx.deregister_table("all_rows_read")
-        .map_err(engine_err(name, "listing partitions"))?;
     register_batches(ctx, "all_rows_read", schema.clone(), rows.to_vec())?;
     let frame = ctx
         .sql(&format!(
@@ -2124,8 +2102,6 @@ async fn register_present_partitions(
         .await
         .map_err(engine_err(name, "listing partitions"))?;
     ctx.deregister_table("all_rows_read")
-        .map_err(engine_err(name, "listing partitions"))?;
-    ctx.deregister_table("present_partitions")
         .map_err(engine_err(name, "listing partitions"))?;
     register_batches(ctx, "present_partitions", present_schema, present)
 }

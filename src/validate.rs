@@ -257,16 +257,8 @@ pub async fn check_references(
     crate::run::register_batches(&ctx, "__tidemark_child", numbered_schema, numbered)?;
     let mut found = Vec::new();
     for reference in &table.references {
+        // The column exists: `check_columns` made sure of it.
         let parent = &reference.parent;
-        if schema.field_with_name(&reference.column).is_err() {
-            return Err(Error::MissingColumn {
-                table: table.name.clone(),
-                column: reference.column.clone(),
-                setting: "references".into(),
-                origin: "the snapshot".into(),
-                available: schema.fields().iter().map(|f| f.name().clone()).collect(),
-            });
-        }
         let record = store.latest(parent).await?.ok_or_else(|| Error::Usage {
             message: format!(
                 "table {}: `references` checks against {parent}, which has no baseline yet; run {parent} first.",

@@ -58,7 +58,7 @@ pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Byt
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
         ))
-        .set_max_row_group_row_count(Some(1024 * 1024))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     if schema.fields().iter().any(|f| f.data_type().is_nested()) {
         // A nested column has several leaves: the plain writer lays them out.
@@ -120,16 +120,14 @@ fn encode_parquet_in_parallel(
         }
     }
     for (index, group) in groups.iter().enumerate() {
-        if group.is_empty() && index > 0 {
-            continue;
-        }
         let writers = factory.create_column_writers(index).map_err(fail)?;
+        let threads = threads.min(writers.len()).max(1);
         // Leaf column i of the schema is column i here: snapshots hold no nested types.
         let mut assigned: Vec<Vec<(usize, _)>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, w) in writers.into_iter().enumerate() {
             assigned[i % threads].push((i, w));
         }
-        let chunks: Vec<(usize, ArrowColumnChunk)> = std::thread::scope(|scope| {
+        let mut chunks: Vec<(usize, ArrowColumnChunk)> = std::thread::scope(|scope| {
             let handles: Vec<_> = assigned
                 .into_iter()
                 .map(|columns| {
@@ -155,7 +153,6 @@ fn encode_parquet_in_parallel(
             Ok::<_, datafusion::parquet::errors::ParquetError>(all)
         })
         .map_err(fail)?;
-        let mut chunks = chunks;
         chunks.sort_by_key(|(i, _)| *i);
         let mut row_group = writer.next_row_group().map_err(fail)?;
         for (_, chunk) in chunks {

@@ -204,7 +204,6 @@ fn split_records(body: &[u8], pieces: usize) -> Vec<&[u8]> {
             .iter()
             .filter(|&&b| b == b'"')
             .count();
-        counted_to = target;
         let mut inside = quotes_before % 2 == 1;
         let mut cut = None;
         for (i, &b) in body[target..].iter().enumerate() {
@@ -220,7 +219,8 @@ fn split_records(body: &[u8], pieces: usize) -> Vec<&[u8]> {
         let Some(cut) = cut.filter(|&c| c < body.len()) else {
             break;
         };
-        quotes_before += body[counted_to..cut].iter().filter(|&&b| b == b'"').count();
+        // A cut is outside quotes: the quotes before it are even in number.
+        quotes_before = 0;
         counted_to = cut;
         parts.push(&body[start..cut]);
         start = cut;

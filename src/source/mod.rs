@@ -399,12 +399,13 @@ impl FileToRead {
     }
 }
 
-/// Load every file of a table's local source into Arrow.
+/// Load every file of a table's local source into Arrow (`allow_empty`: see [`load_files`]).
 pub fn load(
     table: &str,
     pattern: &str,
     selection: FileSelection,
     options: &SourceOptions,
+    allow_empty: bool,
 ) -> Result<LoadedSource> {
     if crate::cloud::is_url(pattern) {
         return Err(Error::Usage {
@@ -417,7 +418,7 @@ pub fn load(
         .into_iter()
         .map(FileToRead::local)
         .collect();
-    load_files(&files, options, false)
+    load_files(&files, options, allow_empty)
 }
 
 /// Load these files into Arrow, one table. A header with no data rows is an error (a truncated

@@ -566,7 +566,7 @@ impl Store {
         let objects = self.ensure_put_if_absent().await?;
         let mut outcome = Ok(());
         for record in records {
-            self.settle_pending(&record.table, record.version).await?;
+            // `commit` settles earlier pending versions first; this run's marker is not earlier.
             let marker = Path::from(format!("{}/_pending/{}", record.table, record.version));
             objects
                 .put(&marker, PutPayload::from_static(b""))
@@ -909,6 +909,11 @@ fn commit_name(version: u64) -> String {
 
 fn commit_path(table: &str, version: u64) -> Path {
     Path::from(format!("{table}/{}", commit_name(version)))
+}
+
+/// File name of the rejects file of a run that made (or would have made) a version.
+pub fn rejects_name(version: u64, run_id: &str) -> String {
+    format!("rejects/v{version:08}-{run_id}.csv")
 }
 
 /// File name of a version's snapshot.

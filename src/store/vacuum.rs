@@ -138,7 +138,7 @@ impl Store {
     }
 }
 
-/// The version in a rejects file's name, `rejects/v00000002-<run>.csv`.
+/// The version in a rejects file's name (`super::rejects_name`).
 fn rejects_version(relative: &str) -> Option<u64> {
     relative.strip_prefix("rejects/v")?.get(..8)?.parse().ok()
 }

@@ -103,6 +103,24 @@ impl ObjectStore for Faulty {
     }
 }
 
+/// The plan's local store seen through a [`Faulty`] object store.
+fn faulty_store(
+    plan: &tidemark::spec::Plan,
+    fail_at: usize,
+    lose_response: bool,
+    ignores_create: bool,
+) -> tidemark::store::Store {
+    let root = std::path::PathBuf::from(&plan.store);
+    let faulty = Faulty {
+        inner: Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap()),
+        puts: AtomicUsize::new(0),
+        fail_at,
+        lose_response,
+        ignores_create,
+    };
+    tidemark::store::Store::with_objects(&plan.store, root, Arc::new(faulty))
+}
+
 async fn query(store: &tidemark::store::Store, sql: &str) -> String {
     let ctx = tidemark::query::session(store).await.unwrap();
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
@@ -127,15 +145,7 @@ async fn case(fail_at: usize, lose_response: bool) -> (bool, bool) {
     let healthy = tidemark::store::Store::open(&plan.store, false).unwrap();
     let day1 = query(&healthy, "SELECT sku, qty FROM items ORDER BY sku").await;
 
-    let root = std::path::PathBuf::from(&plan.store);
-    let faulty = Faulty {
-        inner: Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap()),
-        puts: AtomicUsize::new(0),
-        fail_at,
-        lose_response,
-        ignores_create: false,
-    };
-    let store = tidemark::store::Store::with_objects(&plan.store, root, Arc::new(faulty));
+    let store = faulty_store(&plan, fail_at, lose_response, false);
     std::fs::write(dir.path().join("items.csv"), DAY2).unwrap();
     let run = tidemark::run::run_pipeline_in(&plan, &store, &options, |_| {})
         .await
@@ -206,17 +216,7 @@ fn a_store_that_ignores_create_only_if_absent_is_refused() {
         let plan = tidemark::spec::load(&pipeline, None).unwrap();
         let root = std::path::PathBuf::from(&plan.store);
         std::fs::create_dir_all(&root).unwrap();
-        let careless = || {
-            let objects = Faulty {
-                inner: Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap()),
-                puts: AtomicUsize::new(0),
-                fail_at: 0,
-                lose_response: false,
-                ignores_create: true,
-            };
-            tidemark::store::Store::with_objects(&plan.store, root.clone(), Arc::new(objects))
-                .checking_put_if_absent()
-        };
+        let careless = || faulty_store(&plan, 0, false, true).checking_put_if_absent();
         let options = tidemark::run::RunOptions::default();
         let refused = tidemark::run::run_pipeline_in(&plan, &careless(), &options, |_| {})
             .await
@@ -274,15 +274,7 @@ async fn atomic_case(fail_at: usize, lose_response: bool) -> bool {
     assert!(first.tables.iter().all(|t| t.error.is_none()));
     let healthy = tidemark::store::Store::open(&plan.store, false).unwrap();
 
-    let root = std::path::PathBuf::from(&plan.store);
-    let faulty = Faulty {
-        inner: Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap()),
-        puts: AtomicUsize::new(0),
-        fail_at,
-        lose_response,
-        ignores_create: false,
-    };
-    let store = tidemark::store::Store::with_objects(&plan.store, root, Arc::new(faulty));
+    let store = faulty_store(&plan, fail_at, lose_response, false);
     write_day(DAY2);
     let run = tidemark::run::run_pipeline_in(&plan, &store, &options, |_| {})
         .await

@@ -2,7 +2,7 @@
 //! duration. Every time, `verify` passes (whatever was committed is whole) and the next run
 //! commits without clean-up.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use crate::workdir::{ITEMS_PIPELINE, Workdir, assert_code, stdout};
@@ -32,7 +32,6 @@ fn kill_9_at_any_moment_leaves_a_store_that_verifies_and_runs() {
     day(&w, 0);
     assert_code(&w.run(&["run", "items.yaml"]), 0);
     day(&w, 1);
-    let bin = assert_cmd::cargo::cargo_bin("tidemark");
     let started = Instant::now();
     assert_code(&w.run(&["run", "items.yaml"]), 0);
     let full = started.elapsed();
@@ -46,9 +45,9 @@ fn kill_9_at_any_moment_leaves_a_store_that_verifies_and_runs() {
         seed ^= seed << 17;
         let at = full.mul_f64((seed % 1000) as f64 / 1000.0);
         day(&w, 2 + k);
-        let mut child = Command::new(&bin)
+        let mut child = w
+            .command()
             .args(["run", "items.yaml"])
-            .current_dir(w.root())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

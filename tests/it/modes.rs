@@ -3,16 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::workdir::{Workdir, assert_code, stderr, stdout, without_time};
+use crate::workdir::{Workdir, assert_code, stderr, stdout, summary};
 
 fn query(w: &Workdir, sql: &str) -> String {
     let o = w.run(&["query", "p.yaml", sql, "--format", "csv"]);
     assert_code(&o, 0);
     stdout(&o)
-}
-
-fn summary(o: &std::process::Output) -> Vec<String> {
-    stdout(o).lines().map(without_time).collect()
 }
 
 /// Orders of several customers, whose names the export spells in several ways: the transform

@@ -76,26 +76,31 @@ fn concurrent_runs_commit_each_version_once() {
     race(&w, ROUNDS);
 }
 
+/// `tidemark run p.yaml` `n` times at once in `w`: all started before any is waited for.
+fn run_at_once(w: &Workdir, n: usize) -> Vec<std::process::Output> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            w.command()
+                .args(["run", "p.yaml"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
 /// `rounds` rounds of 8 runs at once of `p.yaml` (the items pipeline, whose store may be given
 /// by the folder's environment), then the checks.
 pub fn race(w: &Workdir, rounds: usize) {
     let mut commits = 0;
     for r in 0..rounds {
         w.write("items.csv", csv(&input(r)));
-        let children: Vec<_> = (0..PROCESSES)
-            .map(|_| {
-                w.command()
-                    .args(["run", "p.yaml"])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        let outputs: Vec<_> = children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect();
+        let outputs = run_at_once(w, PROCESSES);
         let mut committed = 0;
         for o in &outputs {
             match o.status.code() {
@@ -169,19 +174,8 @@ fn concurrent_atomic_runs_commit_all_tables_or_none() {
     );
     for r in 0..4 {
         w.write("items.csv", csv(&input(r)));
-        let children: Vec<_> = (0..6)
-            .map(|_| {
-                w.command()
-                    .args(["run", "p.yaml"])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
         let mut committed = 0;
-        for child in children {
-            let o = child.wait_with_output().unwrap();
+        for o in run_at_once(&w, 6) {
             let text = stdout(&o);
             match o.status.code() {
                 Some(0) => {

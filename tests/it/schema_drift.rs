@@ -2,11 +2,7 @@
 //! now has decimals changes no row by itself and gets one line in the summary; normalisation
 //! makes a trailing space or a case change no change.
 
-use crate::workdir::{ITEMS_PIPELINE, Workdir, assert_code, stdout, without_time};
-
-fn summary(o: &std::process::Output) -> Vec<String> {
-    stdout(o).lines().map(without_time).collect()
-}
+use crate::workdir::{ITEMS_PIPELINE, Workdir, assert_code, stdout, summary};
 
 fn items(first: &str) -> Workdir {
     let w = Workdir::new();

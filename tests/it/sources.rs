@@ -7,11 +7,7 @@ use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 
-use crate::workdir::{Workdir, assert_code, stdout, without_time};
-
-fn summary(o: &std::process::Output) -> Vec<String> {
-    stdout(o).lines().map(without_time).collect()
-}
+use crate::workdir::{Workdir, assert_code, stdout, summary};
 
 #[test]
 fn csv_options_header_row_delimiter_null_values_and_declared_types() {

@@ -2,7 +2,7 @@
 //! the sample exports in `data/store-sync/`: dependency order, references, isolation of a
 //! failing table, `--fail-fast`, and running a folder of pipeline files.
 
-use crate::workdir::{Workdir, assert_code, stdout, without_time};
+use crate::workdir::{Workdir, assert_code, stdout, summary};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const TABLES: [&str; 6] = [
@@ -37,10 +37,6 @@ fn add_day(w: &Workdir, day: &str) {
             std::fs::read(&path).unwrap(),
         );
     }
-}
-
-fn summary(o: &std::process::Output) -> Vec<String> {
-    stdout(o).lines().map(without_time).collect()
 }
 
 fn query(w: &Workdir, sql: &str) -> String {

@@ -2,13 +2,9 @@
 //! out of the comparison, and their keys keep their baseline rows (never DELETED).
 
 use crate::inventory_data::{VendorRow, day1, day2};
-use crate::workdir::{ITEMS_PIPELINE, Workdir, assert_code, stdout, without_time};
+use crate::workdir::{ITEMS_PIPELINE, Workdir, assert_code, stdout, summary};
 
 /// The summary line and the lines below it, times removed.
-fn summary(o: &std::process::Output) -> Vec<String> {
-    stdout(o).lines().map(without_time).collect()
-}
-
 fn query(w: &Workdir, pipeline: &str, sql: &str) -> String {
     let o = w.run(&["query", pipeline, sql, "--format", "csv"]);
     assert_code(&o, 0);

@@ -87,6 +87,11 @@ pub fn assert_code(o: &Output, code: i32) {
     );
 }
 
+/// The lines of a run's stdout, each summary line without its elapsed time.
+pub fn summary(o: &Output) -> Vec<String> {
+    stdout(o).lines().map(without_time).collect()
+}
+
 /// The summary line with the elapsed time removed.
 pub fn without_time(line: &str) -> String {
     match line.rfind(" (") {
