@@ -117,8 +117,10 @@ pub fn parse_text_column(
             }
         }
     }
-    if errors.is_empty() {
-        // Values such as "1e400" can pass the lenient cast but fail a strict one; surface that too.
+    // Values such as "1e400" can pass the lenient cast but fail a strict one; surface that too.
+    // Not for integers: there the lenient cast fails only to null (counted above), and a strict
+    // one would refuse the "2.0" just filled in.
+    if errors.is_empty() && !target.is_integer() {
         cast_with_options(&source, target, &strict()).map_err(|e| unreadable(&e))?;
     }
     Ok((parsed, errors))

@@ -192,3 +192,23 @@ fn json_deltas_write_nulls_and_messages_name_no_rust_types() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_whole_number_written_with_a_zero_fraction_fits_a_declared_integer_column() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  items:\n    source: {path: items.csv, columns: {qty: int64}}\n    key: id\n",
+    );
+    w.write("items.csv", "id,qty\na,1\nb,2.0\n");
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 0);
+    let q = w.run(&[
+        "query",
+        "p.yaml",
+        "SELECT id, qty FROM items ORDER BY id",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(stdout(&q), "id,qty\na,1\nb,2\n", "{}", stderr(&q));
+}
