@@ -386,10 +386,14 @@ pub fn rows_with_keys(
     held: &[RecordBatch],
     skip: &std::collections::HashSet<u64>,
 ) -> Vec<u64> {
-    let render = |b: &RecordBatch, i: usize| -> Option<String> {
-        key.iter()
-            .map(|k| {
-                let c = b.column_by_name(k)?;
+    // The key columns of a batch, looked up once per batch rather than once per row.
+    let key_columns = |b: &RecordBatch| -> Option<Vec<ArrayRef>> {
+        key.iter().map(|k| b.column_by_name(k).cloned()).collect()
+    };
+    let render = |columns: &[ArrayRef], i: usize| -> Option<String> {
+        columns
+            .iter()
+            .map(|c| {
                 (!c.is_null(i))
                     .then(|| array_value_to_string(c, i).ok())
                     .flatten()
@@ -397,20 +401,26 @@ pub fn rows_with_keys(
             .collect::<Option<Vec<_>>>()
             .map(|parts| parts.join("\u{1f}"))
     };
-    let wanted: std::collections::HashSet<String> = held
-        .iter()
-        .flat_map(|b| (0..b.num_rows()).filter_map(move |i| render(b, i)))
-        .collect();
+    let mut wanted = std::collections::HashSet::new();
+    for batch in held {
+        if let Some(columns) = key_columns(batch) {
+            wanted.extend((0..batch.num_rows()).filter_map(|i| render(&columns, i)));
+        }
+    }
     let mut found = Vec::new();
     if wanted.is_empty() {
         return found;
     }
     let mut offset = 0u64;
     for batch in batches {
-        for i in 0..batch.num_rows() {
-            let index = offset + i as u64;
-            if !skip.contains(&index) && render(batch, i).is_some_and(|k| wanted.contains(&k)) {
-                found.push(index);
+        if let Some(columns) = key_columns(batch) {
+            for i in 0..batch.num_rows() {
+                let index = offset + i as u64;
+                if !skip.contains(&index)
+                    && render(&columns, i).is_some_and(|k| wanted.contains(&k))
+                {
+                    found.push(index);
+                }
             }
         }
         offset += batch.num_rows() as u64;
