@@ -14,6 +14,7 @@ pub mod diff;
 pub mod engine;
 pub mod error;
 pub mod normalize;
+pub mod parallel;
 pub mod query;
 pub mod restore;
 pub mod run;

@@ -5,17 +5,35 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::csv::reader::{Format, ReaderBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 
-use super::types::type_text_batch;
-use super::{FileRead, FileRows, SourceOptions};
+use super::types::{parse_declared, type_text_batches};
+use super::{CellError, FileRead, FileRows, SourceOptions};
 use crate::error::{Error, Result};
 
-/// Read a CSV file into one typed record batch, reporting the cells that do not fit their
-/// declared type (they are null in the batch).
+/// Bytes of a CSV file read and parsed as one piece: large enough that the per-piece costs
+/// vanish, small enough that the file's raw text never sits in memory whole.
+const PIECE_BYTES: usize = 16 << 20;
+
+/// Read a CSV file into typed record batches, reporting the cells that do not fit their
+/// declared type (they are null in the batches).
+///
+/// The file is read in pieces that end between records, parsed on every core while the next
+/// pieces are read, and its declared columns typed piece by piece; the undeclared columns are
+/// inferred over the whole file at the end. Anything unusual (a split that is not between
+/// records, bytes that are not UTF-8, a malformed line) sends the file through
+/// [`read_in_one_piece`], which finds the problem and names its line.
 pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
+    read_csv_rows_in_pieces(path, options, PIECE_BYTES)
+}
+
+fn read_csv_rows_in_pieces(
+    path: &Path,
+    options: &SourceOptions,
+    piece_bytes: usize,
+) -> Result<FileRead> {
     let clock = std::time::Instant::now();
     let step = |what: &str| {
         tracing::debug!(
@@ -24,6 +42,309 @@ pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
             clock.elapsed().as_secs_f64()
         )
     };
+    match read_streaming(path, options, piece_bytes, &step)? {
+        Some(read) => Ok(read),
+        None => {
+            step("read again in one piece, to find the problem");
+            read_in_one_piece(path, options, &step)
+        }
+    }
+}
+
+/// A piece of a CSV file parsed: its batches (declared columns typed) and the cells that did
+/// not fit, by row of the piece.
+type ParsedPiece = (Vec<RecordBatch>, Vec<CellError>);
+
+/// Read, parse and type the file in pieces; None when the file needs [`read_in_one_piece`].
+fn read_streaming(
+    path: &Path,
+    options: &SourceOptions,
+    piece_bytes: usize,
+    step: &dyn Fn(&str),
+) -> Result<Option<FileRead>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut pieces = PieceReader::new(file, piece_bytes);
+    let Some(mut first) = pieces.next_piece().map_err(|e| Error::io(path, e))? else {
+        return Ok(None);
+    };
+    let bom = if first.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    if not_text(&first[bom..]).is_some() {
+        return Ok(None);
+    }
+    let skip = options.header_row.saturating_sub(1);
+    let Some(start) = offset_after_lines(&first[bom..], skip) else {
+        return Ok(None);
+    };
+    first.drain(..bom + start);
+    if pieces.finished && first.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    let Ok(names) = header_names(&first, options.delimiter) else {
+        return Ok(None);
+    };
+    if check_header(path, options.header_row, &names).is_err() {
+        return Ok(None);
+    }
+    let text_schema = text_schema(&names);
+    let nulls = null_regex(&options.null_values);
+    let parse_piece = |bytes: &[u8], header: bool, last: bool| -> Result<Option<ParsedPiece>> {
+        if std::str::from_utf8(bytes).is_err() {
+            return Ok(None);
+        }
+        // A piece must end between records (the last one: not inside quotes); else the split
+        // was misled by a stray quote, or a quote is never closed.
+        let state = end_state(bytes, options.delimiter);
+        if state == QuoteState::Quoted || (!last && state != QuoteState::FieldStart) {
+            return Ok(None);
+        }
+        let Ok(text) = parse_text(bytes, header, &text_schema, options.delimiter, &nulls) else {
+            return Ok(None);
+        };
+        let mut batches = Vec::with_capacity(text.len());
+        let mut errors = Vec::new();
+        let mut rows = 0;
+        for batch in &text {
+            let (typed, misfits) = parse_declared(batch, &options.columns)?;
+            errors.extend(misfits.into_iter().map(|mut e| {
+                e.row += rows;
+                e
+            }));
+            rows += typed.num_rows();
+            batches.push(typed);
+        }
+        Ok(Some((batches, errors)))
+    };
+
+    let workers = crate::parallel::cores();
+    // Bounded, so that reading never runs far ahead of parsing.
+    let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>, bool)>(workers);
+    let receive = std::sync::Mutex::new(receive);
+    let gave_up = std::sync::atomic::AtomicBool::new(false);
+    let mut parsed: Vec<(usize, Result<Option<ParsedPiece>>)> = Vec::new();
+    let mut read_error = None;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (receive, gave_up, parse_piece) = (&receive, &gave_up, &parse_piece);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let job = receive.lock().expect("no worker panics holding it").recv();
+                        let Ok((index, bytes, last)) = job else { break };
+                        if gave_up.load(std::sync::atomic::Ordering::Relaxed) {
+                            continue;
+                        }
+                        let outcome = parse_piece(&bytes, index == 0, last);
+                        if !matches!(outcome, Ok(Some(_))) {
+                            gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        done.push((index, outcome));
+                    }
+                    done
+                })
+            })
+            .collect();
+        let mut next = Some(first);
+        let mut index = 0;
+        while let Some(bytes) = next.take() {
+            if gave_up.load(std::sync::atomic::Ordering::Relaxed)
+                || send.send((index, bytes, pieces.finished)).is_err()
+            {
+                break;
+            }
+            index += 1;
+            match pieces.next_piece() {
+                Ok(piece) => next = piece,
+                Err(e) => read_error = Some(e),
+            }
+        }
+        drop(send);
+        for handle in handles {
+            let done = handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            parsed.extend(done);
+        }
+    });
+    if let Some(e) = read_error {
+        return Err(Error::io(path, e));
+    }
+    step("parsed");
+    parsed.sort_by_key(|(index, _)| *index);
+    let mut batches = Vec::new();
+    let mut cell_errors = Vec::new();
+    let mut rows = 0;
+    for (_, outcome) in parsed {
+        let Some((piece_batches, errors)) = outcome? else {
+            return Ok(None);
+        };
+        cell_errors.extend(errors.into_iter().map(|mut e| {
+            e.row += rows;
+            e
+        }));
+        rows += piece_batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        batches.extend(piece_batches);
+    }
+    let read = finish_typing(path, options, &text_schema, batches, cell_errors)?;
+    step("typed");
+    warn_if_other_delimiter(path, options.delimiter, &names);
+    Ok(Some(read))
+}
+
+/// Reads a file in pieces of about `piece_bytes` that end after a line break outside quotes
+/// (judged by the parity of the quotes before it; the parser checks it), so that each piece
+/// holds whole records.
+struct PieceReader {
+    file: std::fs::File,
+    piece_bytes: usize,
+    /// The start of the next piece: bytes read after the last piece's end.
+    carry: Vec<u8>,
+    /// Every byte of the file has been handed out.
+    finished: bool,
+}
+
+impl PieceReader {
+    fn new(file: std::fs::File, piece_bytes: usize) -> Self {
+        PieceReader {
+            file,
+            piece_bytes: piece_bytes.max(1),
+            carry: Vec::new(),
+            finished: false,
+        }
+    }
+
+    fn next_piece(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        if self.finished {
+            return Ok(None);
+        }
+        let mut piece = std::mem::take(&mut self.carry);
+        let mut wanted = self.piece_bytes.max(piece.len() + 1);
+        loop {
+            let more = wanted - piece.len();
+            piece.reserve_exact(more);
+            let got = (&mut self.file).take(more as u64).read_to_end(&mut piece)?;
+            if got < more {
+                self.finished = true;
+                return Ok((!piece.is_empty()).then_some(piece));
+            }
+            if let Some(end) = last_record_end(&piece) {
+                self.carry = piece[end..].to_vec();
+                piece.truncate(end);
+                return Ok(Some(piece));
+            }
+            // One record longer than a piece: read on.
+            wanted = piece.len() * 2;
+        }
+    }
+}
+
+/// The end of the last line break that has an even number of quotes before it, if any.
+fn last_record_end(bytes: &[u8]) -> Option<usize> {
+    let quotes = bytes.iter().filter(|&&b| b == b'"').count();
+    let mut quotes_after = 0;
+    for (i, &b) in bytes.iter().enumerate().rev() {
+        match b {
+            b'"' => quotes_after += 1,
+            b'\n' if (quotes - quotes_after) % 2 == 0 => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The column names of the header record at the start of `body`. An empty header cell gets
+/// `column_N` after its position, as in a workbook (see excel.rs), rather than an empty name
+/// that no SQL can select.
+fn header_names(body: &[u8], delimiter: u8) -> std::result::Result<Vec<String>, String> {
+    let format = Format::default()
+        .with_header(true)
+        .with_delimiter(delimiter);
+    let (inferred, _) = format
+        .infer_schema(body, Some(1))
+        .map_err(|e| e.to_string())?;
+    Ok(inferred
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if f.name().is_empty() {
+                format!("column_{}", i + 1)
+            } else {
+                f.name().clone()
+            }
+        })
+        .collect())
+}
+
+/// Every column as nullable text.
+fn text_schema(names: &[String]) -> SchemaRef {
+    Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(n, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Parse CSV records (after the header when `header`) into batches of text columns.
+fn parse_text(
+    bytes: &[u8],
+    header: bool,
+    text_schema: &SchemaRef,
+    delimiter: u8,
+    nulls: &Option<regex::Regex>,
+) -> std::result::Result<Vec<RecordBatch>, String> {
+    let mut builder = ReaderBuilder::new(text_schema.clone())
+        .with_header(header)
+        .with_delimiter(delimiter)
+        .with_batch_size(64 * 1024);
+    if let Some(nulls) = nulls {
+        builder = builder.with_null_regex(nulls.clone());
+    }
+    let reader = builder.build(bytes).map_err(|e| e.to_string())?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
+/// Type the file's batches (see [`type_text_batches`]); a file of no rows is one empty batch,
+/// which carries the columns.
+fn finish_typing(
+    path: &Path,
+    options: &SourceOptions,
+    text_schema: &SchemaRef,
+    mut batches: Vec<RecordBatch>,
+    mut cell_errors: Vec<CellError>,
+) -> Result<FileRead> {
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(text_schema.clone()));
+    }
+    let (batches, mut more_errors) = type_text_batches(&batches, &options.columns)?;
+    cell_errors.append(&mut more_errors);
+    // Column by column, as a person reads the rejects of one row.
+    cell_errors.sort_by_key(|e| (text_schema.index_of(&e.column).unwrap_or(usize::MAX), e.row));
+    Ok(FileRead {
+        batches,
+        rows: FileRows::CsvLines {
+            path: path.to_path_buf(),
+            header_row: options.header_row,
+        },
+        cell_errors,
+    })
+}
+
+/// Read the whole file into memory, check it and parse it in one piece: the careful path,
+/// whose errors name the file's line.
+fn read_in_one_piece(
+    path: &Path,
+    options: &SourceOptions,
+    step: &dyn Fn(&str),
+) -> Result<FileRead> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     step("read");
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
@@ -75,158 +396,22 @@ pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
             path: path.to_path_buf(),
             row: Some((skip + line) as u64),
             column: None,
-            message: "malformed CSV: the quote that opens a field on this line is never closed, so the rest of the file would be read as one value. Add the closing quote; a quote inside a quoted value is written twice (\"\")."
-                .into(),
+            message: "malformed CSV: the quote that opens a field on this line is never closed, so the rest of the file would be read as one value. Add the closing quote; a quote inside a quoted value is written twice (\"\").".into(),
         });
     }
-
     step("checked");
-    let format = Format::default()
-        .with_header(true)
-        .with_delimiter(options.delimiter);
-    let (inferred, _) = format
-        .infer_schema(body, Some(1))
-        .map_err(|e| data_error(path, options.header_row, &e.to_string()))?;
-    // An empty header cell gets `column_N` after its position, as in a workbook (see
-    // excel.rs), rather than an empty name that no SQL can select.
-    let names: Vec<String> = inferred
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if f.name().is_empty() {
-                format!("column_{}", i + 1)
-            } else {
-                f.name().clone()
-            }
-        })
-        .collect();
+    let names = header_names(body, options.delimiter)
+        .map_err(|e| data_error(path, options.header_row, &e))?;
     check_header(path, options.header_row, &names)?;
     warn_if_other_delimiter(path, options.delimiter, &names);
-    let text_schema = Arc::new(Schema::new(
-        names
-            .iter()
-            .map(|n| Field::new(n, DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    ));
+    let text_schema = text_schema(&names);
     let nulls = null_regex(&options.null_values);
-    let parse = |chunk: &[u8], header: bool| -> std::result::Result<Vec<_>, String> {
-        let mut builder = ReaderBuilder::new(text_schema.clone())
-            .with_header(header)
-            .with_delimiter(options.delimiter)
-            .with_batch_size(64 * 1024);
-        if let Some(nulls) = &nulls {
-            builder = builder.with_null_regex(nulls.clone());
-        }
-        let reader = builder.build(chunk).map_err(|e| e.to_string())?;
-        reader
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())
-    };
-    // Large files are parsed in one piece per core, split between records. The pieces' line
-    // numbers start over, so an error is found again by one sequential parse, which names the
-    // file's line.
-    let pieces = split_records(body, parallel_pieces(body.len()));
-    tracing::debug!("{}: parsing in {} pieces", path.display(), pieces.len());
-    let count = pieces.len();
-    let parse = &parse;
-    let parsed: Option<Vec<_>> = if count > 1 {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = pieces
-                .iter()
-                .copied()
-                .enumerate()
-                .map(|(i, piece)| {
-                    let last = i + 1 == count;
-                    scope.spawn(move || {
-                        // A piece that does not end between records (a stray quote misled the
-                        // split) is refused, and the file parsed in one piece.
-                        if !last
-                            && scan_quotes(piece, options.delimiter).0 != QuoteState::FieldStart
-                        {
-                            return Err("split inside a record".to_string());
-                        }
-                        parse(piece, i == 0)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().ok().and_then(|r| r.ok()))
-                .collect::<Option<Vec<_>>>()
-        })
-        .map(|parts| parts.into_iter().flatten().collect())
-    } else {
-        None
-    };
-    let batches = match parsed {
-        Some(batches) => batches,
-        None => parse(body, true).map_err(|e| data_error(path, options.header_row, &e))?,
-    };
+    let batches = parse_text(body, true, &text_schema, options.delimiter, &nulls)
+        .map_err(|e| data_error(path, options.header_row, &e))?;
     step("parsed");
-    let text = concat_batches(&text_schema, &batches)
-        .map_err(|e| Error::engine("reading CSV", e.into()))?;
-    step("concatenated");
-    let (batch, cell_errors) = type_text_batch(&text, &options.columns)?;
+    let read = finish_typing(path, options, &text_schema, batches, Vec::new())?;
     step("typed");
-    Ok(FileRead {
-        batch,
-        rows: FileRows::CsvLines {
-            path: path.to_path_buf(),
-            header_row: options.header_row,
-        },
-        cell_errors,
-    })
-}
-
-/// How many pieces to parse a CSV body of `len` bytes in: one per core above 8 MB.
-fn parallel_pieces(len: usize) -> usize {
-    if len < 8 << 20 {
-        return 1;
-    }
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// `body` cut into about `pieces` parts, each ending at the end of a record: after a line
-/// break outside quotes, found by the parity of the quotes before it (a quote inside a quoted
-/// value is written twice, so parity says whether a position is inside quotes).
-fn split_records(body: &[u8], pieces: usize) -> Vec<&[u8]> {
-    let mut parts = Vec::with_capacity(pieces);
-    let mut start = 0;
-    let mut quotes_before = 0usize;
-    let mut counted_to = 0;
-    for k in 1..pieces {
-        let target = body.len() * k / pieces;
-        if target <= start {
-            continue;
-        }
-        quotes_before += body[counted_to..target]
-            .iter()
-            .filter(|&&b| b == b'"')
-            .count();
-        let mut inside = quotes_before % 2 == 1;
-        let mut cut = None;
-        for (i, &b) in body[target..].iter().enumerate() {
-            match b {
-                b'"' => inside = !inside,
-                b'\n' if !inside => {
-                    cut = Some(target + i + 1);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let Some(cut) = cut.filter(|&c| c < body.len()) else {
-            break;
-        };
-        // A cut is outside quotes: the quotes before it are even in number.
-        quotes_before = 0;
-        counted_to = cut;
-        parts.push(&body[start..cut]);
-        start = cut;
-    }
-    parts.push(&body[start..]);
-    parts
+    Ok(read)
 }
 
 /// Byte offset just after the first `lines` lines, or None when the file has fewer.
@@ -339,6 +524,38 @@ fn scan_quotes(bytes: &[u8], delimiter: u8) -> (QuoteState, usize) {
         }
     }
     (state, opened_on)
+}
+
+/// The state [`scan_quotes`] ends in, found faster: by jumping from quote to quote, since only
+/// quotes change it (a quote at the start of a field opens a quoted value, up to a quote not
+/// followed by another).
+fn end_state(bytes: &[u8], delimiter: u8) -> QuoteState {
+    let mut at = 0;
+    while let Some(quote) = memchr::memchr(b'"', &bytes[at..]).map(|k| at + k) {
+        let opens = quote == 0 || bytes[quote - 1] == delimiter || bytes[quote - 1] == b'\n';
+        at = quote + 1;
+        if !opens {
+            continue;
+        }
+        loop {
+            let Some(close) = memchr::memchr(b'"', &bytes[at..]).map(|k| at + k) else {
+                return QuoteState::Quoted;
+            };
+            match bytes.get(close + 1) {
+                None => return QuoteState::QuoteInQuoted,
+                Some(b'"') => at = close + 2,
+                Some(_) => {
+                    at = close + 1;
+                    break;
+                }
+            }
+        }
+    }
+    match bytes.last() {
+        None => QuoteState::FieldStart,
+        Some(&b) if b == b'\n' || b == delimiter => QuoteState::FieldStart,
+        Some(_) => QuoteState::Unquoted,
+    }
 }
 
 /// A header of one column that holds another common delimiter: most likely a file separated by
@@ -494,15 +711,22 @@ mod tests {
 
     #[test]
     fn pieces_end_between_records_also_after_quoted_line_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
         let mut body = String::new();
         for i in 0..200 {
             body.push_str(&format!(
                 "K{i},\"a \"\"quoted\"\"\nvalue, with a comma\",{i}\n"
             ));
         }
-        for pieces in [2, 3, 7] {
-            let parts = split_records(body.as_bytes(), pieces);
-            assert!(parts.len() > 1);
+        std::fs::write(&path, &body).unwrap();
+        for piece_bytes in [1, 50, 333, 4096] {
+            let mut reader = PieceReader::new(std::fs::File::open(&path).unwrap(), piece_bytes);
+            let mut parts = Vec::new();
+            while let Some(part) = reader.next_piece().unwrap() {
+                parts.push(part);
+            }
+            assert!(parts.len() > 1, "{piece_bytes}");
             assert_eq!(parts.concat(), body.as_bytes());
             for part in &parts {
                 assert_eq!(scan_quotes(part, b',').0, QuoteState::FieldStart);
@@ -511,28 +735,115 @@ mod tests {
         }
     }
 
+    /// What a file reads as: one batch of every row, the cell errors, and the error if any.
+    fn read_as(path: &Path, options: &SourceOptions, piece_bytes: Option<usize>) -> String {
+        let read = match piece_bytes {
+            Some(bytes) => read_csv_rows_in_pieces(path, options, bytes),
+            None => read_in_one_piece(path, options, &|_| {}),
+        };
+        match read {
+            Err(e) => format!("error: {e}"),
+            Ok(read) => {
+                let batch = datafusion::arrow::compute::concat_batches(
+                    &read.batches[0].schema(),
+                    &read.batches,
+                )
+                .unwrap();
+                format!(
+                    "{:?}\n{}\n{:?}",
+                    batch.schema(),
+                    datafusion::arrow::util::pretty::pretty_format_batches(&[batch]).unwrap(),
+                    read.cell_errors
+                )
+            }
+        }
+    }
+
     #[test]
-    fn a_large_file_parsed_in_pieces_reads_as_in_one() {
+    fn a_file_read_in_pieces_reads_as_in_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.csv");
-        let mut text = String::from("sku,note,qty\n");
-        let mut i = 0;
-        while text.len() < 9 << 20 {
+        let mut text = String::from("sku,note,qty,price,seen,flag\n");
+        for i in 0..3000 {
             text.push_str(&format!(
-                "S{i},\"line one\nline \"\"two\"\"\",{i}\nT{i},plain,{i}\n"
+                "S{i},\"line one\nline \"\"two\"\"\",{i},{}.5,2024-01-{:02} 10:00:00,{}\nT{i},plain,{},,,true\n",
+                i % 7,
+                1 + i % 28,
+                i % 2 == 0,
+                if i % 1000 == 999 { "12 pcs".to_string() } else { i.to_string() },
             ));
-            i += 1;
         }
         std::fs::write(&path, &text).unwrap();
-        let read = read_csv_rows(&path, &SourceOptions::default()).unwrap();
-        assert_eq!(read.batch.num_rows(), 2 * i);
-        let notes = read.batch.column(1);
-        let notes = notes
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::StringArray>()
-            .unwrap();
-        assert_eq!(notes.value(2 * i - 2), "line one\nline \"two\"");
-        assert_eq!(notes.value(2 * i - 1), "plain");
+        let options = SourceOptions {
+            columns: vec![("qty".into(), DataType::Int64)],
+            ..SourceOptions::default()
+        };
+        let whole = read_as(&path, &options, None);
+        assert!(
+            whole.contains("Timestamp(µs)") || whole.contains("Timestamp(Microsecond"),
+            "{whole}"
+        );
+        assert!(whole.contains("12 pcs"), "{whole}");
+        for piece_bytes in [100, 7_000, 64 << 10, PIECE_BYTES] {
+            assert_eq!(
+                read_as(&path, &options, Some(piece_bytes)),
+                whole,
+                "{piece_bytes}"
+            );
+        }
+        // A value in a later piece that makes a column text makes it text in every piece.
+        std::fs::write(
+            &path,
+            format!("{text}U1,x,1,not a number,2024-01-01,maybe\n"),
+        )
+        .unwrap();
+        let whole = read_as(&path, &options, None);
+        assert!(whole.contains("price\", data_type: Utf8"), "{whole}");
+        assert_eq!(read_as(&path, &options, Some(7_000)), whole);
+    }
+
+    #[test]
+    fn files_that_mislead_the_split_or_are_malformed_read_as_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd.csv");
+        let mut rows = String::from("id,size,note\n");
+        for i in 0..500 {
+            rows.push_str(&format!("{i},5\" pipe,\"a, b\"\n"));
+        }
+        let cases = [
+            // Quotes inside unquoted fields make the quote parity lie.
+            rows.clone(),
+            // A line with a field too many, far into the file.
+            format!("{rows}501,1,x,extra\n{rows}"),
+            // A quote never closed.
+            format!("{rows}502,\"open\n{rows}"),
+            String::from("id,size\n"),
+        ];
+        for (n, case) in cases.iter().enumerate() {
+            std::fs::write(&path, case).unwrap();
+            let whole = read_as(&path, &SourceOptions::default(), None);
+            for piece_bytes in [100, 5_000] {
+                assert_eq!(
+                    read_as(&path, &SourceOptions::default(), Some(piece_bytes)),
+                    whole,
+                    "case {n}, pieces of {piece_bytes}"
+                );
+            }
+        }
+        let mut latin1 = rows.into_bytes();
+        latin1.extend_from_slice(b"504,caf\xe9,x\n");
+        std::fs::write(&path, &latin1).unwrap();
+        let whole = read_as(&path, &SourceOptions::default(), None);
+        assert!(whole.contains("not valid UTF-8"), "{whole}");
+        assert_eq!(read_as(&path, &SourceOptions::default(), Some(100)), whole);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_end_state_is_the_scanned_one(text in "[a,\"\n]{0,40}") {
+            let bytes = text.as_bytes();
+            proptest::prop_assert_eq!(end_state(bytes, b','), scan_quotes(bytes, b',').0);
+        }
     }
 
     #[test]

@@ -47,7 +47,8 @@ const MILLIS_PER_DAY: f64 = 86_400_000.0;
 /// fit its declared type, a missing sheet or a file that is no workbook is an
 /// [`Error::SourceData`]; errors about a cell name its sheet row as Excel shows it.
 pub fn read_excel(path: &Path, options: &SourceOptions) -> Result<RecordBatch> {
-    read_excel_rows(path, options)?.strict(path)
+    // A sheet is read into one batch.
+    Ok(read_excel_rows(path, options)?.strict(path)?.remove(0))
 }
 
 /// Read a sheet as [`read_excel`] does, but report cells that do not fit their column (error
@@ -1099,7 +1100,7 @@ impl Table {
                 .map_err(|e| Error::engine("building the Excel sheet's columns", e.into()))?;
         self.cell_errors.sort_by_key(|e| e.row);
         Ok(FileRead {
-            batch,
+            batches: vec![batch],
             rows: FileRows::Listed(Arc::new(self.row_numbers)),
             cell_errors: self.cell_errors,
         })
@@ -1966,7 +1967,10 @@ mod tests {
             let (_dir, path) = one_sheet(fill);
             let streamed = read_excel(&path, &opts).unwrap();
             let mut wb: Xlsx<_> = open_workbook(&path).unwrap();
-            let ranged = read_with_range(&path, &mut wb, &opts, false).unwrap().batch;
+            let ranged = read_with_range(&path, &mut wb, &opts, false)
+                .unwrap()
+                .batches
+                .remove(0);
             assert_eq!(streamed, ranged);
         }
     }

@@ -58,7 +58,7 @@ pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> 
         concat_batches(&schema, &batches).map_err(|e| Error::engine("reading JSON", e.into()))?;
     let (batch, cell_errors) = apply_declared(batch, options)?;
     Ok(FileRead {
-        batch,
+        batches: vec![batch],
         // Blank lines are skipped by the reader: each object's row is the line it is on.
         rows: FileRows::Listed(std::sync::Arc::new(object_lines(&bytes))),
         cell_errors,

@@ -183,8 +183,8 @@ impl FileRows {
 /// did not fit their column.
 #[derive(Debug, Clone)]
 pub struct FileRead {
-    /// The rows; a cell that did not fit is null here.
-    pub batch: RecordBatch,
+    /// The rows, in one or more batches of one schema; a cell that did not fit is null here.
+    pub batches: Vec<RecordBatch>,
     /// Row numbering.
     pub rows: FileRows,
     /// Cells that did not fit, by 0-based data row.
@@ -194,9 +194,9 @@ pub struct FileRead {
 impl FileRead {
     /// The rows, or the first cell that did not fit as the file's error: for commands that
     /// have no rejects file (`tidemark diff`).
-    pub fn strict(self, path: &Path) -> Result<RecordBatch> {
+    pub fn strict(self, path: &Path) -> Result<Vec<RecordBatch>> {
         match self.cell_errors.into_iter().min_by_key(|e| e.row) {
-            None => Ok(self.batch),
+            None => Ok(self.batches),
             Some(e) => Err(Error::SourceData {
                 path: path.to_path_buf(),
                 row: Some(self.rows.row(e.row as u64)),
@@ -371,7 +371,7 @@ pub fn read_file(path: &Path, options: &SourceOptions) -> Result<FileRead> {
         SourceFormat::Csv => csv::read_csv_rows(path, options),
         SourceFormat::Excel => excel::read_excel_rows(path, options),
         SourceFormat::Parquet => Ok(FileRead {
-            batch: parquet::read_parquet(path)?,
+            batches: vec![parquet::read_parquet(path)?],
             rows: FileRows::From(1),
             cell_errors: Vec::new(),
         }),
@@ -451,14 +451,14 @@ pub fn load_files(
             e.row += offset;
             e
         }));
-        offset += read.batch.num_rows();
-        batches.push(read.batch);
+        offset += read.batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        batches.push(read.batches);
         files.push(SourceFile {
             path: path.display().to_string(),
             size,
         });
     }
-    if !allow_empty && batches.iter().all(|b| b.num_rows() == 0) {
+    if !allow_empty && batches.iter().flatten().all(|b| b.num_rows() == 0) {
         return Err(Error::SourceData {
             path: paths[paths.len() - 1].clone(),
             row: None,
@@ -470,6 +470,7 @@ pub fn load_files(
     let batches = batches
         .into_iter()
         .zip(&paths)
+        .flat_map(|(file, p)| file.into_iter().map(move |b| (b, p)))
         .map(|(b, p)| types::conform(&b, &schema, p))
         .collect::<Result<Vec<_>>>()?;
     Ok(LoadedSource {
@@ -482,10 +483,10 @@ pub fn load_files(
 }
 
 /// With `files: all`, every file must have the same columns; types widen to the first file's.
-fn unify_schemas(paths: &[PathBuf], batches: &[RecordBatch]) -> Result<SchemaRef> {
-    let first = batches[0].schema();
-    for (batch, path) in batches.iter().zip(paths).skip(1) {
-        let names: Vec<&String> = batch
+fn unify_schemas(paths: &[PathBuf], files: &[Vec<RecordBatch>]) -> Result<SchemaRef> {
+    let first = files[0][0].schema();
+    for (batches, path) in files.iter().zip(paths).skip(1) {
+        let names: Vec<&String> = batches[0]
             .schema_ref()
             .fields()
             .iter()

@@ -288,36 +288,51 @@ fn normalise_booleans(values: &ArrayRef) -> Result<ArrayRef> {
     Ok(Arc::new(mapped))
 }
 
-/// Infer the type of an undeclared text column: int64, float64, boolean (true/false only),
-/// timestamp, else string. Texts with a leading zero (`0123`) stay strings, because they are
-/// codes (barcodes, zip codes), not numbers; so do integers beyond 18 digits.
-pub fn infer_text_column(values: &ArrayRef) -> Result<DataType> {
-    let non_null = values.len() - values.null_count();
-    if non_null == 0 {
+/// Infer the type of an undeclared text column, given as the arrays of its batches: int64,
+/// float64, boolean (true/false only), timestamp, else string. Every value of every batch must
+/// fit. Texts with a leading zero (`0123`) stay strings, because they are codes (barcodes, zip
+/// codes), not numbers; so do integers beyond 18 digits.
+pub fn infer_text_column(pieces: &[ArrayRef]) -> Result<DataType> {
+    let non_null = |values: &ArrayRef| values.len() - values.null_count();
+    if pieces.iter().map(non_null).sum::<usize>() == 0 {
         return Ok(DataType::Utf8);
     }
-    let strings = values.as_string::<i32>();
     let fits = |t: &DataType| -> bool {
-        cast_with_options(values, t, &lenient())
-            .map(|a| a.null_count() == values.null_count())
-            .unwrap_or(false)
+        pieces.iter().all(|values| {
+            cast_with_options(values, t, &lenient())
+                .map(|a| a.null_count() == values.null_count())
+                .unwrap_or(false)
+        })
+    };
+    let matches = |values: &ArrayRef, pattern: &str| -> Option<BooleanArray> {
+        compute::kernels::comparison::regexp_is_match_scalar(
+            values.as_string::<i32>(),
+            pattern,
+            None,
+        )
+        .ok()
     };
     let all_match = |pattern: &str| -> bool {
-        compute::kernels::comparison::regexp_is_match_scalar(strings, pattern, None)
-            .map(|m: BooleanArray| m.true_count() == non_null)
-            .unwrap_or(false)
+        pieces.iter().all(|values| {
+            matches(values, pattern).is_some_and(|m| m.true_count() == non_null(values))
+        })
+    };
+    // A failed match counts as a match: the column then stays text.
+    let any_match = |pattern: &str| -> bool {
+        pieces
+            .iter()
+            .any(|values| matches(values, pattern).is_none_or(|m| m.true_count() > 0))
     };
     // Each whole-column check costs a pass; the first value says which one can succeed (a name
     // or a description is text at once).
-    let first = strings.iter().flatten().next().unwrap_or("");
+    let first = pieces
+        .iter()
+        .find_map(|values| values.as_string::<i32>().iter().flatten().next())
+        .unwrap_or("");
     let one = |pattern: &str| regex::Regex::new(pattern).is_ok_and(|r| r.is_match(first));
     if one(NUMBER) {
-        let code_like =
-            compute::kernels::comparison::regexp_is_match_scalar(strings, CODE_LIKE, None)
-                .map(|m: BooleanArray| m.true_count() > 0)
-                .unwrap_or(true);
-        if !code_like && all_match(NUMBER) {
-            if !has_decimal_point(strings)? && fits(&DataType::Int64) {
+        if !any_match(CODE_LIKE) && all_match(NUMBER) {
+            if !any_match(DECIMAL_POINT) && fits(&DataType::Int64) {
                 return Ok(DataType::Int64);
             }
             if fits(&DataType::Float64) {
@@ -342,79 +357,110 @@ const NUMBER: &str = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$";
 /// Values that make a numeric-looking column a code: a leading zero, surrounding spaces, or more
 /// digits than an int64 holds.
 const CODE_LIKE: &str = r"^[+-]?0[0-9]|^\s|\s$|^[+-]?[0-9]{19,}$";
+/// A number that is no integer.
+const DECIMAL_POINT: &str = r"[.eE]";
 /// `true` / `false` in any case.
 const BOOLEAN: &str = r"^(?i)(true|false)$";
 /// ISO dates and date-times, optionally with a zone.
 const TIMESTAMP: &str =
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$";
 
-fn has_decimal_point(strings: &StringArray) -> Result<bool> {
-    Ok(
-        compute::kernels::comparison::regexp_is_match_scalar(strings, r"[.eE]", None)
-            .map(|m: BooleanArray| m.true_count() > 0)
-            .unwrap_or(true),
-    )
-}
-
-/// A column's type, its values parsed to it, and the cells that did not fit.
-type TypedColumn = (DataType, ArrayRef, Vec<CellError>);
-
-/// Turn a batch of text columns into typed columns: declared types are parsed, the others
-/// inferred. Columns keep their order. Cells that do not fit their declared type are null and
-/// listed.
-pub fn type_text_batch(
+/// Parse the declared columns of a batch of text columns to their types; the others stay
+/// text. Cells that do not fit are null and listed, by row of this batch. Loaders call it on
+/// each piece as soon as it is read, while other pieces are still being read.
+pub fn parse_declared(
     batch: &RecordBatch,
     declared: &[(String, DataType)],
 ) -> Result<(RecordBatch, Vec<CellError>)> {
-    let type_column =
-        |field: &Field, values: &ArrayRef| -> Result<(DataType, ArrayRef, Vec<CellError>)> {
-            let target = match declared.iter().find(|(n, _)| n == field.name()) {
-                Some((_, t)) => t.clone(),
-                None => infer_text_column(values)?,
-            };
-            let (parsed, misfits) = parse_text_column(field.name(), values, &target)?;
-            Ok((target, parsed, misfits))
-        };
-    // Columns are typed independently: one thread per core, each taking every n-th column.
-    let threads = if batch.num_rows() >= 100_000 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        1
-    };
-    let schema = batch.schema();
-    let mut typed: Vec<Option<Result<TypedColumn>>> =
-        (0..batch.num_columns()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let schema = &schema;
-                let type_column = &type_column;
-                scope.spawn(move || {
-                    (t..batch.num_columns())
-                        .step_by(threads)
-                        .map(|i| (i, type_column(schema.field(i), batch.column(i))))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for handle in handles {
-            for (i, result) in handle.join().expect("a column typing thread panicked") {
-                typed[i] = Some(result);
-            }
-        }
-    });
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
     let mut errors = Vec::new();
-    for (field, result) in schema.fields().iter().zip(typed) {
-        let (target, parsed, mut misfits) = result.expect("every column is typed")?;
-        errors.append(&mut misfits);
-        fields.push(Field::new(field.name(), target, true));
-        columns.push(parsed);
+    for (field, values) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+        match declared.iter().find(|(n, _)| n == field.name()) {
+            Some((_, target)) => {
+                let (parsed, mut misfits) = parse_text_column(field.name(), values, target)?;
+                errors.append(&mut misfits);
+                fields.push(Field::new(field.name(), target.clone(), true));
+                columns.push(parsed);
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(values.clone());
+            }
+        }
     }
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| Error::engine("typing the source columns", e.into()))?;
     Ok((batch, errors))
+}
+
+/// Type the batches of one file, read as text (declared columns may already be parsed by
+/// [`parse_declared`]): declared columns are parsed, the others inferred over all batches
+/// together, so a column has one type across the file. Columns keep their order. Cells that do
+/// not fit are null and listed, by row counted from the first batch, a column at a time.
+/// The work is spread over the cores by column and batch.
+pub fn type_text_batches(
+    batches: &[RecordBatch],
+    declared: &[(String, DataType)],
+) -> Result<(Vec<RecordBatch>, Vec<CellError>)> {
+    let Some(first) = batches.first() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let schema = first.schema();
+    let declared_type = |name: &String| declared.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+    let column =
+        |i: usize| -> Vec<ArrayRef> { batches.iter().map(|b| b.column(i).clone()).collect() };
+    let positions: Vec<usize> = (0..schema.fields().len()).collect();
+    let targets = crate::parallel::map(&positions, |&i| -> Result<DataType> {
+        let field = schema.field(i);
+        match declared_type(field.name()) {
+            Some(t) => Ok(t.clone()),
+            None => infer_text_column(&column(i)),
+        }
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut rows = 0;
+    for batch in batches {
+        starts.push(rows);
+        rows += batch.num_rows();
+    }
+    // Each (column, batch) that is not yet of its type is one piece of work.
+    let work: Vec<(usize, usize)> = positions
+        .iter()
+        .flat_map(|&c| (0..batches.len()).map(move |b| (c, b)))
+        .filter(|&(c, b)| batches[b].column(c).data_type() != &targets[c])
+        .collect();
+    let parsed = crate::parallel::map(&work, |&(c, b)| {
+        parse_text_column(schema.field(c).name(), batches[b].column(c), &targets[c])
+    });
+    let mut columns: Vec<Vec<ArrayRef>> = batches.iter().map(|b| b.columns().to_vec()).collect();
+    let mut errors = Vec::new();
+    for (&(c, b), result) in work.iter().zip(parsed) {
+        let (values, misfits) = result?;
+        columns[b][c] = values;
+        errors.extend(misfits.into_iter().map(|mut e| {
+            e.row += starts[b];
+            e
+        }));
+    }
+    let position = |name: &str| schema.index_of(name).unwrap_or(usize::MAX);
+    errors.sort_by_key(|e| (position(&e.column), e.row));
+    let typed_schema = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .zip(&targets)
+            .map(|(f, t)| Field::new(f.name(), t.clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let batches = columns
+        .into_iter()
+        .map(|columns| RecordBatch::try_new(typed_schema.clone(), columns))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::engine("typing the source columns", e.into()))?;
+    Ok((batches, errors))
 }
 
 /// Cast a batch to `schema` (same column names, possibly wider types), for files concatenated
@@ -468,17 +514,26 @@ mod tests {
     #[test]
     fn codes_with_leading_zeros_stay_strings() {
         let values: ArrayRef = Arc::new(StringArray::from(vec![Some("0123"), Some("456"), None]));
-        assert_eq!(infer_text_column(&values).unwrap(), DataType::Utf8);
+        assert_eq!(
+            infer_text_column(std::slice::from_ref(&values)).unwrap(),
+            DataType::Utf8
+        );
         let values: ArrayRef = Arc::new(StringArray::from(vec![Some("123"), Some("-456"), None]));
-        assert_eq!(infer_text_column(&values).unwrap(), DataType::Int64);
+        assert_eq!(
+            infer_text_column(std::slice::from_ref(&values)).unwrap(),
+            DataType::Int64
+        );
         let values: ArrayRef = Arc::new(StringArray::from(vec![Some("1.5"), Some("0.25")]));
-        assert_eq!(infer_text_column(&values).unwrap(), DataType::Float64);
+        assert_eq!(
+            infer_text_column(std::slice::from_ref(&values)).unwrap(),
+            DataType::Float64
+        );
         let values: ArrayRef = Arc::new(StringArray::from(vec![
             Some("2024-01-15 10:00:00"),
             Some("2024-01-16"),
         ]));
         assert_eq!(
-            infer_text_column(&values).unwrap(),
+            infer_text_column(std::slice::from_ref(&values)).unwrap(),
             DataType::Timestamp(TimeUnit::Microsecond, None)
         );
     }
