@@ -71,13 +71,19 @@ fn init_logging(verbose: u8, quiet: bool) {
             if verbose > 2 { "debug" } else { "warn" }
         ))
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // With -vv every line carries the seconds since start, which shows where the time goes.
+    if verbose >= 2 {
+        builder
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .init();
+    } else {
+        builder.without_time().init();
+    }
 }
 
 /// `tidemark query ... | head` must end quietly when the reader goes away, as other command-line

@@ -50,6 +50,22 @@ pub fn map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<
         .collect()
 }
 
+/// [`map`] for work that consumes its item.
+pub fn map_into<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let slots: Vec<std::sync::Mutex<Option<T>>> = items
+        .into_iter()
+        .map(|item| std::sync::Mutex::new(Some(item)))
+        .collect();
+    map(&slots, |slot| {
+        let item = slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+            .expect("each item is taken once");
+        work(item)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

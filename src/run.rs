@@ -937,8 +937,10 @@ async fn execute(
         )));
         Arc::new(Schema::new(fields))
     };
-    for batch in &valid {
-        incoming.push(with_row_hash(name, batch, &hashed, &incoming_schema)?);
+    for hashed_batch in crate::parallel::map(&valid, |batch| {
+        with_row_hash(name, batch, &hashed, &incoming_schema)
+    }) {
+        incoming.push(hashed_batch?);
     }
     incoming_schema = incoming
         .first()
@@ -1121,6 +1123,12 @@ async fn execute(
         include_unchanged,
         tolerance,
     };
+    // The new snapshot is final here: encode it on the side while the comparison runs, so
+    // that neither leaves a core idle.
+    let snapshot_encoding = (!options.dry_run).then(|| {
+        let (schema, batches) = (incoming_schema.clone(), incoming.clone());
+        tokio::task::spawn_blocking(move || sink::encode_parquet(&schema, &batches))
+    });
     progress.phase("comparing with the baseline");
     let delta = diff::classify(&ctx, &settings, rows_in).await?;
     tracing::info!(
@@ -1183,10 +1191,21 @@ async fn execute(
 
     progress.phase("writing the snapshot and committing");
     // Step 1 of the commit protocol: data files under names only this run can choose.
-    let snapshot_bytes = sink::encode_parquet(&incoming_schema, &incoming)?;
+    let snapshot_bytes = match snapshot_encoding {
+        // The encoding cannot be cancelled: an error here is its panic, a bug; re-raise it.
+        Some(encoding) => encoding
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?,
+        None => sink::encode_parquet(&incoming_schema, &incoming)?,
+    };
+    tracing::debug!(
+        "{name}: encoded the snapshot ({} bytes)",
+        snapshot_bytes.len()
+    );
     let snapshot = store
         .put_file(name, &store::snapshot_name(version, run_id), snapshot_bytes)
         .await?;
+    tracing::debug!("{name}: stored the snapshot");
     let (changes_schema, changes_batches) = stored_changes(&ctx, table, &delta).await?;
     let changes_bytes = sink::encode_parquet(&changes_schema, &changes_batches)?;
     let changes = store

@@ -269,6 +269,12 @@ pub async fn classify(
         unchanged: rows_in - count(ChangeKind::New) - count(ChangeKind::Changed),
     };
 
+    tracing::debug!(
+        "classified the keys: {} new, {} changed, {} deleted",
+        counts.new,
+        counts.changed,
+        counts.deleted
+    );
     let table = MemTable::try_new(schema, vec![batches])
         .map_err(|e| Error::engine("holding the classified keys", e))?;
     ctx.deregister_table("classified")

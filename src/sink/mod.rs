@@ -99,7 +99,6 @@ fn encode_parquet_in_parallel(
         SerializedFileWriter::new(&mut out, parquet_schema.root_schema_ptr(), props.clone())
             .map_err(fail)?;
     let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Row groups: slices of the batches of at most ROW_GROUP_ROWS rows.
     let mut groups: Vec<Vec<RecordBatch>> = vec![Vec::new()];
     let mut in_group = 0;
@@ -121,37 +120,23 @@ fn encode_parquet_in_parallel(
     }
     for (index, group) in groups.iter().enumerate() {
         let writers = factory.create_column_writers(index).map_err(fail)?;
-        let threads = threads.min(writers.len()).max(1);
-        // Leaf column i of the schema is column i here: snapshots hold no nested types.
-        let mut assigned: Vec<Vec<(usize, _)>> = (0..threads).map(|_| Vec::new()).collect();
-        for (i, w) in writers.into_iter().enumerate() {
-            assigned[i % threads].push((i, w));
-        }
-        let mut chunks: Vec<(usize, ArrowColumnChunk)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = assigned
-                .into_iter()
-                .map(|columns| {
-                    scope.spawn(move || {
-                        let mut done = Vec::with_capacity(columns.len());
-                        for (i, mut column_writer) in columns {
-                            let field = schema.field(i);
-                            for batch in group {
-                                for leaf in compute_leaves(field, batch.column(i))? {
-                                    column_writer.write(&leaf)?;
-                                }
-                            }
-                            done.push((i, column_writer.close()?));
-                        }
-                        Ok::<_, datafusion::parquet::errors::ParquetError>(done)
-                    })
-                })
-                .collect();
-            let mut all = Vec::new();
-            for handle in handles {
-                all.extend(handle.join().expect("a Parquet encoding thread panicked")?);
-            }
-            Ok::<_, datafusion::parquet::errors::ParquetError>(all)
-        })
+        // Leaf column i of the schema is column i here: snapshots hold no nested types. Each
+        // thread takes the next column not yet encoded, so a long text column does not leave
+        // the other cores idle.
+        let mut chunks: Vec<(usize, ArrowColumnChunk)> = crate::parallel::map_into(
+            writers.into_iter().enumerate().collect(),
+            |(i, mut column_writer)| {
+                let field = schema.field(i);
+                for batch in group {
+                    for leaf in compute_leaves(field, batch.column(i))? {
+                        column_writer.write(&leaf)?;
+                    }
+                }
+                Ok((i, column_writer.close()?))
+            },
+        )
+        .into_iter()
+        .collect::<std::result::Result<_, datafusion::parquet::errors::ParquetError>>()
         .map_err(fail)?;
         chunks.sort_by_key(|(i, _)| *i);
         let mut row_group = writer.next_row_group().map_err(fail)?;
