@@ -2526,6 +2526,9 @@ async fn deduplicate(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
+    if validate::keys_surely_unique(rows, &table.key)? {
+        return Ok(None);
+    }
     let (schema, numbered) = engine::with_ordinals(&first.schema(), rows, "__tidemark_row", 1)?;
     ctx.deregister_table("incoming_numbered")
         .map_err(engine_err(name, "checking keys"))?;
