@@ -65,8 +65,17 @@ pub fn above_progress<R>(print: impl FnOnce() -> R) -> R {
     progress_bars().suspend(print)
 }
 
-/// A per-table spinner naming the current phase; draws nothing when stderr is not a terminal.
+/// A table's line on the terminal: a bar while the amount of work is known (bytes loaded, rows
+/// hashed, rows written), else a spinner naming the phase. Draws nothing when stderr is not a
+/// terminal or with `--quiet`.
 struct Progress(Option<indicatif::ProgressBar>);
+
+/// What a progress bar counts.
+#[derive(Clone, Copy)]
+enum Counting {
+    Bytes,
+    Rows,
+}
 
 impl Progress {
     fn new(enabled: bool, table: &str) -> Self {
@@ -74,20 +83,58 @@ impl Progress {
             return Progress(None);
         }
         let bar = progress_bars().add(indicatif::ProgressBar::new_spinner());
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})")
-                .expect("a valid template"),
-        );
         bar.set_prefix(table.to_string());
-        bar.set_message("starting");
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Progress(Some(bar))
+        let progress = Progress(Some(bar));
+        progress.phase("starting");
+        progress
     }
 
+    /// A spinner: the phase's length is not known.
     fn phase(&self, message: &'static str) {
         if let Some(bar) = &self.0 {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})")
+                    .expect("a valid template"),
+            );
             bar.set_message(message);
         }
+    }
+
+    /// A bar of `total` bytes or rows.
+    fn bar(&self, message: &'static str, total: u64, counting: Counting) {
+        if let Some(bar) = &self.0 {
+            let amounts = match counting {
+                Counting::Bytes => "{bytes}/{total_bytes}",
+                Counting::Rows => "{human_pos}/{human_len} rows",
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{{spinner}} {{prefix}}: {{msg}} [{{bar:30}}] {amounts} ({{elapsed}})"
+                ))
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(message);
+            bar.set_length(total);
+            bar.set_position(0);
+        }
+    }
+
+    fn advance(&self, amount: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(amount);
+        }
+    }
+}
+
+impl source::LoadProgress for Progress {
+    fn total_bytes(&self, bytes: u64) {
+        self.bar("loading the source", bytes, Counting::Bytes);
+    }
+
+    fn bytes_read(&self, bytes: u64) {
+        self.advance(bytes);
     }
 }
 
@@ -414,7 +461,8 @@ async fn commit_together(plan: &Plan, store: &Store, id: &str, outcomes: &mut [T
         let version = pending.record.version;
         match &verdict {
             Ok(()) => {
-                match write_outputs(&outcome.table, version, pending.outputs).await {
+                match write_outputs(&outcome.table, version, pending.outputs, &Progress(None)).await
+                {
                     Ok(files) => outcome.delta_files = files,
                     Err(e) => {
                         // Committed: the data is in the store; only a delta file is missing.
@@ -629,7 +677,14 @@ async fn execute(
     let progress = Progress::new(options.progress, name);
     progress.phase("loading the source");
     let ctx = engine::session();
-    let loaded = load_snapshot(&ctx, table, store, options.source_overrides.get(name)).await?;
+    let loaded = load_snapshot(
+        &ctx,
+        table,
+        store,
+        options.source_overrides.get(name),
+        &progress,
+    )
+    .await?;
     let LoadedSnapshot {
         frame,
         columns,
@@ -937,8 +992,15 @@ async fn execute(
         )));
         Arc::new(Schema::new(fields))
     };
+    progress.bar(
+        "hashing rows",
+        valid.iter().map(|b| b.num_rows() as u64).sum(),
+        Counting::Rows,
+    );
     for hashed_batch in crate::parallel::map(&valid, |batch| {
-        with_row_hash(name, batch, &hashed, &incoming_schema)
+        let hashed = with_row_hash(name, batch, &hashed, &incoming_schema);
+        progress.advance(batch.num_rows() as u64);
+        hashed
     }) {
         incoming.push(hashed_batch?);
     }
@@ -1202,10 +1264,12 @@ async fn execute(
         "{name}: encoded the snapshot ({} bytes)",
         snapshot_bytes.len()
     );
+    progress.phase("writing the snapshot");
     let snapshot = store
         .put_file(name, &store::snapshot_name(version, run_id), snapshot_bytes)
         .await?;
     tracing::debug!("{name}: stored the snapshot");
+    progress.phase("committing");
     let (changes_schema, changes_batches) = stored_changes(&ctx, table, &delta).await?;
     let changes_bytes = sink::encode_parquet(&changes_schema, &changes_batches)?;
     let changes = store
@@ -1284,9 +1348,8 @@ async fn execute(
         "{name}: committed v{version} ({:.2} s)",
         started.elapsed().as_secs_f64()
     );
-    progress.phase("writing the delta");
     // Step 3: outputs, only after the commit succeeded.
-    run.delta_files = write_outputs(name, version, outputs).await?;
+    run.delta_files = write_outputs(name, version, outputs, &progress).await?;
     Ok(run)
 }
 
@@ -1295,12 +1358,20 @@ async fn write_outputs(
     table: &str,
     version: u64,
     outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))>,
+    progress: &Progress,
 ) -> Result<Vec<String>> {
     let now = Utc::now();
     let mut written = Vec::new();
+    let rows = |batches: &[RecordBatch]| batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+    progress.bar(
+        "writing the delta",
+        outputs.iter().map(|(_, (_, batches))| rows(batches)).sum(),
+        Counting::Rows,
+    );
     for (template, (schema, batches)) in outputs {
         let path = sink::output_path(&template, table, version, now);
         written.push(sink::write_location(&path, &schema, &batches).await?);
+        progress.advance(rows(&batches));
     }
     Ok(written)
 }
@@ -1352,16 +1423,17 @@ async fn load_source(
     selection: source::FileSelection,
     options: &source::SourceOptions,
     allow_empty: bool,
+    progress: &dyn source::LoadProgress,
 ) -> Result<source::LoadedSource> {
     if !crate::cloud::is_url(pattern) {
-        return source::load(table, pattern, selection, options, allow_empty);
+        return source::load(table, pattern, selection, options, allow_empty, progress);
     }
     let dir = tempfile::Builder::new()
         .prefix("tidemark-source-")
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let files = source::remote::fetch(table, pattern, selection, dir.path()).await?;
-    source::load_files(&files, options, allow_empty)
+    source::load_files(&files, options, allow_empty, progress)
 }
 
 /// Load a table's source, register it as `source` (and its dependencies by name), apply the
@@ -1371,6 +1443,7 @@ pub async fn load_snapshot(
     table: &TablePlan,
     store: &Store,
     source_override: Option<&PathBuf>,
+    progress: &dyn source::LoadProgress,
 ) -> Result<LoadedSnapshot> {
     let name = table.name.as_str();
     let source_path = match source_override {
@@ -1391,7 +1464,15 @@ pub async fn load_snapshot(
     }
     // An increment with no rows is a quiet day, not a truncated export: nothing is deleted.
     let allow_empty = matches!(table.mode, TableMode::Incremental { .. });
-    let loaded = load_source(name, &source_path, table.files, &options, allow_empty).await?;
+    let loaded = load_source(
+        name,
+        &source_path,
+        table.files,
+        &options,
+        allow_empty,
+        progress,
+    )
+    .await?;
     let source_columns: Vec<String> = column_names(&loaded.schema);
     let source_origin = loaded.origin();
     let files = loaded.files.clone();
@@ -1620,11 +1701,19 @@ pub async fn diff_files(
         source::FileSelection::Newest,
         old_options,
         false,
+        &source::Unobserved,
     )?
     .strict()?;
-    let loaded = load_source(name, &table.source_path, table.files, &table.source, false)
-        .await?
-        .strict()?;
+    let loaded = load_source(
+        name,
+        &table.source_path,
+        table.files,
+        &table.source,
+        false,
+        &source::Unobserved,
+    )
+    .await?
+    .strict()?;
     let origin = loaded.origin();
     let columns: Vec<String> = column_names(&loaded.schema);
     check_columns(table, &columns, &origin, &columns, &origin)?;

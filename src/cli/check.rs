@@ -20,7 +20,7 @@ pub(super) async fn execute(args: CheckArgs, store: Option<&str>) -> Result<u8> 
     let mut worst = exit_code::OK;
     for table in &plan.tables {
         let ctx = crate::engine::session();
-        match load_snapshot(&ctx, table, &store, None).await {
+        match load_snapshot(&ctx, table, &store, None, &crate::source::Unobserved).await {
             Ok(loaded) => {
                 // Rules are planned (not run) against the snapshot's columns, so a typo in a
                 // check is found here rather than by the scheduled run.

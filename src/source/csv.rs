@@ -9,8 +9,8 @@ use datafusion::arrow::csv::reader::{Format, ReaderBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::types::{parse_declared, type_text_batches};
-use super::{CellError, FileRead, FileRows, SourceOptions};
+use super::types::{Guess, guess_types, parse_declared, type_text_batches};
+use super::{CellError, FileRead, FileRows, LoadProgress, SourceOptions};
 use crate::error::{Error, Result};
 
 /// Bytes of a CSV file read and parsed as one piece: large enough that the per-piece costs
@@ -25,14 +25,19 @@ const PIECE_BYTES: usize = 16 << 20;
 /// inferred over the whole file at the end. Anything unusual (a split that is not between
 /// records, bytes that are not UTF-8, a malformed line) sends the file through
 /// [`read_in_one_piece`], which finds the problem and names its line.
-pub fn read_csv_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
-    read_csv_rows_in_pieces(path, options, PIECE_BYTES)
+pub fn read_csv_rows(
+    path: &Path,
+    options: &SourceOptions,
+    progress: &dyn LoadProgress,
+) -> Result<FileRead> {
+    read_csv_rows_in_pieces(path, options, PIECE_BYTES, progress)
 }
 
 fn read_csv_rows_in_pieces(
     path: &Path,
     options: &SourceOptions,
     piece_bytes: usize,
+    progress: &dyn LoadProgress,
 ) -> Result<FileRead> {
     let clock = std::time::Instant::now();
     let step = |what: &str| {
@@ -42,7 +47,7 @@ fn read_csv_rows_in_pieces(
             clock.elapsed().as_secs_f64()
         )
     };
-    match read_streaming(path, options, piece_bytes, &step)? {
+    match read_streaming(path, options, piece_bytes, &step, progress)? {
         Some(read) => Ok(read),
         None => {
             step("read again in one piece, to find the problem");
@@ -53,7 +58,7 @@ fn read_csv_rows_in_pieces(
 
 /// A piece of a CSV file parsed: its batches (declared columns typed) and the cells that did
 /// not fit, by row of the piece.
-type ParsedPiece = (Vec<RecordBatch>, Vec<CellError>);
+type ParsedPiece = (Vec<RecordBatch>, Vec<Vec<Guess>>, Vec<CellError>);
 
 /// Read, parse and type the file in pieces; None when the file needs [`read_in_one_piece`].
 fn read_streaming(
@@ -61,6 +66,7 @@ fn read_streaming(
     options: &SourceOptions,
     piece_bytes: usize,
     step: &dyn Fn(&str),
+    progress: &dyn LoadProgress,
 ) -> Result<Option<FileRead>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut pieces = PieceReader::new(file, piece_bytes);
@@ -105,6 +111,7 @@ fn read_streaming(
             return Ok(None);
         };
         let mut batches = Vec::with_capacity(text.len());
+        let mut guesses = Vec::with_capacity(text.len());
         let mut errors = Vec::new();
         let mut rows = 0;
         for batch in &text {
@@ -114,9 +121,10 @@ fn read_streaming(
                 e
             }));
             rows += typed.num_rows();
+            guesses.push(guess_types(&typed, &options.columns));
             batches.push(typed);
         }
-        Ok(Some((batches, errors)))
+        Ok(Some((batches, guesses, errors)))
     };
 
     let workers = crate::parallel::cores();
@@ -151,6 +159,7 @@ fn read_streaming(
         let mut next = Some(first);
         let mut index = 0;
         while let Some(bytes) = next.take() {
+            progress.bytes_read(bytes.len() as u64);
             if gave_up.load(std::sync::atomic::Ordering::Relaxed)
                 || send.send((index, bytes, pieces.finished)).is_err()
             {
@@ -176,12 +185,14 @@ fn read_streaming(
     step("parsed");
     parsed.sort_by_key(|(index, _)| *index);
     let mut batches = Vec::new();
+    let mut guesses = Vec::new();
     let mut cell_errors = Vec::new();
     let mut rows = 0;
     for (_, outcome) in parsed {
-        let Some((piece_batches, errors)) = outcome? else {
+        let Some((piece_batches, piece_guesses, errors)) = outcome? else {
             return Ok(None);
         };
+        guesses.extend(piece_guesses);
         cell_errors.extend(errors.into_iter().map(|mut e| {
             e.row += rows;
             e
@@ -189,7 +200,14 @@ fn read_streaming(
         rows += piece_batches.iter().map(|b| b.num_rows()).sum::<usize>();
         batches.extend(piece_batches);
     }
-    let read = finish_typing(path, options, &text_schema, batches, cell_errors)?;
+    let read = finish_typing(
+        path,
+        options,
+        &text_schema,
+        batches,
+        Some(guesses),
+        cell_errors,
+    )?;
     step("typed");
     warn_if_other_delimiter(path, options.delimiter, &names);
     Ok(Some(read))
@@ -319,12 +337,14 @@ fn finish_typing(
     options: &SourceOptions,
     text_schema: &SchemaRef,
     mut batches: Vec<RecordBatch>,
+    guesses: Option<Vec<Vec<Guess>>>,
     mut cell_errors: Vec<CellError>,
 ) -> Result<FileRead> {
     if batches.is_empty() {
         batches.push(RecordBatch::new_empty(text_schema.clone()));
     }
-    let (batches, mut more_errors) = type_text_batches(&batches, &options.columns)?;
+    let guesses = guesses.filter(|g| g.len() == batches.len());
+    let (batches, mut more_errors) = type_text_batches(&batches, &options.columns, guesses)?;
     cell_errors.append(&mut more_errors);
     // Column by column, as a person reads the rejects of one row.
     cell_errors.sort_by_key(|e| (text_schema.index_of(&e.column).unwrap_or(usize::MAX), e.row));
@@ -409,7 +429,7 @@ fn read_in_one_piece(
     let batches = parse_text(body, true, &text_schema, options.delimiter, &nulls)
         .map_err(|e| data_error(path, options.header_row, &e))?;
     step("parsed");
-    let read = finish_typing(path, options, &text_schema, batches, Vec::new())?;
+    let read = finish_typing(path, options, &text_schema, batches, None, Vec::new())?;
     step("typed");
     Ok(read)
 }
@@ -738,7 +758,7 @@ mod tests {
     /// What a file reads as: one batch of every row, the cell errors, and the error if any.
     fn read_as(path: &Path, options: &SourceOptions, piece_bytes: Option<usize>) -> String {
         let read = match piece_bytes {
-            Some(bytes) => read_csv_rows_in_pieces(path, options, bytes),
+            Some(bytes) => read_csv_rows_in_pieces(path, options, bytes, &super::super::Unobserved),
             None => read_in_one_piece(path, options, &|_| {}),
         };
         match read {
@@ -800,6 +820,16 @@ mod tests {
         let whole = read_as(&path, &options, None);
         assert!(whole.contains("price\", data_type: Utf8"), "{whole}");
         assert_eq!(read_as(&path, &options, Some(7_000)), whole);
+        // Whole numbers early and a fraction late: float64 throughout.
+        let mut text = String::from("id,amount\n");
+        for i in 0..2000 {
+            text.push_str(&format!("{i},{i}\n"));
+        }
+        text.push_str("2000,7.25\n");
+        std::fs::write(&path, &text).unwrap();
+        let whole = read_as(&path, &SourceOptions::default(), None);
+        assert!(whole.contains("amount\", data_type: Float64"), "{whole}");
+        assert_eq!(read_as(&path, &SourceOptions::default(), Some(500)), whole);
     }
 
     #[test]

@@ -114,6 +114,23 @@ impl SourceOptions {
     }
 }
 
+/// Where loading says how far it has come (a progress bar): the size of all the files first,
+/// then the bytes as they are read.
+pub trait LoadProgress: Sync {
+    /// The files to read hold this many bytes.
+    fn total_bytes(&self, bytes: u64);
+    /// This many more bytes have been read.
+    fn bytes_read(&self, bytes: u64);
+}
+
+/// Loading that reports to no one.
+pub struct Unobserved;
+
+impl LoadProgress for Unobserved {
+    fn total_bytes(&self, _: u64) {}
+    fn bytes_read(&self, _: u64) {}
+}
+
 /// A source file as read, for the commit record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceFile {
@@ -366,17 +383,24 @@ pub fn resolve_files(table: &str, pattern: &str, selection: FileSelection) -> Re
 
 /// Read one file in the given format; cells that do not fit their column are reported, not
 /// fatal.
-pub fn read_file(path: &Path, options: &SourceOptions) -> Result<FileRead> {
-    match options.format {
-        SourceFormat::Csv => csv::read_csv_rows(path, options),
-        SourceFormat::Excel => excel::read_excel_rows(path, options),
-        SourceFormat::Parquet => Ok(FileRead {
+pub fn read_file(
+    path: &Path,
+    options: &SourceOptions,
+    progress: &dyn LoadProgress,
+) -> Result<FileRead> {
+    let read = match options.format {
+        // CSV says how far it has come as it reads; the other formats once read.
+        SourceFormat::Csv => return csv::read_csv_rows(path, options, progress),
+        SourceFormat::Excel => excel::read_excel_rows(path, options)?,
+        SourceFormat::Parquet => FileRead {
             batches: vec![parquet::read_parquet(path)?],
             rows: FileRows::From(1),
             cell_errors: Vec::new(),
-        }),
-        SourceFormat::Json => json::read_json_rows(path, options),
-    }
+        },
+        SourceFormat::Json => json::read_json_rows(path, options)?,
+    };
+    progress.bytes_read(std::fs::metadata(path).map_or(0, |m| m.len()));
+    Ok(read)
 }
 
 /// A file to read: where its bytes are on this machine, and the name messages give it (an
@@ -406,6 +430,7 @@ pub fn load(
     selection: FileSelection,
     options: &SourceOptions,
     allow_empty: bool,
+    progress: &dyn LoadProgress,
 ) -> Result<LoadedSource> {
     if crate::cloud::is_url(pattern) {
         return Err(Error::Usage {
@@ -418,7 +443,7 @@ pub fn load(
         .into_iter()
         .map(FileToRead::local)
         .collect();
-    load_files(&files, options, allow_empty)
+    load_files(&files, options, allow_empty, progress)
 }
 
 /// Load these files into Arrow, one table. A header with no data rows is an error (a truncated
@@ -427,6 +452,7 @@ pub fn load_files(
     to_read: &[FileToRead],
     options: &SourceOptions,
     allow_empty: bool,
+    progress: &dyn LoadProgress,
 ) -> Result<LoadedSource> {
     let paths: Vec<PathBuf> = to_read.iter().map(|f| f.shown.clone()).collect();
     let mut batches = Vec::with_capacity(paths.len());
@@ -437,15 +463,22 @@ pub fn load_files(
     };
     let mut cell_errors = Vec::new();
     let mut offset = 0usize;
-    for file in to_read {
+    let sizes = to_read
+        .iter()
+        .map(|file| {
+            std::fs::metadata(&file.local)
+                .map(|m| m.len())
+                .map_err(|e| Error::io(&file.shown, e))
+        })
+        .collect::<Result<Vec<u64>>>()?;
+    progress.total_bytes(sizes.iter().sum());
+    for (file, &size) in to_read.iter().zip(&sizes) {
         let path = &file.shown;
-        let size = std::fs::metadata(&file.local)
-            .map_err(|e| Error::io(path, e))?
-            .len();
         if size == 0 {
             return Err(Error::SourceEmpty { path: path.clone() });
         }
-        let read = read_file(&file.local, options).map_err(|e| e.relocated(&file.local, path))?;
+        let read = read_file(&file.local, options, progress)
+            .map_err(|e| e.relocated(&file.local, path))?;
         rows.push(offset as u64, path.display().to_string(), read.rows);
         cell_errors.extend(read.cell_errors.into_iter().map(|mut e| {
             e.row += offset;

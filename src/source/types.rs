@@ -3,12 +3,13 @@
 //! row, column and value. All of it runs as Arrow cast kernels over whole columns.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use regex::Regex;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
 use datafusion::arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use datafusion::arrow::compute::kernels::cmp::distinct;
-use datafusion::arrow::compute::{self};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{FormatOptions, array_value_to_string};
@@ -304,46 +305,26 @@ pub fn infer_text_column(pieces: &[ArrayRef]) -> Result<DataType> {
                 .unwrap_or(false)
         })
     };
-    let matches = |values: &ArrayRef, pattern: &str| -> Option<BooleanArray> {
-        compute::kernels::comparison::regexp_is_match_scalar(
-            values.as_string::<i32>(),
-            pattern,
-            None,
-        )
-        .ok()
-    };
-    let all_match = |pattern: &str| -> bool {
-        pieces.iter().all(|values| {
-            matches(values, pattern).is_some_and(|m| m.true_count() == non_null(values))
-        })
-    };
-    // A failed match counts as a match: the column then stays text.
-    let any_match = |pattern: &str| -> bool {
-        pieces
-            .iter()
-            .any(|values| matches(values, pattern).is_none_or(|m| m.true_count() > 0))
-    };
+    let all_match = |pattern: &Regex| pieces.iter().all(|v| texts(v).all(|t| pattern.is_match(t)));
+    let any_match = |pattern: &Regex| pieces.iter().any(|v| texts(v).any(|t| pattern.is_match(t)));
     // Each whole-column check costs a pass; the first value says which one can succeed (a name
     // or a description is text at once).
-    let first = pieces
-        .iter()
-        .find_map(|values| values.as_string::<i32>().iter().flatten().next())
-        .unwrap_or("");
-    let one = |pattern: &str| regex::Regex::new(pattern).is_ok_and(|r| r.is_match(first));
-    if one(NUMBER) {
-        if !any_match(CODE_LIKE) && all_match(NUMBER) {
-            if !any_match(DECIMAL_POINT) && fits(&DataType::Int64) {
+    let first = pieces.iter().find_map(|v| texts(v).next()).unwrap_or("");
+    let one = |pattern: &Regex| pattern.is_match(first);
+    if one(&NUMBER) {
+        if !any_match(&CODE_LIKE) && all_match(&NUMBER) {
+            if !any_match(&DECIMAL_POINT) && fits(&DataType::Int64) {
                 return Ok(DataType::Int64);
             }
             if fits(&DataType::Float64) {
                 return Ok(DataType::Float64);
             }
         }
-    } else if one(BOOLEAN) {
-        if all_match(BOOLEAN) {
+    } else if one(&BOOLEAN) {
+        if all_match(&BOOLEAN) {
             return Ok(DataType::Boolean);
         }
-    } else if one(TIMESTAMP) && all_match(TIMESTAMP) {
+    } else if one(&TIMESTAMP) && all_match(&TIMESTAMP) {
         let t = DataType::Timestamp(TimeUnit::Microsecond, None);
         if fits(&t) {
             return Ok(t);
@@ -352,18 +333,31 @@ pub fn infer_text_column(pieces: &[ArrayRef]) -> Result<DataType> {
     Ok(DataType::Utf8)
 }
 
+/// The non-null values of a text column.
+fn texts(values: &ArrayRef) -> impl Iterator<Item = &str> {
+    values.as_string::<i32>().iter().flatten()
+}
+
+/// Compiled once: inference runs for every column of every batch.
+fn pattern(text: &str) -> Regex {
+    Regex::new(text).expect("a valid pattern")
+}
+
 /// A plain number: what a CSV holds for int64 or float64 columns.
-const NUMBER: &str = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$";
+static NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| pattern(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"));
 /// Values that make a numeric-looking column a code: a leading zero, surrounding spaces, or more
 /// digits than an int64 holds.
-const CODE_LIKE: &str = r"^[+-]?0[0-9]|^\s|\s$|^[+-]?[0-9]{19,}$";
+static CODE_LIKE: LazyLock<Regex> =
+    LazyLock::new(|| pattern(r"^[+-]?0[0-9]|^\s|\s$|^[+-]?[0-9]{19,}$"));
 /// A number that is no integer.
-const DECIMAL_POINT: &str = r"[.eE]";
+static DECIMAL_POINT: LazyLock<Regex> = LazyLock::new(|| pattern(r"[.eE]"));
 /// `true` / `false` in any case.
-const BOOLEAN: &str = r"^(?i)(true|false)$";
+static BOOLEAN: LazyLock<Regex> = LazyLock::new(|| pattern(r"^(?i)(true|false)$"));
 /// ISO dates and date-times, optionally with a zone.
-const TIMESTAMP: &str =
-    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$";
+static TIMESTAMP: LazyLock<Regex> = LazyLock::new(|| {
+    pattern(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+});
 
 /// Parse the declared columns of a batch of text columns to their types; the others stay
 /// text. Cells that do not fit are null and listed, by row of this batch. Loaders call it on
@@ -394,14 +388,47 @@ pub fn parse_declared(
     Ok((batch, errors))
 }
 
+/// An undeclared column of one batch, typed by what that batch's values alone suggest.
+pub type Guess = Option<(DataType, ArrayRef)>;
+
+/// For each column of a batch of text columns: the type its values alone suggest and the
+/// values parsed to it, or None (a declared column, no values, or a value that does not fit).
+/// Loaders guess on each piece while other pieces are still read; the guesses hold for the file
+/// when every batch with values guesses the same type (see [`type_text_batches`]).
+pub fn guess_types(batch: &RecordBatch, declared: &[(String, DataType)]) -> Vec<Guess> {
+    let schema = batch.schema();
+    batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(values, field)| {
+            let undeclared = declared.iter().all(|(n, _)| n != field.name());
+            if !undeclared || values.null_count() == values.len() {
+                return None;
+            }
+            let target = infer_text_column(std::slice::from_ref(values)).ok()?;
+            match parse_text_column(field.name(), values, &target) {
+                Ok((parsed, misfits)) if misfits.is_empty() => Some((target, parsed)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Type the batches of one file, read as text (declared columns may already be parsed by
 /// [`parse_declared`]): declared columns are parsed, the others inferred over all batches
 /// together, so a column has one type across the file. Columns keep their order. Cells that do
 /// not fit are null and listed, by row counted from the first batch, a column at a time.
 /// The work is spread over the cores by column and batch.
+///
+/// `guesses` (from [`guess_types`], one list per batch) save the inference: when every batch
+/// that has values in a column guessed the same type, that is the type the inference over the
+/// whole column finds (the first value picks the same family, every value matches and fits),
+/// and the guessed values are used as they are.
 pub fn type_text_batches(
     batches: &[RecordBatch],
     declared: &[(String, DataType)],
+    mut guesses: Option<Vec<Vec<Guess>>>,
 ) -> Result<(Vec<RecordBatch>, Vec<CellError>)> {
     let Some(first) = batches.first() else {
         return Ok((Vec::new(), Vec::new()));
@@ -411,15 +438,59 @@ pub fn type_text_batches(
     let column =
         |i: usize| -> Vec<ArrayRef> { batches.iter().map(|b| b.column(i).clone()).collect() };
     let positions: Vec<usize> = (0..schema.fields().len()).collect();
+    // The type all batches with values guessed for column i, if they agree.
+    let agreed = |i: usize| -> Option<DataType> {
+        let guesses = guesses.as_ref()?;
+        let mut agreed: Option<&DataType> = None;
+        for (batch, guessed) in batches.iter().zip(guesses) {
+            let values = batch.column(i);
+            if values.null_count() == values.len() {
+                continue;
+            }
+            let (t, _) = guessed[i].as_ref()?;
+            if agreed.is_some_and(|a| a != t) {
+                return None;
+            }
+            agreed = Some(t);
+        }
+        agreed.cloned()
+    };
     let targets = crate::parallel::map(&positions, |&i| -> Result<DataType> {
         let field = schema.field(i);
         match declared_type(field.name()) {
             Some(t) => Ok(t.clone()),
-            None => infer_text_column(&column(i)),
+            None => match agreed(i) {
+                Some(t) => Ok(t),
+                None => infer_text_column(&column(i)),
+            },
         }
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
+    // Guessed values of the agreed type stand in for the text.
+    let mut batches: Vec<RecordBatch> = batches.to_vec();
+    if let Some(guesses) = guesses.as_mut() {
+        for (batch, guessed) in batches.iter_mut().zip(guesses) {
+            let mut columns = batch.columns().to_vec();
+            let mut fields: Vec<Field> = batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            for (i, guess) in guessed.iter_mut().enumerate() {
+                if let Some((t, values)) = guess.take()
+                    && t == targets[i]
+                {
+                    fields[i] = Field::new(fields[i].name(), t, true);
+                    columns[i] = values;
+                }
+            }
+            *batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                .map_err(|e| Error::engine("typing the source columns", e.into()))?;
+        }
+    }
+    let batches = &batches[..];
     let mut starts = Vec::with_capacity(batches.len());
     let mut rows = 0;
     for batch in batches {
