@@ -1262,7 +1262,7 @@ async fn execute(
     };
     tracing::debug!(
         "{name}: encoded the snapshot ({} bytes)",
-        snapshot_bytes.len()
+        snapshot_bytes.content_length()
     );
     progress.phase("writing the snapshot");
     let snapshot = store

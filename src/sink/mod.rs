@@ -16,6 +16,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use object_store::PutPayload;
 
 use crate::error::{Error, Result};
 use crate::source::SourceFormat;
@@ -52,8 +53,8 @@ pub fn output_path(template: &str, table: &str, version: u64, now: DateTime<Utc>
 /// The placeholders output path templates understand.
 pub const PLACEHOLDERS: [&str; 4] = ["{table}", "{version}", "{timestamp}", "{date}"];
 
-/// Encode batches as one Parquet file (zstd, row groups of 1M rows).
-pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Bytes> {
+/// Encode batches as one Parquet file (zstd, row groups of 1M rows), in chunks ready to store.
+pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<PutPayload> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
@@ -62,11 +63,56 @@ pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Byt
         .build();
     if schema.fields().iter().any(|f| f.data_type().is_nested()) {
         // A nested column has several leaves: the plain writer lays them out.
-        let mut buffer = Vec::new();
-        write_parquet(&mut buffer, schema, batches, Some(props))?;
-        return Ok(Bytes::from(buffer));
+        let mut out = Chunks::default();
+        write_parquet(&mut out, schema, batches, Some(props))?;
+        return Ok(out.finish());
     }
     encode_parquet_in_parallel(schema, batches, props)
+}
+
+/// Bytes written as a list of chunks, each allocated at its final size: a file of hundreds of
+/// MB grows without being copied, and without the unused space a doubling buffer keeps (up to
+/// half of it). Chunks start small, so that small files stay small.
+#[derive(Default)]
+struct Chunks {
+    done: Vec<Bytes>,
+    current: Vec<u8>,
+    written: usize,
+}
+
+impl Chunks {
+    const LARGEST: usize = 8 << 20;
+
+    fn finish(mut self) -> PutPayload {
+        if !self.current.is_empty() {
+            self.done.push(Bytes::from(self.current));
+        }
+        self.done.into_iter().collect()
+    }
+}
+
+impl Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.current.len() == self.current.capacity() {
+                let size = self.written.clamp(64 << 10, Self::LARGEST);
+                let full = std::mem::replace(&mut self.current, Vec::with_capacity(size));
+                if !full.is_empty() {
+                    self.done.push(Bytes::from(full));
+                }
+            }
+            let take = rest.len().min(self.current.capacity() - self.current.len());
+            self.current.extend_from_slice(&rest[..take]);
+            self.written += take;
+            rest = &rest[take..];
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Rows per row group of a snapshot.
@@ -80,7 +126,7 @@ fn encode_parquet_in_parallel(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     mut props: WriterProperties,
-) -> Result<Bytes> {
+) -> Result<PutPayload> {
     use datafusion::parquet::arrow::arrow_writer::{
         ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves,
     };
@@ -94,7 +140,7 @@ fn encode_parquet_in_parallel(
         .map_err(fail)?;
     add_encoded_arrow_schema_to_metadata(schema, &mut props);
     let props = Arc::new(props);
-    let mut out = Vec::new();
+    let mut out = Chunks::default();
     let mut writer =
         SerializedFileWriter::new(&mut out, parquet_schema.root_schema_ptr(), props.clone())
             .map_err(fail)?;
@@ -146,7 +192,7 @@ fn encode_parquet_in_parallel(
         row_group.close().map_err(fail)?;
     }
     writer.close().map_err(fail)?;
-    Ok(Bytes::from(out))
+    Ok(out.finish())
 }
 
 fn write_parquet(

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::csv::reader::{Format, ReaderBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -115,6 +117,7 @@ fn read_streaming(
         let mut errors = Vec::new();
         let mut rows = 0;
         for batch in &text {
+            let batch = &compact_text(batch);
             let (typed, misfits) = parse_declared(batch, &options.columns)?;
             errors.extend(misfits.into_iter().map(|mut e| {
                 e.row += rows;
@@ -211,6 +214,35 @@ fn read_streaming(
     step("typed");
     warn_if_other_delimiter(path, options.delimiter, &names);
     Ok(Some(read))
+}
+
+/// `batch` with each text column whose values buffer is mostly empty copied into one of its
+/// exact size. The reader grows a column's buffer by doubling, which leaves up to half of it
+/// unused; a snapshot held in memory is then no larger than its text. (Shrinking in place does
+/// not return the memory: the allocator keeps a block that shrinks by less than half.)
+fn compact_text(batch: &RecordBatch) -> RecordBatch {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            let Some(strings) = column.as_string_opt::<i32>() else {
+                return column.clone();
+            };
+            let used = strings
+                .value_offsets()
+                .last()
+                .map_or(0, |&end| end as usize);
+            let values = strings.values();
+            if values.capacity() <= used + used / 8 + (64 << 10) {
+                return column.clone();
+            }
+            let exact = Buffer::from_slice_ref(&values.as_slice()[..used]);
+            // The same offsets over the same bytes: valid whenever the original was.
+            StringArray::try_new(strings.offsets().clone(), exact, strings.nulls().cloned())
+                .map_or_else(|_| column.clone(), |a| Arc::new(a) as ArrayRef)
+        })
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).unwrap_or_else(|_| batch.clone())
 }
 
 /// Reads a file in pieces of about `piece_bytes` that end after a line break outside quotes

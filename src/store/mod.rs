@@ -661,12 +661,21 @@ impl Store {
     }
 
     /// Write a data file of a version (step 1 of the protocol).
-    pub async fn put_file(&self, table: &str, relative: &str, bytes: Bytes) -> Result<StoredFile> {
+    pub async fn put_file(
+        &self,
+        table: &str,
+        relative: &str,
+        payload: PutPayload,
+    ) -> Result<StoredFile> {
         let path = Path::from(format!("{table}/{relative}"));
-        let size = bytes.len() as u64;
-        let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        let size = payload.content_length() as u64;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for chunk in payload.iter() {
+            hasher.update(chunk);
+        }
+        let checksum = format!("{:032x}", hasher.digest128());
         let objects = self.ensure_put_if_absent().await?;
-        self.create(objects, &path, PutPayload::from(bytes))
+        self.create(objects, &path, payload)
             .await
             .map_err(|e| store_error(self.file_url(table, relative), e))?;
         self.sync(&path)?;
