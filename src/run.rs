@@ -108,6 +108,10 @@ impl Progress {
                 Counting::Bytes => "{bytes}/{total_bytes}",
                 Counting::Rows => "{human_pos}/{human_len} rows",
             };
+            // The spinner first, then the amounts: no frame shows the last bar's amounts.
+            self.phase(message);
+            bar.set_position(0);
+            bar.set_length(total);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(&format!(
                     "{{spinner}} {{prefix}}: {{msg}} [{{bar:30}}] {amounts} ({{elapsed}})"
@@ -115,9 +119,6 @@ impl Progress {
                 .expect("a valid template")
                 .progress_chars("=> "),
             );
-            bar.set_message(message);
-            bar.set_length(total);
-            bar.set_position(0);
         }
     }
 
