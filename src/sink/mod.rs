@@ -309,3 +309,35 @@ pub fn write_file(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> R
     }
     std::fs::rename(&temp, path).map_err(|e| Error::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_hold_every_byte_in_order_and_grow_to_their_largest_size() {
+        let mut out = Chunks::default();
+        let mut expected = Vec::new();
+        let mut n = 0u32;
+        while expected.len() < 20 << 20 {
+            // Writes of odd sizes, some larger than a chunk.
+            let size = if n.is_multiple_of(97) {
+                9 << 20
+            } else {
+                1 + (n as usize * 7919) % 70_000
+            };
+            let piece: Vec<u8> = (0..size).map(|i| (i as u32 ^ n) as u8).collect();
+            out.write_all(&piece).unwrap();
+            expected.extend_from_slice(&piece);
+            n += 1;
+        }
+        let payload = out.finish();
+        assert_eq!(payload.content_length(), expected.len());
+        let chunks: Vec<&Bytes> = payload.iter().collect();
+        assert!(chunks.iter().all(|c| c.len() <= Chunks::LARGEST));
+        assert!(chunks.len() > 2);
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(joined, expected);
+        assert_eq!(Chunks::default().finish().content_length(), 0);
+    }
+}

@@ -393,7 +393,7 @@ pub fn read_file(
         SourceFormat::Csv => return csv::read_csv_rows(path, options, progress),
         SourceFormat::Excel => excel::read_excel_rows(path, options)?,
         SourceFormat::Parquet => FileRead {
-            batches: vec![parquet::read_parquet(path)?],
+            batches: parquet::read_parquet(path)?,
             rows: FileRows::From(1),
             cell_errors: Vec::new(),
         },

@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, Result};
 
-/// Read a Parquet file into one record batch.
-pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
+/// Read a Parquet file into record batches of one schema (at least one, maybe empty): kept as
+/// read, not concatenated, which would hold the file's rows in memory twice.
+pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let not_parquet = |e: &dyn std::fmt::Display| Error::SourceData {
         path: path.to_path_buf(),
@@ -28,10 +28,13 @@ pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
         .with_batch_size(64 * 1024)
         .build()
         .map_err(|e| not_parquet(&e))?;
-    let batches = reader
+    let mut batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| not_parquet(&e))?;
-    concat_batches(&schema, &batches).map_err(|e| Error::engine("reading Parquet", e.into()))
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
 }
 
 /// The Parquet reader says "corrupt footer" both for a file cut short and for a CSV with a
