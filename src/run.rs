@@ -1718,14 +1718,6 @@ pub async fn diff_files(
     let origin = loaded.origin();
     let columns: Vec<String> = column_names(&loaded.schema);
     check_columns(table, &columns, &origin, &columns, &origin)?;
-    deduplicate(
-        &ctx,
-        table,
-        &old_loaded.batches,
-        &old_loaded.origin(),
-        &old_loaded.rows,
-    )
-    .await?;
     let old_columns: Vec<String> = column_names(&old_loaded.schema);
     for k in &table.key {
         if !old_columns.contains(k) {
@@ -1738,6 +1730,14 @@ pub async fn diff_files(
             });
         }
     }
+    deduplicate(
+        &ctx,
+        table,
+        &old_loaded.batches,
+        &old_loaded.origin(),
+        &old_loaded.rows,
+    )
+    .await?;
     let types: HashMap<String, DataType> = loaded
         .schema
         .fields()

@@ -135,12 +135,14 @@ fn read_streaming(
     let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>, bool)>(workers);
     let receive = std::sync::Mutex::new(receive);
     let gave_up = std::sync::atomic::AtomicBool::new(false);
+    let panicked = std::sync::Mutex::new(None);
     let mut parsed: Vec<(usize, Result<Option<ParsedPiece>>)> = Vec::new();
     let mut read_error = None;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let (receive, gave_up, parse_piece) = (&receive, &gave_up, &parse_piece);
+                let (receive, gave_up, parse_piece, panicked) =
+                    (&receive, &gave_up, &parse_piece, &panicked);
                 scope.spawn(move || {
                     let mut done = Vec::new();
                     loop {
@@ -149,7 +151,21 @@ fn read_streaming(
                         if gave_up.load(std::sync::atomic::Ordering::Relaxed) {
                             continue;
                         }
-                        let outcome = parse_piece(&bytes, index == 0, last);
+                        // A panic (a bug) must not leave the reader waiting on a full
+                        // channel no one drains: it stops the reading, and is raised again
+                        // once every thread has finished.
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                parse_piece(&bytes, index == 0, last)
+                            }));
+                        let outcome = match outcome {
+                            Ok(outcome) => outcome,
+                            Err(panic) => {
+                                gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+                                *panicked.lock().unwrap_or_else(|p| p.into_inner()) = Some(panic);
+                                continue;
+                            }
+                        };
                         if !matches!(outcome, Ok(Some(_))) {
                             gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -182,6 +198,9 @@ fn read_streaming(
             parsed.extend(done);
         }
     });
+    if let Some(panic) = panicked.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        std::panic::resume_unwind(panic);
+    }
     if let Some(e) = read_error {
         return Err(Error::io(path, e));
     }
@@ -567,7 +586,8 @@ fn scan_quotes(bytes: &[u8], delimiter: u8) -> (QuoteState, usize) {
                 opened_on = line;
                 QuoteState::Quoted
             }
-            (_, b'\n') => QuoteState::FieldStart,
+            // The reader ends a record at \n, \r\n and a lone \r alike.
+            (_, b'\n' | b'\r') => QuoteState::FieldStart,
             (_, b) if b == delimiter => QuoteState::FieldStart,
             _ => QuoteState::Unquoted,
         };
@@ -584,7 +604,9 @@ fn scan_quotes(bytes: &[u8], delimiter: u8) -> (QuoteState, usize) {
 fn end_state(bytes: &[u8], delimiter: u8) -> QuoteState {
     let mut at = 0;
     while let Some(quote) = memchr::memchr(b'"', &bytes[at..]).map(|k| at + k) {
-        let opens = quote == 0 || bytes[quote - 1] == delimiter || bytes[quote - 1] == b'\n';
+        let opens = quote == 0
+            || matches!(bytes[quote - 1], b'\n' | b'\r')
+            || bytes[quote - 1] == delimiter;
         at = quote + 1;
         if !opens {
             continue;
@@ -605,7 +627,7 @@ fn end_state(bytes: &[u8], delimiter: u8) -> QuoteState {
     }
     match bytes.last() {
         None => QuoteState::FieldStart,
-        Some(&b) if b == b'\n' || b == delimiter => QuoteState::FieldStart,
+        Some(&b) if b == b'\n' || b == b'\r' || b == delimiter => QuoteState::FieldStart,
         Some(_) => QuoteState::Unquoted,
     }
 }
@@ -902,7 +924,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn the_fast_end_state_is_the_scanned_one(text in "[a,\"\n]{0,40}") {
+        fn the_fast_end_state_is_the_scanned_one(text in "[a,\"\n\r]{0,40}") {
             let bytes = text.as_bytes();
             proptest::prop_assert_eq!(end_state(bytes, b','), scan_quotes(bytes, b',').0);
         }

@@ -144,6 +144,21 @@ fn diff_refuses_a_repeated_key_in_either_file() {
 }
 
 #[test]
+fn diff_names_a_key_column_the_old_file_lacks() {
+    let w = Workdir::new();
+    w.write("old.csv", "sku,v\n1,a\n");
+    w.write("new.csv", "id,v\n1,a\n");
+    let o = w.run(&["diff", "old.csv", "new.csv", "--key", "id"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("column \"id\" named in `key` is not in old.csv"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("internal error"), "{}", stderr(&o));
+}
+
+#[test]
 fn reading_commands_need_an_existing_store() {
     let w = Workdir::new();
     w.write(
