@@ -1188,10 +1188,8 @@ async fn execute(
     };
     // The new snapshot is final here: encode it on the side while the comparison runs, so
     // that neither leaves a core idle.
-    let snapshot_encoding = (!options.dry_run).then(|| {
-        let (schema, batches) = (incoming_schema.clone(), incoming.clone());
-        tokio::task::spawn_blocking(move || sink::encode_parquet(&schema, &batches))
-    });
+    let snapshot_encoding =
+        (!options.dry_run).then(|| SideEncoding::start(incoming_schema.clone(), incoming.clone()));
     progress.phase("comparing with the baseline");
     let delta = diff::classify(&ctx, &settings, rows_in).await?;
     tracing::info!(
@@ -1255,10 +1253,7 @@ async fn execute(
     progress.phase("writing the snapshot and committing");
     // Step 1 of the commit protocol: data files under names only this run can choose.
     let snapshot_bytes = match snapshot_encoding {
-        // The encoding cannot be cancelled: an error here is its panic, a bug; re-raise it.
-        Some(encoding) => encoding
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?,
+        Some(encoding) => encoding.finish().await?,
         None => sink::encode_parquet(&incoming_schema, &incoming)?,
     };
     tracing::debug!(
@@ -1352,6 +1347,43 @@ async fn execute(
     // Step 3: outputs, only after the commit succeeded.
     run.delta_files = write_outputs(name, version, outputs, &progress).await?;
     Ok(run)
+}
+
+/// A snapshot being encoded on a blocking thread while the run goes on. Dropped unfinished
+/// (the run failed first), it tells the encoder to stop, so the process does not wait for it.
+struct SideEncoding {
+    task: Option<tokio::task::JoinHandle<Result<object_store::PutPayload>>>,
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SideEncoding {
+    fn start(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cancelled.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            sink::encode_parquet_unless(&schema, &batches, &flag)
+        });
+        SideEncoding {
+            task: Some(task),
+            cancelled,
+        }
+    }
+
+    async fn finish(mut self) -> Result<object_store::PutPayload> {
+        let task = self.task.take().expect("finished once");
+        // Never cancelled while awaited: an error here is the encoder's panic, a bug.
+        task.await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+impl Drop for SideEncoding {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            self.cancelled
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Write a committed version's delta files; returns where they went.

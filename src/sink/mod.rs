@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -55,6 +56,16 @@ pub const PLACEHOLDERS: [&str; 4] = ["{table}", "{version}", "{timestamp}", "{da
 
 /// Encode batches as one Parquet file (zstd, row groups of 1M rows), in chunks ready to store.
 pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<PutPayload> {
+    encode_parquet_unless(schema, batches, &AtomicBool::new(false))
+}
+
+/// [`encode_parquet`], given up (with an error) soon after `cancelled` is set: a run that
+/// failed while its snapshot was being encoded on the side does not wait for the encoding.
+pub fn encode_parquet_unless(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    cancelled: &AtomicBool,
+) -> Result<PutPayload> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
@@ -67,7 +78,7 @@ pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Put
         write_parquet(&mut out, schema, batches, Some(props))?;
         return Ok(out.finish());
     }
-    encode_parquet_in_parallel(schema, batches, props)
+    encode_parquet_in_parallel(schema, batches, props, cancelled)
 }
 
 /// Bytes written as a list of chunks, each allocated at its final size: a file of hundreds of
@@ -126,6 +137,7 @@ fn encode_parquet_in_parallel(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     mut props: WriterProperties,
+    cancelled: &AtomicBool,
 ) -> Result<PutPayload> {
     use datafusion::parquet::arrow::arrow_writer::{
         ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves,
@@ -172,6 +184,11 @@ fn encode_parquet_in_parallel(
         let mut chunks: Vec<(usize, ArrowColumnChunk)> = crate::parallel::map_into(
             writers.into_iter().enumerate().collect(),
             |(i, mut column_writer)| {
+                if cancelled.load(Ordering::Relaxed) {
+                    return Err(datafusion::parquet::errors::ParquetError::General(
+                        "cancelled: the run failed".into(),
+                    ));
+                }
                 let field = schema.field(i);
                 for batch in group {
                     for leaf in compute_leaves(field, batch.column(i))? {
