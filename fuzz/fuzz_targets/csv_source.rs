@@ -16,5 +16,7 @@ fuzz_target!(|data: &[u8]| {
         path.to_str().unwrap(),
         FileSelection::Newest,
         &SourceOptions::default(),
+        false,
+        &tidemark::source::Unobserved,
     );
 });

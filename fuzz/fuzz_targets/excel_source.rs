@@ -24,6 +24,13 @@ fuzz_target!(
         let path = dir.path().join("data.xlsx");
         std::fs::write(&path, data).expect("write input");
         let options = SourceOptions { format: SourceFormat::Excel, ..Default::default() };
-        let _ = load("t", path.to_str().unwrap(), FileSelection::Newest, &options);
+        let _ = load(
+            "t",
+            path.to_str().unwrap(),
+            FileSelection::Newest,
+            &options,
+            false,
+            &tidemark::source::Unobserved,
+        );
     }
 );

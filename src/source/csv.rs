@@ -35,7 +35,9 @@ pub fn read_csv_rows(
     read_csv_rows_in_pieces(path, options, PIECE_BYTES, progress)
 }
 
-fn read_csv_rows_in_pieces(
+/// [`read_csv_rows`] with pieces of about `piece_bytes`: tests and the fuzzer compare it, with
+/// tiny pieces, against [`read_csv_in_one_piece`].
+pub fn read_csv_rows_in_pieces(
     path: &Path,
     options: &SourceOptions,
     piece_bytes: usize,
@@ -407,6 +409,11 @@ fn finish_typing(
         },
         cell_errors,
     })
+}
+
+/// The careful path alone (see [`read_in_one_piece`]): what reading in pieces must agree with.
+pub fn read_csv_in_one_piece(path: &Path, options: &SourceOptions) -> Result<FileRead> {
+    read_in_one_piece(path, options, &|_| {})
 }
 
 /// Read the whole file into memory, check it and parse it in one piece: the careful path,
