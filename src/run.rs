@@ -317,7 +317,7 @@ async fn schedule(
     on_table: &mut impl FnMut(&TableRun),
 ) -> Vec<TableRun> {
     let jobs = match options.jobs {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => crate::parallel::cores(),
         n => n,
     };
     let mut options = options.clone();

@@ -418,7 +418,8 @@ pub fn guess_types(batch: &RecordBatch, declared: &[(String, DataType)]) -> Vec<
 /// Type the batches of one file, read as text (declared columns may already be parsed by
 /// [`parse_declared`]): declared columns are parsed, the others inferred over all batches
 /// together, so a column has one type across the file. Columns keep their order. Cells that do
-/// not fit are null and listed, by row counted from the first batch, a column at a time.
+/// not fit are null and listed (unordered; the caller orders them with its own), by row counted
+/// from the first batch.
 /// The work is spread over the cores by column and batch.
 ///
 /// `guesses` (from [`guess_types`], one list per batch) save the inference: when every batch
@@ -516,8 +517,6 @@ pub fn type_text_batches(
             e
         }));
     }
-    let position = |name: &str| schema.index_of(name).unwrap_or(usize::MAX);
-    errors.sort_by_key(|e| (position(&e.column), e.row));
     let typed_schema = Arc::new(Schema::new(
         schema
             .fields()
