@@ -1164,16 +1164,6 @@ async fn execute(
         .collect();
     let carried: Vec<String> = tolerance.iter().map(|(c, _)| c.clone()).collect();
     let stored_hashes_apply = baseline.as_ref().is_none_or(|b| b.hash == hash_spec);
-    register_hash_views(
-        &ctx,
-        table,
-        &shared_hashed,
-        &carried,
-        &column_types,
-        stored_hashes_apply,
-    )
-    .await?;
-
     let include_unchanged = table
         .outputs
         .iter()
@@ -1191,7 +1181,36 @@ async fn execute(
     let snapshot_encoding =
         (!options.dry_run).then(|| SideEncoding::start(incoming_schema.clone(), incoming.clone()));
     progress.phase("comparing with the baseline");
-    let delta = diff::classify(&ctx, &settings, rows_in).await?;
+    let hash_views = HashViews {
+        shared_hashed: &shared_hashed,
+        carried: &carried,
+        column_types: &column_types,
+        stored_hashes_apply,
+    };
+    let by_position = match &baseline {
+        Some(record) if stored_hashes_apply && settings.tolerance.is_empty() && !include_unchanged => {
+            classify_by_position(
+                &ctx,
+                store,
+                table,
+                record,
+                &incoming,
+                &incoming_schema,
+                &settings,
+                &hash_views,
+                rows_in,
+            )
+            .await?
+        }
+        _ => None,
+    };
+    let delta = match by_position {
+        Some(delta) => delta,
+        None => {
+            hash_views.register(&ctx, table).await?;
+            diff::classify(&ctx, &settings, rows_in).await?
+        }
+    };
     tracing::info!(
         "{name}: classified against the baseline ({:.2} s)",
         started.elapsed().as_secs_f64()
@@ -1347,6 +1366,152 @@ async fn execute(
     // Step 3: outputs, only after the commit succeeded.
     run.delta_files = write_outputs(name, version, outputs, &progress).await?;
     Ok(run)
+}
+
+/// What the `incoming_hashes` and `baseline_hashes` views are made of.
+struct HashViews<'a> {
+    shared_hashed: &'a [String],
+    carried: &'a [String],
+    column_types: &'a HashMap<String, DataType>,
+    stored_hashes_apply: bool,
+}
+
+impl HashViews<'_> {
+    async fn register(&self, ctx: &SessionContext, table: &TablePlan) -> Result<()> {
+        register_hash_views(
+            ctx,
+            table,
+            self.shared_hashed,
+            self.carried,
+            self.column_types,
+            self.stored_hashes_apply,
+        )
+        .await
+    }
+}
+
+/// Classify without joining full rows: match both sides' keys by row position (see
+/// [`diff::matching`]), take only the rows the delta needs (NEW and CHANGED from the snapshot,
+/// CHANGED and DELETED from the baseline's file), and run the usual classification and delta
+/// queries over those. `None`, with the full tables registered as before, when the matching
+/// cannot decide (a key digest repeats) or the queries pair the taken rows otherwise than the
+/// matching did: the caller then joins the full tables.
+#[allow(clippy::too_many_arguments)]
+async fn classify_by_position(
+    ctx: &SessionContext,
+    store: &Store,
+    table: &TablePlan,
+    record: &CommitRecord,
+    incoming: &[RecordBatch],
+    incoming_schema: &SchemaRef,
+    settings: &DiffSettings,
+    hash_views: &HashViews<'_>,
+    rows_in: u64,
+) -> Result<Option<Delta>> {
+    let name = table.name.as_str();
+    let key_types_agree = table.key.iter().all(|k| {
+        let stored = record.schema.iter().find(|c| &c.name == k);
+        let today = hash_views.column_types.get(k);
+        match (stored, today) {
+            (Some(s), Some(t)) => {
+                s.data_type == t.to_string() && diff::matching::key_types_supported(&[t])
+            }
+            _ => false,
+        }
+    });
+    if !key_types_agree || incoming.is_empty() {
+        return Ok(None);
+    }
+    let path = store.file_url(name, &record.snapshot.path);
+    let file = store.local_file(name, &record.snapshot.path).await?;
+    let old_rows = diff::matching::ParquetRows::open(file, &path)?;
+    let Some(matched) =
+        diff::matching::match_positions(incoming, &table.key, ROW_HASH_COLUMN, &old_rows)?
+    else {
+        tracing::debug!("{name}: a key digest repeats; joining the full rows instead");
+        return Ok(None);
+    };
+    tracing::debug!(
+        "{name}: matched keys by position: {} new, {} changed, {} deleted",
+        matched.new.len(),
+        matched.changed.len(),
+        matched.deleted.len()
+    );
+    let mut new_positions: Vec<u32> = matched
+        .new
+        .iter()
+        .copied()
+        .chain(matched.changed.iter().map(|&(new, _)| new))
+        .collect();
+    new_positions.sort_unstable();
+    let mut old_positions: Vec<u32> = matched
+        .deleted
+        .iter()
+        .copied()
+        .chain(matched.changed.iter().map(|&(_, old)| old))
+        .collect();
+    old_positions.sort_unstable();
+    let taken_new = diff::matching::take_rows(incoming, &new_positions)?;
+    let taken_old = old_rows.take(&old_positions)?;
+    drop(old_rows);
+    // The taken baseline rows stand in for the `baseline` view: same columns, same types (the
+    // view's casts, and the query engine's string type), so that the delta is the same.
+    let view = ctx
+        .table("baseline")
+        .await
+        .map_err(engine_err(name, "reading the baseline"))?;
+    let view_schema: SchemaRef = Arc::new(view.schema().as_arrow().clone());
+    let taken_old = taken_old
+        .iter()
+        .map(|batch| conform(batch, &view_schema))
+        .collect::<Result<Vec<_>>>()?;
+    let fail = engine_err(name, "registering tables");
+    for t in ["incoming", "baseline"] {
+        ctx.deregister_table(t).map_err(&fail)?;
+    }
+    register_batches(ctx, "incoming", incoming_schema.clone(), taken_new)?;
+    register_batches(ctx, "baseline", view_schema, taken_old)?;
+    hash_views.register(ctx, table).await?;
+    let delta = diff::classify(ctx, settings, rows_in).await?;
+    let counts = delta.counts;
+    if (counts.new, counts.changed, counts.deleted)
+        == (
+            matched.new.len() as u64,
+            matched.changed.len() as u64,
+            matched.deleted.len() as u64,
+        )
+    {
+        return Ok(Some(delta));
+    }
+    tracing::debug!("{name}: the keys matched by position pair otherwise; joining the full rows");
+    for t in ["incoming", "baseline", "incoming_hashes", "baseline_hashes"] {
+        ctx.deregister_table(t).map_err(&fail)?;
+    }
+    register_batches(ctx, "incoming", incoming_schema.clone(), incoming.to_vec())?;
+    register_baseline(ctx, store, table, record, hash_views.column_types).await?;
+    Ok(None)
+}
+
+/// `batch`'s columns named by `schema`, cast to its types.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let fail = |e: datafusion::arrow::error::ArrowError| Error::engine("reading the baseline", e.into());
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let column = batch.column_by_name(field.name()).ok_or_else(|| {
+                Error::engine(
+                    "reading the baseline",
+                    datafusion::error::DataFusionError::Internal(format!(
+                        "the baseline file lacks column {}",
+                        field.name()
+                    )),
+                )
+            })?;
+            datafusion::arrow::compute::kernels::cast::cast(column, field.data_type()).map_err(fail)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(fail)
 }
 
 /// A snapshot being encoded on a blocking thread while the run goes on. Dropped unfinished

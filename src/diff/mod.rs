@@ -5,6 +5,7 @@
 //! `incoming` and `baseline` (all columns) and `incoming_hashes` and `baseline_hashes` (key
 //! columns and `_row_hash`, computed over the same compared columns on both sides).
 
+pub mod matching;
 pub mod row_hash;
 
 use std::collections::BTreeMap;

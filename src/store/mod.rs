@@ -849,6 +849,38 @@ impl Store {
         Ok(())
     }
 
+    /// A data file of a table as a local file to read parts of: the store's own file when the
+    /// store is a folder; from a bucket, a copy in an anonymous temporary file (gone when
+    /// closed), so that reading a few rows of a large snapshot does not hold it in memory.
+    pub async fn local_file(&self, table: &str, relative: &str) -> Result<std::fs::File> {
+        match &self.place {
+            Place::Local { root, .. } => {
+                let path = root.join(table).join(relative);
+                std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
+            }
+            Place::Remote(_) => {
+                let path = Path::from(format!("{table}/{relative}"));
+                let location = format!("{}/{path}", self.location);
+                let temp = std::env::temp_dir();
+                let mut file = tempfile::tempfile().map_err(|e| Error::io(&temp, e))?;
+                let mut chunks = self
+                    .objects()?
+                    .get(&path)
+                    .await
+                    .map_err(|e| store_error(&location, e))?
+                    .into_stream();
+                while let Some(chunk) = chunks
+                    .try_next()
+                    .await
+                    .map_err(|e| store_error(&location, e))?
+                {
+                    std::io::Write::write_all(&mut file, &chunk).map_err(|e| Error::io(&temp, e))?;
+                }
+                Ok(file)
+            }
+        }
+    }
+
     /// Read a data file of a table.
     pub async fn read_file(&self, table: &str, relative: &str) -> Result<Bytes> {
         let path = Path::from(format!("{table}/{relative}"));

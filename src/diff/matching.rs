@@ -1,0 +1,578 @@
+//! Classification by matching row positions, without a join over full rows.
+//!
+//! The SQL classification (`sql/classify.sql`) joins the two sides' keys and hashes, and the
+//! delta query then joins the classified keys with *every* row of the new snapshot and of the
+//! baseline to fetch their values: at 10M rows that second join reads and hashes the whole
+//! baseline, all columns, to keep 6% of it. Here each side's keys are reduced to entries of
+//! (key digest, row hash, row position), sorted on every core and walked together. What comes
+//! out are positions: the few rows a delta needs are then taken from the snapshot in memory and
+//! read from the baseline's Parquet file by row selection, and the delta query runs over them
+//! alone.
+//!
+//! Keys are matched by a 96-bit digest (xxh3-128 of the key's row encoding, which is exact per
+//! type). A repeated digest on one side (two keys, or one key twice) is never guessed at:
+//! [`match_positions`] says so and the caller falls back to the SQL join. The caller also runs
+//! the SQL classification over the rows taken, which pairs them by their key values: a NEW key
+//! and a DELETED key that shared a digest would come out as such, not as one CHANGED key, and
+//! the counts would tell. What no check sees is two different keys sharing a digest *and* a
+//! row hash, which would pass for one unchanged key: with 10M keys a side, about one run in
+//! 10^14 (the row hash alone already decides CHANGED by 64 bits).
+
+use std::ops::Range;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, UInt64Type};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::file::metadata::PageIndexPolicy;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::error::{Error, Result};
+
+/// Bits of the digest that choose an entry's part; parts are sorted and matched one per core.
+const PART_BITS: u32 = 6;
+const PARTS: usize = 1 << PART_BITS;
+
+/// Rows decoded at once from a Parquet file.
+const READ_BATCH_ROWS: usize = 64 * 1024;
+
+/// One row of one side: where it is, its key's digest and its row hash.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    digest_high: u64,
+    row_hash: u64,
+    digest_low: u32,
+    position: u32,
+}
+
+impl Entry {
+    fn digest(&self) -> (u64, u32) {
+        (self.digest_high, self.digest_low)
+    }
+}
+
+/// A side's entries, split into [`PARTS`] by the digest's top bits.
+type Parts = Vec<Vec<Entry>>;
+
+/// Where the snapshot's and the baseline's rows differ, by 0-based row position.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Matched {
+    /// Snapshot rows whose key the baseline lacks, ascending.
+    pub new: Vec<u32>,
+    /// (snapshot row, baseline row) of one key whose row hashes differ, ascending.
+    pub changed: Vec<(u32, u32)>,
+    /// Baseline rows whose key the snapshot lacks, ascending.
+    pub deleted: Vec<u32>,
+    /// Keys on both sides with equal row hashes.
+    pub unchanged: u64,
+}
+
+/// Whether keys of these types can be matched here: types whose row encoding is equal exactly
+/// when the SQL join calls the values equal (floats are not: `-0.0 = 0.0`).
+pub fn key_types_supported(types: &[&DataType]) -> bool {
+    types.iter().all(|t| {
+        matches!(
+            t,
+            DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::UInt32
+                | DataType::UInt64
+                | DataType::Boolean
+                | DataType::Date32
+                | DataType::Date64
+                | DataType::Timestamp(_, _)
+                | DataType::Decimal128(_, _)
+        )
+    })
+}
+
+/// Key columns as the digest reads them: every string encoding as `Utf8`, so that a CSV
+/// snapshot and a Parquet baseline encode one value alike.
+fn digestible(columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+    columns
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::LargeUtf8 | DataType::Utf8View => cast(c, &DataType::Utf8)
+                .map_err(|e| Error::engine("matching keys", e.into())),
+            _ => Ok(c.clone()),
+        })
+        .collect()
+}
+
+fn converter(columns: &[ArrayRef]) -> Result<RowConverter> {
+    RowConverter::new(
+        columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| Error::engine("matching keys", e.into()))
+}
+
+/// Entries of one batch whose first row is at `first`, split into parts.
+fn batch_entries(
+    batch: &RecordBatch,
+    key: &[usize],
+    hash: usize,
+    first: u64,
+) -> Result<Parts> {
+    let columns = digestible(&key.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>())?;
+    let rows = converter(&columns)?
+        .convert_columns(&columns)
+        .map_err(|e| Error::engine("matching keys", e.into()))?;
+    let hashes = batch
+        .column(hash)
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| internal("the row hash column is not UInt64"))?;
+    let mut parts: Parts = vec![Vec::new(); PARTS];
+    for (i, row) in rows.iter().enumerate() {
+        let digest = xxh3_128(row.as_ref());
+        let entry = Entry {
+            digest_high: (digest >> 64) as u64,
+            digest_low: digest as u32,
+            row_hash: hashes.value(i),
+            position: (first + i as u64) as u32,
+        };
+        parts[(entry.digest_high >> (64 - PART_BITS)) as usize].push(entry);
+    }
+    Ok(parts)
+}
+
+/// Gather the batches' parts into one sorted list per part, each sorted on its own core.
+fn sorted_parts(pieces: Vec<Parts>) -> Parts {
+    let mut gathered: Vec<Vec<Vec<Entry>>> = (0..PARTS).map(|_| Vec::new()).collect();
+    for piece in pieces {
+        for (p, entries) in piece.into_iter().enumerate() {
+            gathered[p].push(entries);
+        }
+    }
+    crate::parallel::map_into(gathered, |lists| {
+        let mut part = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        for list in lists {
+            part.extend_from_slice(&list);
+        }
+        part.sort_unstable_by_key(Entry::digest);
+        part
+    })
+}
+
+/// The entries of batches held in memory; positions count rows across the batches.
+fn memory_entries(batches: &[RecordBatch], key: &[usize], hash: usize) -> Result<Parts> {
+    let mut firsts = Vec::with_capacity(batches.len());
+    let mut first = 0u64;
+    for batch in batches {
+        firsts.push(first);
+        first += batch.num_rows() as u64;
+    }
+    let items: Vec<(&RecordBatch, u64)> = batches.iter().zip(firsts).collect();
+    let pieces = crate::parallel::map(&items, |(batch, first)| {
+        batch_entries(batch, key, hash, *first)
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
+    Ok(sorted_parts(pieces))
+}
+
+/// A Parquet file to read rows of: its metadata (with the page index, so that a row selection
+/// skips whole pages) and where each row group starts.
+pub struct ParquetRows {
+    file: std::fs::File,
+    path: String,
+    metadata: ArrowReaderMetadata,
+    group_starts: Vec<u64>,
+}
+
+impl ParquetRows {
+    /// Open `file` (named `path` in messages).
+    pub fn open(file: std::fs::File, path: &str) -> Result<Self> {
+        let metadata =
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional))
+                .map_err(|e| parquet_error(path, e))?;
+        let mut group_starts = Vec::new();
+        let mut start = 0u64;
+        for group in metadata.metadata().row_groups() {
+            group_starts.push(start);
+            start += group.num_rows() as u64;
+        }
+        group_starts.push(start);
+        Ok(ParquetRows {
+            file,
+            path: path.to_string(),
+            metadata,
+            group_starts,
+        })
+    }
+
+    /// Rows in the file.
+    pub fn rows(&self) -> u64 {
+        *self.group_starts.last().expect("one start per group, and the end")
+    }
+
+    /// Index of the column named `name`.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.metadata.schema().index_of(name).ok()
+    }
+
+    /// The file's Arrow schema.
+    pub fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.metadata.schema().clone()
+    }
+
+    /// Read row group `group`'s `columns` (all when `None`), only the rows of `selection`
+    /// (positions within the group) when given.
+    fn read_group(
+        &self,
+        group: usize,
+        columns: Option<&[usize]>,
+        selection: Option<RowSelection>,
+    ) -> Result<Vec<RecordBatch>> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(std::path::Path::new(&self.path), e))?;
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
+                .with_row_groups(vec![group])
+                .with_batch_size(READ_BATCH_ROWS);
+        if let Some(columns) = columns {
+            let mask =
+                ProjectionMask::roots(self.metadata.metadata().file_metadata().schema_descr(), columns.iter().copied());
+            builder = builder.with_projection(mask);
+        }
+        if let Some(selection) = selection {
+            builder = builder.with_row_selection(selection);
+        }
+        builder
+            .build()
+            .map_err(|e| parquet_error(&self.path, e))?
+            .map(|batch| batch.map_err(|e| parquet_error(&self.path, e.into())))
+            .collect()
+    }
+
+    /// The rows at `positions` (ascending, 0-based in the file), all columns, in that order;
+    /// row groups are read on every core.
+    pub fn take(&self, positions: &[u32]) -> Result<Vec<RecordBatch>> {
+        let groups: Vec<(usize, Range<usize>)> = (0..self.group_starts.len() - 1)
+            .filter_map(|g| {
+                let (start, end) = (self.group_starts[g], self.group_starts[g + 1]);
+                let from = positions.partition_point(|&p| (p as u64) < start);
+                let to = positions.partition_point(|&p| (p as u64) < end);
+                (from < to).then_some((g, from..to))
+            })
+            .collect();
+        let read = crate::parallel::map(&groups, |(group, range)| {
+            let start = self.group_starts[*group];
+            let rows = (self.group_starts[group + 1] - start) as usize;
+            let selection = RowSelection::from_consecutive_ranges(
+                consecutive_ranges(&positions[range.clone()], start),
+                rows,
+            );
+            self.read_group(*group, None, Some(selection))
+        });
+        let mut batches = Vec::new();
+        for group in read {
+            batches.extend(group?);
+        }
+        Ok(batches)
+    }
+
+    /// Entries of every row: `key` and `hash` name columns of the file.
+    fn entries(&self, key: &[usize], hash: usize) -> Result<Parts> {
+        let mut columns: Vec<usize> = key.to_vec();
+        columns.push(hash);
+        // The projection returns the columns in file order: find each again in the result.
+        let mut in_file = columns.clone();
+        in_file.sort_unstable();
+        in_file.dedup();
+        let at = |c: usize| in_file.iter().position(|&f| f == c).expect("projected");
+        let (key_at, hash_at): (Vec<usize>, usize) = (key.iter().map(|&k| at(k)).collect(), at(hash));
+        let groups: Vec<usize> = (0..self.group_starts.len() - 1).collect();
+        let pieces = crate::parallel::map(&groups, |&group| -> Result<Vec<Parts>> {
+            let mut first = self.group_starts[group];
+            let mut pieces = Vec::new();
+            for batch in self.read_group(group, Some(&in_file), None)? {
+                pieces.push(batch_entries(&batch, &key_at, hash_at, first)?);
+                first += batch.num_rows() as u64;
+            }
+            Ok(pieces)
+        });
+        let mut all = Vec::new();
+        for group in pieces {
+            all.extend(group?);
+        }
+        Ok(sorted_parts(all))
+    }
+}
+
+fn internal(message: impl Into<String>) -> Error {
+    Error::engine(
+        "matching keys",
+        datafusion::error::DataFusionError::Internal(message.into()),
+    )
+}
+
+fn parquet_error(path: &str, e: datafusion::parquet::errors::ParquetError) -> Error {
+    Error::Store {
+        location: path.to_string(),
+        message: format!("cannot read the baseline snapshot: {e}. Run `tidemark verify`."),
+    }
+}
+
+/// Ascending positions as ranges relative to `start`.
+fn consecutive_ranges(positions: &[u32], start: u64) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let first = *positions.get(i)?;
+        let mut last = first;
+        i += 1;
+        while positions.get(i) == Some(&(last + 1)) {
+            last += 1;
+            i += 1;
+        }
+        let offset = |p: u32| (p as u64 - start) as usize;
+        Some(offset(first)..offset(last) + 1)
+    })
+}
+
+/// What one part's walk found.
+#[derive(Default)]
+struct PartMatch {
+    new: Vec<u32>,
+    changed: Vec<(u32, u32)>,
+    deleted: Vec<u32>,
+    unchanged: u64,
+    repeated: bool,
+}
+
+/// Walk one part of each side, both sorted by digest.
+fn match_part(baseline: &[Entry], snapshot: &[Entry]) -> PartMatch {
+    let mut out = PartMatch::default();
+    let repeats = |side: &[Entry]| side.windows(2).any(|w| w[0].digest() == w[1].digest());
+    if repeats(baseline) || repeats(snapshot) {
+        out.repeated = true;
+        return out;
+    }
+    let (mut b, mut s) = (0, 0);
+    while b < baseline.len() && s < snapshot.len() {
+        let (old, new) = (&baseline[b], &snapshot[s]);
+        match old.digest().cmp(&new.digest()) {
+            std::cmp::Ordering::Less => {
+                out.deleted.push(old.position);
+                b += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.new.push(new.position);
+                s += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                if old.row_hash == new.row_hash {
+                    out.unchanged += 1;
+                } else {
+                    out.changed.push((new.position, old.position));
+                }
+                b += 1;
+                s += 1;
+            }
+        }
+    }
+    out.deleted
+        .extend(baseline[b..].iter().map(|e| e.position));
+    out.new.extend(snapshot[s..].iter().map(|e| e.position));
+    out
+}
+
+/// Match the snapshot's rows (`snapshot`, each with `key` columns and the row hash column
+/// `hash`) with the baseline's (read from `baseline`). `None` when a side repeats a key digest
+/// or either side has more rows than positions can name: the SQL join decides then.
+pub fn match_positions(
+    snapshot: &[RecordBatch],
+    key: &[String],
+    hash: &str,
+    baseline: &ParquetRows,
+) -> Result<Option<Matched>> {
+    let snapshot_rows: u64 = snapshot.iter().map(|b| b.num_rows() as u64).sum();
+    if snapshot_rows > u32::MAX as u64 || baseline.rows() > u32::MAX as u64 {
+        return Ok(None);
+    }
+    let Some(first) = snapshot.first() else {
+        return Ok(None);
+    };
+    let schema = first.schema();
+    let index = |name: &str| {
+        schema.index_of(name).map_err(|_| internal(format!("the snapshot lacks column {name}")))
+    };
+    let snapshot_key = key.iter().map(|k| index(k)).collect::<Result<Vec<_>>>()?;
+    let snapshot_hash = index(hash)?;
+    let missing = |name: &str| internal(format!("the baseline lacks column {name}"));
+    let baseline_key = key
+        .iter()
+        .map(|k| baseline.column(k).ok_or_else(|| missing(k)))
+        .collect::<Result<Vec<_>>>()?;
+    let baseline_hash = baseline.column(hash).ok_or_else(|| missing(hash))?;
+
+    let old = baseline.entries(&baseline_key, baseline_hash)?;
+    let new = memory_entries(snapshot, &snapshot_key, snapshot_hash)?;
+    let parts = crate::parallel::map_into(old.into_iter().zip(new).collect(), |(old, new)| {
+        match_part(&old, &new)
+    });
+    if parts.iter().any(|p| p.repeated) {
+        return Ok(None);
+    }
+    let mut matched = Matched::default();
+    for part in parts {
+        matched.new.extend(part.new);
+        matched.changed.extend(part.changed);
+        matched.deleted.extend(part.deleted);
+        matched.unchanged += part.unchanged;
+    }
+    matched.new.sort_unstable();
+    matched.changed.sort_unstable();
+    matched.deleted.sort_unstable();
+    Ok(Some(matched))
+}
+
+/// The rows of in-memory `batches` at `positions` (ascending, 0-based across the batches).
+pub fn take_rows(batches: &[RecordBatch], positions: &[u32]) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    let mut first = 0u64;
+    let mut at = 0;
+    for batch in batches {
+        let end = first + batch.num_rows() as u64;
+        let to = at + positions[at..].partition_point(|&p| (p as u64) < end);
+        if to > at {
+            let indexes: UInt32Array = positions[at..to]
+                .iter()
+                .map(|&p| (p as u64 - first) as u32)
+                .collect();
+            out.push(
+                take_record_batch(batch, &indexes)
+                    .map_err(|e| Error::engine("taking rows", e.into()))?,
+            );
+        }
+        at = to;
+        first = end;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use datafusion::arrow::array::{StringArray, UInt64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    fn batch(keys: &[&str], hashes: &[u64]) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("sku", DataType::Utf8, false),
+                Field::new("_row_hash", DataType::UInt64, false),
+            ])),
+            vec![
+                Arc::new(StringArray::from(keys.to_vec())),
+                Arc::new(UInt64Array::from(hashes.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn parquet(batches: &[RecordBatch]) -> (tempfile::NamedTempFile, ParquetRows) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let props = datafusion::parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(3))
+            .build();
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+            file.reopen().unwrap(),
+            batches[0].schema(),
+            Some(props),
+        )
+        .unwrap();
+        for b in batches {
+            writer.write(b).unwrap();
+        }
+        writer.close().unwrap();
+        let rows = ParquetRows::open(file.reopen().unwrap(), "test.parquet").unwrap();
+        (file, rows)
+    }
+
+    #[test]
+    fn keys_are_matched_across_batches_and_row_groups() {
+        let (_file, old) = parquet(&[
+            batch(&["a", "b", "c", "d"], &[1, 2, 3, 4]),
+            batch(&["e", "f", "g"], &[5, 6, 7]),
+        ]);
+        let new = [
+            batch(&["g", "a", "x"], &[7, 1, 9]),
+            batch(&["b", "d", "y", "e"], &[20, 4, 9, 50]),
+        ];
+        let key = ["sku".to_string()];
+        let matched = match_positions(&new, &key, "_row_hash", &old).unwrap().unwrap();
+        assert_eq!(matched.new, vec![2, 5]);
+        assert_eq!(matched.changed, vec![(3, 1), (6, 4)]);
+        assert_eq!(matched.deleted, vec![2, 5]);
+        assert_eq!(matched.unchanged, 3);
+
+        let taken = old.take(&[1, 2, 4, 5]).unwrap();
+        assert_eq!(keys_of(&taken), ["b", "c", "e", "f"]);
+        assert_eq!(taken.iter().map(|b| b.num_columns()).min(), Some(2));
+        let taken_new = take_rows(&new, &[2, 3, 5, 6]).unwrap();
+        assert_eq!(keys_of(&taken_new), ["x", "b", "y", "e"]);
+        assert!(old.take(&[]).unwrap().is_empty());
+    }
+
+    fn keys_of(batches: &[RecordBatch]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let keys = b.column(0).as_string::<i32>().clone();
+                keys.iter().flatten().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_repeated_key_is_left_to_the_join() {
+        let (_file, old) = parquet(&[batch(&["a", "b"], &[1, 2])]);
+        let new = [batch(&["a", "a"], &[1, 2])];
+        assert!(match_positions(&new, &["sku".to_string()], "_row_hash", &old)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn string_encodings_match_alike() {
+        let (_file, old) = parquet(&[batch(&["a", "b"], &[1, 2])]);
+        let view = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("sku", DataType::Utf8View, false),
+                Field::new("_row_hash", DataType::UInt64, false),
+            ])),
+            vec![
+                cast(&(Arc::new(StringArray::from(vec!["b", "a"])) as ArrayRef), &DataType::Utf8View).unwrap(),
+                Arc::new(UInt64Array::from(vec![2, 1])),
+            ],
+        )
+        .unwrap();
+        let matched = match_positions(&[view], &["sku".to_string()], "_row_hash", &old)
+            .unwrap()
+            .unwrap();
+        assert_eq!(matched.unchanged, 2);
+        assert!(matched.new.is_empty() && matched.deleted.is_empty() && matched.changed.is_empty());
+    }
+
+    #[test]
+    fn ranges_of_positions() {
+        let ranges: Vec<_> = consecutive_ranges(&[10, 11, 12, 15, 17, 18], 10).collect();
+        assert_eq!(ranges, vec![0..3, 5..6, 7..9]);
+    }
+}
