@@ -1188,7 +1188,14 @@ async fn execute(
         stored_hashes_apply,
     };
     let by_position = match &baseline {
-        Some(record) if stored_hashes_apply && settings.tolerance.is_empty() && !include_unchanged => {
+        // TIDEMARK_FULL_JOIN: always join the full rows, to compare the two ways (see
+        // docs/performance.md).
+        Some(record)
+            if stored_hashes_apply
+                && settings.tolerance.is_empty()
+                && !include_unchanged
+                && std::env::var_os("TIDEMARK_FULL_JOIN").is_none() =>
+        {
             classify_by_position(
                 &ctx,
                 store,
@@ -1454,6 +1461,11 @@ async fn classify_by_position(
     let taken_new = diff::matching::take_rows(incoming, &new_positions)?;
     let taken_old = old_rows.take(&old_positions)?;
     drop(old_rows);
+    tracing::debug!(
+        "{name}: took {} snapshot rows and read {} baseline rows",
+        new_positions.len(),
+        old_positions.len()
+    );
     // The taken baseline rows stand in for the `baseline` view: same columns, same types (the
     // view's casts, and the query engine's string type), so that the delta is the same.
     let view = ctx
@@ -1494,7 +1506,8 @@ async fn classify_by_position(
 
 /// `batch`'s columns named by `schema`, cast to its types.
 fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let fail = |e: datafusion::arrow::error::ArrowError| Error::engine("reading the baseline", e.into());
+    let fail =
+        |e: datafusion::arrow::error::ArrowError| Error::engine("reading the baseline", e.into());
     let columns = schema
         .fields()
         .iter()

@@ -18,16 +18,16 @@
 //! row hash, which would pass for one unchanged key: with 10M keys a side, about one run in
 //! 10^14 (the row hash alone already decides CHANGED by 64 bits).
 
-use std::ops::Range;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, UInt64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::parquet::arrow::ProjectionMask;
-use datafusion::parquet::file::metadata::PageIndexPolicy;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
+use datafusion::parquet::file::metadata::PageIndexPolicy;
+use std::ops::Range;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{Error, Result};
@@ -102,8 +102,9 @@ fn digestible(columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
     columns
         .iter()
         .map(|c| match c.data_type() {
-            DataType::LargeUtf8 | DataType::Utf8View => cast(c, &DataType::Utf8)
-                .map_err(|e| Error::engine("matching keys", e.into())),
+            DataType::LargeUtf8 | DataType::Utf8View => {
+                cast(c, &DataType::Utf8).map_err(|e| Error::engine("matching keys", e.into()))
+            }
             _ => Ok(c.clone()),
         })
         .collect()
@@ -120,13 +121,12 @@ fn converter(columns: &[ArrayRef]) -> Result<RowConverter> {
 }
 
 /// Entries of one batch whose first row is at `first`, split into parts.
-fn batch_entries(
-    batch: &RecordBatch,
-    key: &[usize],
-    hash: usize,
-    first: u64,
-) -> Result<Parts> {
-    let columns = digestible(&key.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>())?;
+fn batch_entries(batch: &RecordBatch, key: &[usize], hash: usize, first: u64) -> Result<Parts> {
+    let columns = digestible(
+        &key.iter()
+            .map(|&i| batch.column(i).clone())
+            .collect::<Vec<_>>(),
+    )?;
     let rows = converter(&columns)?
         .convert_columns(&columns)
         .map_err(|e| Error::engine("matching keys", e.into()))?;
@@ -186,7 +186,8 @@ fn memory_entries(batches: &[RecordBatch], key: &[usize], hash: usize) -> Result
 /// A Parquet file to read rows of: its metadata (with the page index, so that a row selection
 /// skips whole pages) and where each row group starts.
 pub struct ParquetRows {
-    file: std::fs::File,
+    /// Opened once per reading thread: a cloned handle would share one file position.
+    file: crate::store::LocalFile,
     path: String,
     metadata: ArrowReaderMetadata,
     group_starts: Vec<u64>,
@@ -194,10 +195,13 @@ pub struct ParquetRows {
 
 impl ParquetRows {
     /// Open `file` (named `path` in messages).
-    pub fn open(file: std::fs::File, path: &str) -> Result<Self> {
-        let metadata =
-            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional))
-                .map_err(|e| parquet_error(path, e))?;
+    pub fn open(file: crate::store::LocalFile, path: &str) -> Result<Self> {
+        let opened = std::fs::File::open(&file.path).map_err(|e| Error::io(&file.path, e))?;
+        let metadata = ArrowReaderMetadata::load(
+            &opened,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )
+        .map_err(|e| parquet_error(path, e))?;
         let mut group_starts = Vec::new();
         let mut start = 0u64;
         for group in metadata.metadata().row_groups() {
@@ -215,7 +219,10 @@ impl ParquetRows {
 
     /// Rows in the file.
     pub fn rows(&self) -> u64 {
-        *self.group_starts.last().expect("one start per group, and the end")
+        *self
+            .group_starts
+            .last()
+            .expect("one start per group, and the end")
     }
 
     /// Index of the column named `name`.
@@ -236,17 +243,17 @@ impl ParquetRows {
         columns: Option<&[usize]>,
         selection: Option<RowSelection>,
     ) -> Result<Vec<RecordBatch>> {
-        let file = self
-            .file
-            .try_clone()
-            .map_err(|e| Error::io(std::path::Path::new(&self.path), e))?;
+        let file =
+            std::fs::File::open(&self.file.path).map_err(|e| Error::io(&self.file.path, e))?;
         let mut builder =
             ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
                 .with_row_groups(vec![group])
                 .with_batch_size(READ_BATCH_ROWS);
         if let Some(columns) = columns {
-            let mask =
-                ProjectionMask::roots(self.metadata.metadata().file_metadata().schema_descr(), columns.iter().copied());
+            let mask = ProjectionMask::roots(
+                self.metadata.metadata().file_metadata().schema_descr(),
+                columns.iter().copied(),
+            );
             builder = builder.with_projection(mask);
         }
         if let Some(selection) = selection {
@@ -295,7 +302,8 @@ impl ParquetRows {
         in_file.sort_unstable();
         in_file.dedup();
         let at = |c: usize| in_file.iter().position(|&f| f == c).expect("projected");
-        let (key_at, hash_at): (Vec<usize>, usize) = (key.iter().map(|&k| at(k)).collect(), at(hash));
+        let (key_at, hash_at): (Vec<usize>, usize) =
+            (key.iter().map(|&k| at(k)).collect(), at(hash));
         let groups: Vec<usize> = (0..self.group_starts.len() - 1).collect();
         let pieces = crate::parallel::map(&groups, |&group| -> Result<Vec<Parts>> {
             let mut first = self.group_starts[group];
@@ -385,8 +393,7 @@ fn match_part(baseline: &[Entry], snapshot: &[Entry]) -> PartMatch {
             }
         }
     }
-    out.deleted
-        .extend(baseline[b..].iter().map(|e| e.position));
+    out.deleted.extend(baseline[b..].iter().map(|e| e.position));
     out.new.extend(snapshot[s..].iter().map(|e| e.position));
     out
 }
@@ -409,7 +416,9 @@ pub fn match_positions(
     };
     let schema = first.schema();
     let index = |name: &str| {
-        schema.index_of(name).map_err(|_| internal(format!("the snapshot lacks column {name}")))
+        schema
+            .index_of(name)
+            .map_err(|_| internal(format!("the snapshot lacks column {name}")))
     };
     let snapshot_key = key.iter().map(|k| index(k)).collect::<Result<Vec<_>>>()?;
     let snapshot_hash = index(hash)?;
@@ -468,9 +477,9 @@ pub fn take_rows(batches: &[RecordBatch], positions: &[u32]) -> Result<Vec<Recor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use datafusion::arrow::array::{StringArray, UInt64Array};
     use datafusion::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
 
     fn batch(keys: &[&str], hashes: &[u64]) -> RecordBatch {
         RecordBatch::try_new(
@@ -501,7 +510,11 @@ mod tests {
             writer.write(b).unwrap();
         }
         writer.close().unwrap();
-        let rows = ParquetRows::open(file.reopen().unwrap(), "test.parquet").unwrap();
+        let rows = ParquetRows::open(
+            crate::store::LocalFile::at(file.path().to_path_buf()),
+            "test.parquet",
+        )
+        .unwrap();
         (file, rows)
     }
 
@@ -516,7 +529,9 @@ mod tests {
             batch(&["b", "d", "y", "e"], &[20, 4, 9, 50]),
         ];
         let key = ["sku".to_string()];
-        let matched = match_positions(&new, &key, "_row_hash", &old).unwrap().unwrap();
+        let matched = match_positions(&new, &key, "_row_hash", &old)
+            .unwrap()
+            .unwrap();
         assert_eq!(matched.new, vec![2, 5]);
         assert_eq!(matched.changed, vec![(3, 1), (6, 4)]);
         assert_eq!(matched.deleted, vec![2, 5]);
@@ -535,7 +550,10 @@ mod tests {
             .iter()
             .flat_map(|b| {
                 let keys = b.column(0).as_string::<i32>().clone();
-                keys.iter().flatten().map(str::to_string).collect::<Vec<_>>()
+                keys.iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -544,9 +562,11 @@ mod tests {
     fn a_repeated_key_is_left_to_the_join() {
         let (_file, old) = parquet(&[batch(&["a", "b"], &[1, 2])]);
         let new = [batch(&["a", "a"], &[1, 2])];
-        assert!(match_positions(&new, &["sku".to_string()], "_row_hash", &old)
-            .unwrap()
-            .is_none());
+        assert!(
+            match_positions(&new, &["sku".to_string()], "_row_hash", &old)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -558,7 +578,11 @@ mod tests {
                 Field::new("_row_hash", DataType::UInt64, false),
             ])),
             vec![
-                cast(&(Arc::new(StringArray::from(vec!["b", "a"])) as ArrayRef), &DataType::Utf8View).unwrap(),
+                cast(
+                    &(Arc::new(StringArray::from(vec!["b", "a"])) as ArrayRef),
+                    &DataType::Utf8View,
+                )
+                .unwrap(),
                 Arc::new(UInt64Array::from(vec![2, 1])),
             ],
         )

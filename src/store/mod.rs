@@ -237,6 +237,22 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// A store's file on local disk (see [`Store::local_file`]).
+#[derive(Debug)]
+pub struct LocalFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The temporary copy of a file from a bucket, removed when dropped.
+    _copy: Option<tempfile::TempPath>,
+}
+
+impl LocalFile {
+    /// A file that stays where it is.
+    pub fn at(path: PathBuf) -> LocalFile {
+        LocalFile { path, _copy: None }
+    }
+}
+
 /// A store of baselines, in a local folder or under an `s3://bucket/prefix`.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -850,19 +866,17 @@ impl Store {
     }
 
     /// A data file of a table as a local file to read parts of: the store's own file when the
-    /// store is a folder; from a bucket, a copy in an anonymous temporary file (gone when
-    /// closed), so that reading a few rows of a large snapshot does not hold it in memory.
-    pub async fn local_file(&self, table: &str, relative: &str) -> Result<std::fs::File> {
+    /// store is a folder; from a bucket, a copy in a temporary file (removed when the returned
+    /// value is dropped), so that reading a few rows of a large snapshot does not hold it in
+    /// memory.
+    pub async fn local_file(&self, table: &str, relative: &str) -> Result<LocalFile> {
         match &self.place {
-            Place::Local { root, .. } => {
-                let path = root.join(table).join(relative);
-                std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
-            }
+            Place::Local { root, .. } => Ok(LocalFile::at(root.join(table).join(relative))),
             Place::Remote(_) => {
                 let path = Path::from(format!("{table}/{relative}"));
                 let location = format!("{}/{path}", self.location);
                 let temp = std::env::temp_dir();
-                let mut file = tempfile::tempfile().map_err(|e| Error::io(&temp, e))?;
+                let mut copy = tempfile::NamedTempFile::new().map_err(|e| Error::io(&temp, e))?;
                 let mut chunks = self
                     .objects()?
                     .get(&path)
@@ -874,9 +888,13 @@ impl Store {
                     .await
                     .map_err(|e| store_error(&location, e))?
                 {
-                    std::io::Write::write_all(&mut file, &chunk).map_err(|e| Error::io(&temp, e))?;
+                    std::io::Write::write_all(&mut copy, &chunk)
+                        .map_err(|e| Error::io(copy.path(), e))?;
                 }
-                Ok(file)
+                Ok(LocalFile {
+                    path: copy.path().to_path_buf(),
+                    _copy: Some(copy.into_temp_path()),
+                })
             }
         }
     }

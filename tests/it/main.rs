@@ -8,6 +8,7 @@ mod guards;
 mod inventory;
 mod inventory_data;
 mod kill;
+mod matching;
 mod memory;
 mod modes;
 mod races;
