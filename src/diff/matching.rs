@@ -28,7 +28,7 @@ use datafusion::parquet::arrow::arrow_reader::{
 };
 use datafusion::parquet::file::metadata::PageIndexPolicy;
 use std::ops::Range;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
 
 use crate::error::{Error, Result};
 
@@ -127,16 +127,12 @@ fn batch_entries(batch: &RecordBatch, key: &[usize], hash: usize, first: u64) ->
             .map(|&i| batch.column(i).clone())
             .collect::<Vec<_>>(),
     )?;
-    let rows = converter(&columns)?
-        .convert_columns(&columns)
-        .map_err(|e| Error::engine("matching keys", e.into()))?;
     let hashes = batch
         .column(hash)
         .as_primitive_opt::<UInt64Type>()
         .ok_or_else(|| internal("the row hash column is not UInt64"))?;
     let mut parts: Parts = vec![Vec::new(); PARTS];
-    for (i, row) in rows.iter().enumerate() {
-        let digest = xxh3_128(row.as_ref());
+    let mut add = |i: usize, digest: u128| {
         let entry = Entry {
             digest_high: (digest >> 64) as u64,
             digest_low: digest as u32,
@@ -144,6 +140,24 @@ fn batch_entries(batch: &RecordBatch, key: &[usize], hash: usize, first: u64) ->
             position: (first + i as u64) as u32,
         };
         parts[(entry.digest_high >> (64 - PART_BITS)) as usize].push(entry);
+    };
+    match columns.as_slice() {
+        // The common key, one text column: its bytes are its encoding (null, which a key
+        // never is, apart).
+        [text] if text.data_type() == &DataType::Utf8 => {
+            let null = xxh3_128_with_seed(b"", 0x6e75_6c6c);
+            for (i, value) in text.as_string::<i32>().iter().enumerate() {
+                add(i, value.map_or(null, |v| xxh3_128(v.as_bytes())));
+            }
+        }
+        _ => {
+            let rows = converter(&columns)?
+                .convert_columns(&columns)
+                .map_err(|e| Error::engine("matching keys", e.into()))?;
+            for (i, row) in rows.iter().enumerate() {
+                add(i, xxh3_128(row.as_ref()));
+            }
+        }
     }
     Ok(parts)
 }
