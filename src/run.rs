@@ -1478,20 +1478,26 @@ async fn classify_by_position(
         .map(|batch| conform(batch, &view_schema))
         .collect::<Result<Vec<_>>>()?;
     let fail = engine_err(name, "registering tables");
-    for t in ["incoming", "baseline"] {
-        ctx.deregister_table(t).map_err(&fail)?;
-    }
+    // The full tables, set aside to be put back if the queries disagree with the matching.
+    let full = ["incoming", "baseline"]
+        .into_iter()
+        .map(|t| ctx.deregister_table(t).map(|provider| (t, provider)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(&fail)?;
     register_batches(ctx, "incoming", incoming_schema.clone(), taken_new)?;
     register_batches(ctx, "baseline", view_schema, taken_old)?;
     hash_views.register(ctx, table).await?;
     let delta = diff::classify(ctx, settings, rows_in).await?;
     let counts = delta.counts;
+    // TIDEMARK_TEST_DISTRUST_MATCHING: take the way back below, which only a digest collision
+    // would otherwise take, so that the tests see it work.
     if (counts.new, counts.changed, counts.deleted)
         == (
             matched.new.len() as u64,
             matched.changed.len() as u64,
             matched.deleted.len() as u64,
         )
+        && std::env::var_os("TIDEMARK_TEST_DISTRUST_MATCHING").is_none()
     {
         return Ok(Some(delta));
     }
@@ -1499,8 +1505,11 @@ async fn classify_by_position(
     for t in ["incoming", "baseline", "incoming_hashes", "baseline_hashes"] {
         ctx.deregister_table(t).map_err(&fail)?;
     }
-    register_batches(ctx, "incoming", incoming_schema.clone(), incoming.to_vec())?;
-    register_baseline(ctx, store, table, record, hash_views.column_types).await?;
+    for (t, provider) in full {
+        if let Some(provider) = provider {
+            ctx.register_table(t, provider).map_err(&fail)?;
+        }
+    }
     Ok(None)
 }
 
@@ -1521,7 +1530,16 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
                     )),
                 )
             })?;
-            datafusion::arrow::compute::kernels::cast::cast(column, field.data_type()).map_err(fail)
+            // Not `safe`: a value the type cannot hold fails, as the view's SQL cast does.
+            datafusion::arrow::compute::kernels::cast::cast_with_options(
+                column,
+                field.data_type(),
+                &datafusion::arrow::compute::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                },
+            )
+            .map_err(fail)
         })
         .collect::<Result<Vec<_>>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(fail)

@@ -162,39 +162,54 @@ fn batch_entries(batch: &RecordBatch, key: &[usize], hash: usize, first: u64) ->
     Ok(parts)
 }
 
-/// Gather the batches' parts into one sorted list per part, each sorted on its own core.
-fn sorted_parts(pieces: Vec<Parts>) -> Parts {
-    let mut gathered: Vec<Vec<Vec<Entry>>> = (0..PARTS).map(|_| Vec::new()).collect();
-    for piece in pieces {
-        for (p, entries) in piece.into_iter().enumerate() {
-            gathered[p].push(entries);
+/// A side's entries gathered into one list per part as the batches are done, each list sized
+/// up front (digests spread evenly), so that a side's entries take their size in memory once,
+/// not once per batch and again gathered.
+struct Gathered {
+    parts: Parts,
+}
+
+impl Gathered {
+    fn new(rows: u64) -> Self {
+        let each = (rows as usize / PARTS) + (rows as usize / PARTS / 16) + 64;
+        Gathered {
+            parts: (0..PARTS).map(|_| Vec::with_capacity(each)).collect(),
         }
     }
-    crate::parallel::map_into(gathered, |lists| {
-        let mut part = Vec::with_capacity(lists.iter().map(Vec::len).sum());
-        for list in lists {
-            part.extend_from_slice(&list);
+
+    fn add(&mut self, piece: Parts) {
+        for (part, entries) in self.parts.iter_mut().zip(piece) {
+            part.extend_from_slice(&entries);
         }
-        part.sort_unstable_by_key(Entry::digest);
-        part
-    })
+    }
+
+    /// The lists, each sorted by digest on its own core.
+    fn sorted(self) -> Parts {
+        crate::parallel::map_into(self.parts, |mut part| {
+            part.sort_unstable_by_key(Entry::digest);
+            part
+        })
+    }
 }
 
 /// The entries of batches held in memory; positions count rows across the batches.
 fn memory_entries(batches: &[RecordBatch], key: &[usize], hash: usize) -> Result<Parts> {
-    let mut firsts = Vec::with_capacity(batches.len());
+    let mut items = Vec::with_capacity(batches.len());
     let mut first = 0u64;
     for batch in batches {
-        firsts.push(first);
+        items.push((batch, first));
         first += batch.num_rows() as u64;
     }
-    let items: Vec<(&RecordBatch, u64)> = batches.iter().zip(firsts).collect();
-    let pieces = crate::parallel::map(&items, |(batch, first)| {
-        batch_entries(batch, key, hash, *first)
-    })
-    .into_iter()
-    .collect::<Result<Vec<_>>>()?;
-    Ok(sorted_parts(pieces))
+    let mut gathered = Gathered::new(first);
+    // A few batches per core at a time: their entries are gathered before the next are made.
+    for window in items.chunks(2 * crate::parallel::cores()) {
+        for piece in crate::parallel::map(window, |(batch, first)| {
+            batch_entries(batch, key, hash, *first)
+        }) {
+            gathered.add(piece?);
+        }
+    }
+    Ok(gathered.sorted())
 }
 
 /// A Parquet file to read rows of: its metadata (with the page index, so that a row selection
@@ -319,20 +334,25 @@ impl ParquetRows {
         let (key_at, hash_at): (Vec<usize>, usize) =
             (key.iter().map(|&k| at(k)).collect(), at(hash));
         let groups: Vec<usize> = (0..self.group_starts.len() - 1).collect();
-        let pieces = crate::parallel::map(&groups, |&group| -> Result<Vec<Parts>> {
-            let mut first = self.group_starts[group];
-            let mut pieces = Vec::new();
-            for batch in self.read_group(group, Some(&in_file), None)? {
-                pieces.push(batch_entries(&batch, &key_at, hash_at, first)?);
-                first += batch.num_rows() as u64;
+        let mut gathered = Gathered::new(self.rows());
+        // A row group per core at a time: its entries are gathered before the next are made.
+        for window in groups.chunks(crate::parallel::cores()) {
+            let pieces = crate::parallel::map(window, |&group| -> Result<Vec<Parts>> {
+                let mut first = self.group_starts[group];
+                let mut pieces = Vec::new();
+                for batch in self.read_group(group, Some(&in_file), None)? {
+                    pieces.push(batch_entries(&batch, &key_at, hash_at, first)?);
+                    first += batch.num_rows() as u64;
+                }
+                Ok(pieces)
+            });
+            for group in pieces {
+                for piece in group? {
+                    gathered.add(piece);
+                }
             }
-            Ok(pieces)
-        });
-        let mut all = Vec::new();
-        for group in pieces {
-            all.extend(group?);
         }
-        Ok(sorted_parts(all))
+        Ok(gathered.sorted())
     }
 }
 

@@ -102,9 +102,12 @@ fn matching_positions_equals_joining_full_rows() {
     let (day1, day2) = days();
     let by_position = Workdir::new();
     let by_join = Workdir::new().with_env(&[("TIDEMARK_FULL_JOIN".into(), "1".into())]);
+    // Matched, then joined after all (as when two keys shared a digest).
+    let by_both =
+        Workdir::new().with_env(&[("TIDEMARK_TEST_DISTRUST_MATCHING".into(), "1".into())]);
     let mut summaries = Vec::new();
     let mut logs = Vec::new();
-    for w in [&by_position, &by_join] {
+    for w in [&by_position, &by_join, &by_both] {
         w.write("lines.yaml", PIPELINE);
         w.write("lines.csv", &day1);
         assert_code(&w.run(&["run", "lines.yaml"]), 0);
@@ -117,10 +120,17 @@ fn matching_positions_equals_joining_full_rows() {
     assert!(logs[0].contains("matched keys by position"), "{}", logs[0]);
     assert!(!logs[0].contains("joining the full rows"), "{}", logs[0]);
     assert!(!logs[1].contains("matched keys by position"), "{}", logs[1]);
+    assert!(
+        logs[2].contains("pair otherwise; joining the full rows"),
+        "{}",
+        logs[2]
+    );
     assert_eq!(summaries[0], summaries[1]);
+    assert_eq!(summaries[0], summaries[2]);
     assert!(summaries[0].contains(" changed, "), "{}", summaries[0]);
     let csv = by_position.read("out/lines-2.csv");
     assert_eq!(csv, by_join.read("out/lines-2.csv"));
+    assert_eq!(csv, by_both.read("out/lines-2.csv"));
     assert!(csv.lines().count() > 300, "{csv}");
     assert_eq!(
         read_parquet(&by_position.path("out/lines-2.parquet")),
@@ -139,5 +149,6 @@ fn matching_positions_equals_joining_full_rows() {
     };
     let stored = changes(&by_position);
     assert_eq!(stored, changes(&by_join));
+    assert_eq!(stored, changes(&by_both));
     assert!(stored.lines().count() > 300, "{stored}");
 }
