@@ -11,6 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::WriterBuilder;
 use datafusion::arrow::json::writer::LineDelimited;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -239,23 +240,28 @@ pub fn write_to(
         |e: datafusion::arrow::error::ArrowError| Error::engine("writing the delta", e.into());
     match format {
         SourceFormat::Csv => {
-            let mut writer = CsvWriterBuilder::new().with_header(true).build(w);
-            writer
+            let mut w = w;
+            CsvWriterBuilder::new()
+                .with_header(true)
+                .build(&mut w)
                 .write(&RecordBatch::new_empty(schema.clone()))
                 .map_err(fail)?;
-            for batch in batches {
-                writer.write(batch).map_err(fail)?;
-            }
+            write_formatted(w, batches, |batch, out| {
+                CsvWriterBuilder::new()
+                    .with_header(false)
+                    .build(out)
+                    .write(batch)
+            })?;
         }
         SourceFormat::Json => {
             // Explicit nulls: a consumer must see that a field is empty, not that it is missing.
-            let mut writer = WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, LineDelimited>(w);
-            for batch in batches {
-                writer.write(batch).map_err(fail)?;
-            }
-            writer.finish().map_err(fail)?;
+            write_formatted(w, batches, |batch, out| {
+                let mut writer = WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, LineDelimited>(out);
+                writer.write(batch)?;
+                writer.finish()
+            })?;
         }
         SourceFormat::Parquet => write_parquet(w, schema, batches, None)?,
         SourceFormat::Excel => {
@@ -264,6 +270,26 @@ pub fn write_to(
                     "deltas are written as .csv, .parquet or .json; Excel output is not supported"
                         .into(),
             });
+        }
+    }
+    Ok(())
+}
+
+/// Write `batches` to `w`, each formatted to text by `format` (rows only: a record never
+/// depends on the records before it), a few batches per core at a time, in order.
+fn write_formatted(
+    mut w: impl Write,
+    batches: &[RecordBatch],
+    format: impl Fn(&RecordBatch, &mut Vec<u8>) -> std::result::Result<(), ArrowError> + Sync,
+) -> Result<()> {
+    for window in batches.chunks(2 * crate::parallel::cores()) {
+        for text in crate::parallel::map(window, |batch| {
+            let mut out = Vec::new();
+            format(batch, &mut out).map(|()| out)
+        }) {
+            let text = text.map_err(|e| Error::engine("writing the delta", e.into()))?;
+            w.write_all(&text)
+                .map_err(|e| Error::engine("writing the delta", ArrowError::from(e).into()))?;
         }
     }
     Ok(())
@@ -330,6 +356,59 @@ pub fn write_file(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_formatted_a_batch_per_core_is_the_text_of_one_writer() {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+        let batches: Vec<RecordBatch> = (0..23i64)
+            .map(|b| {
+                let ids: Vec<i64> = (0..100).map(|i| b * 100 + i).collect();
+                let notes: Vec<Option<String>> = ids
+                    .iter()
+                    .map(|i| (i % 5 != 0).then(|| format!("note \"{i}\", with comma")))
+                    .collect();
+                RecordBatch::try_from_iter([
+                    ("id", std::sync::Arc::new(Int64Array::from(ids)) as ArrayRef),
+                    (
+                        "note",
+                        std::sync::Arc::new(StringArray::from(notes)) as ArrayRef,
+                    ),
+                ])
+                .unwrap()
+            })
+            .collect();
+        let schema = batches[0].schema();
+        let mut one_writer = Vec::new();
+        let mut csv = CsvWriterBuilder::new()
+            .with_header(true)
+            .build(&mut one_writer);
+        for batch in &batches {
+            csv.write(batch).unwrap();
+        }
+        drop(csv);
+        let mut parallel = Vec::new();
+        write_to(&mut parallel, SourceFormat::Csv, &schema, &batches).unwrap();
+        assert_eq!(
+            String::from_utf8(parallel).unwrap(),
+            String::from_utf8(one_writer).unwrap()
+        );
+
+        let mut one_writer = Vec::new();
+        let mut json = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, LineDelimited>(&mut one_writer);
+        for batch in &batches {
+            json.write(batch).unwrap();
+        }
+        json.finish().unwrap();
+        drop(json);
+        let mut parallel = Vec::new();
+        write_to(&mut parallel, SourceFormat::Json, &schema, &batches).unwrap();
+        assert_eq!(
+            String::from_utf8(parallel).unwrap(),
+            String::from_utf8(one_writer).unwrap()
+        );
+    }
 
     #[test]
     fn chunks_hold_every_byte_in_order_and_grow_to_their_largest_size() {
