@@ -306,6 +306,18 @@ impl ParquetRows {
                 (from < to).then_some((g, from..to))
             })
             .collect();
+        // Fewer row groups than cores (a small file is one group): each group's rows are split
+        // into runs read on their own, and the page index lets each skip the others' pages.
+        let splits = (2 * crate::parallel::cores()).div_ceil(groups.len().max(1));
+        let groups: Vec<(usize, Range<usize>)> = groups
+            .into_iter()
+            .flat_map(|(group, range)| {
+                let step = range.len().div_ceil(splits).max(1);
+                (range.start..range.end)
+                    .step_by(step)
+                    .map(move |from| (group, from..(from + step).min(range.end)))
+            })
+            .collect();
         let read = crate::parallel::map(&groups, |(group, range)| {
             let start = self.group_starts[*group];
             let rows = (self.group_starts[group + 1] - start) as usize;
