@@ -128,9 +128,11 @@ fn is_encrypted(path: &Path) -> bool {
 }
 
 /// calamine 0.38 follows an OLE file's allocation-table chains without a bound, so a damaged
-/// file whose directory chain loops exhausts memory (found by fuzzing). Follow that chain here
-/// first, at most as many steps as the file has sectors. Chains this check cannot follow (an
-/// allocation table listed beyond the header, in large files) are left to calamine.
+/// file whose chains loop exhausts memory (found by fuzzing: the directory's chain, and a
+/// stream's). In a sound file every chain ends, so neither allocation table (the FAT, and the
+/// mini FAT of small streams) holds a loop: look for one in both, first. Tables this check
+/// cannot read (an allocation table listed beyond the header, in large files) are left to
+/// calamine.
 fn check_directory_chain(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let damaged = |why: &str| not_a_workbook(path, format!("its OLE container is damaged: {why}"));
@@ -148,28 +150,67 @@ fn check_directory_chain(path: &Path) -> Result<()> {
     }
     let size = 1usize << shift;
     let per_sector = size / 4;
-    let sectors = bytes.len() / size + 1;
+    let sector_entries = |sector: u32| -> Vec<u32> {
+        (0..per_sector)
+            .map_while(|i| u32_at((sector as usize + 1) * size + i * 4))
+            .collect()
+    };
     // The first 109 allocation-table sectors are listed in the header.
     let fat: Vec<u32> = (0..109)
         .filter_map(|i| u32_at(0x4C + 4 * i))
         .take_while(|&s| s < 0xFFFF_FFFA)
+        .flat_map(sector_entries)
         .collect();
-    let next = |id: u32| -> Option<u32> {
-        let fat_sector = *fat.get(id as usize / per_sector)?;
-        u32_at((fat_sector as usize + 1) * size + (id as usize % per_sector) * 4)
-    };
-    let mut id = u32_at(0x30).ok_or_else(|| damaged("it is shorter than its header"))?;
-    let mut seen = std::collections::HashSet::new();
-    while id < 0xFFFF_FFFA {
-        if !seen.insert(id) || seen.len() > sectors {
-            return Err(damaged("its directory chain loops"));
-        }
-        match next(id) {
-            Some(n) => id = n,
+    if let Some(why) = table_loop(&fat) {
+        return Err(damaged(&format!("its allocation table {why}")));
+    }
+    let directory = u32_at(0x30).ok_or_else(|| damaged("it is shorter than its header"))?;
+    if fat.get(directory as usize).is_none() && directory < 0xFFFF_FFFA {
+        // Beyond the table read here: calamine reports it.
+        return Ok(());
+    }
+    // The mini FAT is stored in a chain of the FAT, loop-free by now.
+    let mut mini_fat = Vec::new();
+    let mut sector = u32_at(0x3C).unwrap_or(0xFFFF_FFFE);
+    while sector < 0xFFFF_FFFA && mini_fat.len() < bytes.len() {
+        mini_fat.extend(sector_entries(sector));
+        match fat.get(sector as usize) {
+            Some(&next) => sector = next,
             None => break,
         }
     }
+    if let Some(why) = table_loop(&mini_fat) {
+        return Err(damaged(&format!("its mini allocation table {why}")));
+    }
     Ok(())
+}
+
+/// Whether following an allocation table from any sector comes back to a sector already
+/// passed: says how, if so. Entries from 0xFFFFFFFA up end a chain (or mark a sector unused).
+fn table_loop(table: &[u32]) -> Option<&'static str> {
+    // 0: not seen; 1: on the chain being followed; 2: known to end.
+    let mut state = vec![0u8; table.len()];
+    let mut chain = Vec::new();
+    for start in 0..table.len() {
+        let mut at = start;
+        while state.get(at) == Some(&0) {
+            state[at] = 1;
+            chain.push(at);
+            let next = table[at];
+            if next >= 0xFFFF_FFFA {
+                break;
+            }
+            at = next as usize;
+        }
+        if state.get(at) == Some(&1) && table[at] < 0xFFFF_FFFA {
+            return Some("has a chain that loops");
+        }
+        for &passed in &chain {
+            state[passed] = 2;
+        }
+        chain.clear();
+    }
+    None
 }
 
 /// What the first bytes of a file say it is.
