@@ -1,13 +1,9 @@
 //! Composite keys over text with commas, quotes, embedded newlines and non-ASCII: exact round
 //! trip into CSV and Parquet deltas, and `tidemark diff` agrees with the pipeline.
 
-use std::sync::Arc;
+use datafusion::arrow::array::AsArray;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::compute::concat_batches;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-use crate::workdir::{Workdir, assert_code, stdout, without_time};
+use crate::workdir::{Workdir, assert_code, read_parquet, stdout, without_time};
 
 const DAY1: &str = "customer,po,line,qty,note\n\
 \"GREYSON, Inc.\",PO-1,1,10,\"said \"\"hi\"\"\"\n\
@@ -36,14 +32,6 @@ const EXPECTED_DELTA: &str = "customer,po,line,qty,note,change_type,change_reaso
 \"Müller GmbH\",\"PO\n7\",1,2,\"multi\nline, changed\",CHANGED,\"note changed from multi\nline to multi\nline, changed\"\n\
 Zoë,PO-2,3,4,\"new, with comma\",NEW,new row\n\
 Ørsted,PO-9,1,1,gone tomorrow,DELETED,row removed\n";
-
-fn read_parquet(path: &std::path::Path) -> RecordBatch {
-    let file = std::fs::File::open(path).unwrap();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-    let schema = builder.schema().clone();
-    let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
-    concat_batches(&Arc::new(schema.as_ref().clone()), &batches).unwrap()
-}
 
 #[test]
 fn composite_keys_round_trip_exactly() {

@@ -3,13 +3,7 @@
 //! change rows, over a composite key of several types, shuffled rows, nulls and text that
 //! needs quoting.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-use crate::workdir::{Workdir, assert_code, stderr, stdout, without_time};
+use crate::workdir::{Workdir, assert_code, read_parquet, stderr, stdout, without_time};
 
 const PIPELINE: &str = "tables:
   lines:
@@ -87,14 +81,6 @@ fn days() -> (String, String) {
         format!("{header}{}", day1.concat()),
         format!("{header}{}", day2.concat()),
     )
-}
-
-fn read_parquet(path: &std::path::Path) -> RecordBatch {
-    let file = std::fs::File::open(path).unwrap();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-    let schema = builder.schema().clone();
-    let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
-    concat_batches(&Arc::new(schema.as_ref().clone()), &batches).unwrap()
 }
 
 #[test]

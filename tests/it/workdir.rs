@@ -99,3 +99,13 @@ pub fn without_time(line: &str) -> String {
         _ => line.to_string(),
     }
 }
+
+/// A Parquet file's rows, as one batch.
+pub fn read_parquet(path: &Path) -> datafusion::arrow::array::RecordBatch {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(path).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<_> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+    datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
