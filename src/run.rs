@@ -28,6 +28,8 @@ use crate::spec::{ChangeKind, Duplicates, Plan, TableMode, TablePlan, YamlScalar
 use crate::store::{self, ColumnSchema, CommitKind, CommitRecord, HashSpec, RunRecord, Store};
 use crate::validate::{self, RejectedRow, Rejection};
 
+mod streamed;
+
 /// What `tidemark run` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -676,6 +678,13 @@ async fn execute(
 ) -> Result<TableRun> {
     let name = table.name.as_str();
     let progress = Progress::new(options.progress, name);
+    if let Some(run) = streamed::run(
+        plan, table, store, options, started, started_at, run_id, &progress, partial,
+    )
+    .await?
+    {
+        return Ok(run);
+    }
     progress.phase("loading the source");
     let ctx = engine::session();
     let loaded = load_snapshot(
@@ -1222,10 +1231,118 @@ async fn execute(
         "{name}: classified against the baseline ({:.2} s)",
         started.elapsed().as_secs_f64()
     );
+    conclude(
+        Concluding {
+            plan,
+            table,
+            store,
+            options,
+            started,
+            started_at,
+            run_id,
+            ctx: &ctx,
+            progress: &progress,
+            baseline: baseline.as_ref(),
+            version,
+            held,
+            kept,
+            rejected: rejected_rows.len() as u64,
+            partitions,
+            notes,
+            source_files,
+            columns,
+            column_types,
+            empty_today,
+            hash_spec,
+            watermark,
+            snapshot: match snapshot_encoding {
+                Some(encoding) => NewSnapshot::Encoding(encoding),
+                None => NewSnapshot::Batches(incoming_schema, incoming),
+            },
+        },
+        delta,
+        partial,
+    )
+    .await
+}
+
+/// What a table's run hands to [`conclude`] once its rows are classified.
+struct Concluding<'a> {
+    plan: &'a Plan,
+    table: &'a TablePlan,
+    store: &'a Store,
+    options: &'a RunOptions,
+    started: Instant,
+    started_at: DateTime<Utc>,
+    run_id: &'a str,
+    ctx: &'a SessionContext,
+    progress: &'a Progress,
+    baseline: Option<&'a CommitRecord>,
+    version: u64,
+    /// Baseline rows carried in for rejected rows' keys.
+    held: u64,
+    /// Baseline rows carried in from outside the run's scope.
+    kept: u64,
+    /// Rows rejected.
+    rejected: u64,
+    partitions: Vec<PartitionRows>,
+    notes: Vec<String>,
+    source_files: Vec<SourceFile>,
+    columns: Vec<String>,
+    column_types: HashMap<String, DataType>,
+    empty_today: Vec<String>,
+    hash_spec: HashSpec,
+    watermark: Option<store::Watermark>,
+    snapshot: NewSnapshot,
+}
+
+/// The new snapshot, on its way to the store.
+enum NewSnapshot {
+    /// Being encoded on the side.
+    Encoding(SideEncoding),
+    /// In memory, to encode.
+    Batches(SchemaRef, Vec<RecordBatch>),
+    /// Already written to a file, as it streamed in.
+    Spooled(store::Spool),
+}
+
+/// The end of a table's run, once its rows are classified: guard, shaped outputs (or the dry
+/// run's preview), the snapshot and change rows stored, the commit, the delta files.
+async fn conclude(
+    concluding: Concluding<'_>,
+    delta: Delta,
+    partial: &mut Partial,
+) -> Result<TableRun> {
+    let Concluding {
+        plan,
+        table,
+        store,
+        options,
+        started,
+        started_at,
+        run_id,
+        ctx,
+        progress,
+        baseline,
+        version,
+        held,
+        kept,
+        rejected,
+        partitions,
+        notes,
+        source_files,
+        columns,
+        column_types,
+        empty_today,
+        hash_spec,
+        watermark,
+        snapshot,
+    } = concluding;
+    let name = table.name.as_str();
     // What the run reports: rows read, and held rows are rejected rather than unchanged; rows
     // kept from outside the run's scope are not counted.
     let reported = Counts {
-        rows_in: delta.counts.rows_in - held - kept + rejected_rows.len() as u64,
+        rows_in: delta.counts.rows_in - held - kept + rejected,
         unchanged: delta.counts.unchanged - held - kept,
         ..delta.counts
     };
@@ -1240,7 +1357,7 @@ async fn execute(
     for output in &table.outputs {
         shaped.push(
             shape_batches(
-                &ctx,
+                ctx,
                 table,
                 &delta,
                 &output.include,
@@ -1256,7 +1373,7 @@ async fn execute(
             status: TableStatus::DryRun,
             version: Some(version),
             counts: reported,
-            rejected: rejected_rows.len() as u64,
+            rejected,
             rejects_file: None,
             notes,
             duration_ms: 0,
@@ -1269,8 +1386,7 @@ async fn execute(
             preview: Some(match shaped.into_iter().next() {
                 Some(first) => first,
                 None => {
-                    shape_batches(&ctx, table, &delta, &DEFAULT_INCLUDE, None, &column_types)
-                        .await?
+                    shape_batches(ctx, table, &delta, &DEFAULT_INCLUDE, None, &column_types).await?
                 }
             }),
         });
@@ -1278,21 +1394,17 @@ async fn execute(
 
     progress.phase("writing the snapshot and committing");
     // Step 1 of the commit protocol: data files under names only this run can choose.
-    let snapshot_bytes = match snapshot_encoding {
-        Some(encoding) => encoding.finish().await?,
-        None => sink::encode_parquet(&incoming_schema, &incoming)?,
-    };
-    tracing::debug!(
-        "{name}: encoded the snapshot ({} bytes)",
-        snapshot_bytes.content_length()
-    );
-    progress.phase("writing the snapshot");
-    let snapshot = store
-        .put_file(name, &store::snapshot_name(version, run_id), snapshot_bytes)
-        .await?;
+    let snapshot = store_snapshot(
+        store,
+        name,
+        &store::snapshot_name(version, run_id),
+        snapshot,
+        progress,
+    )
+    .await?;
     tracing::debug!("{name}: stored the snapshot");
     progress.phase("committing");
-    let (changes_schema, changes_batches) = stored_changes(&ctx, table, &delta).await?;
+    let (changes_schema, changes_batches) = stored_changes(ctx, table, &delta).await?;
     let changes_bytes = sink::encode_parquet(&changes_schema, &changes_batches)?;
     let changes = store
         .put_file(name, &store::changes_name(version, run_id), changes_bytes)
@@ -1333,7 +1445,7 @@ async fn execute(
         status: TableStatus::Committed,
         version: Some(version),
         counts: reported,
-        rejected: rejected_rows.len() as u64,
+        rejected,
         rejects_file: partial.rejects_file.clone(),
         notes,
         duration_ms: 0,
@@ -1371,8 +1483,29 @@ async fn execute(
         started.elapsed().as_secs_f64()
     );
     // Step 3: outputs, only after the commit succeeded.
-    run.delta_files = write_outputs(name, version, outputs, &progress).await?;
+    run.delta_files = write_outputs(name, version, outputs, progress).await?;
     Ok(run)
+}
+
+/// Store the new snapshot under `relative` (step 1 of the commit protocol).
+async fn store_snapshot(
+    store: &Store,
+    name: &str,
+    relative: &str,
+    snapshot: NewSnapshot,
+    progress: &Progress,
+) -> Result<store::StoredFile> {
+    let payload = match snapshot {
+        NewSnapshot::Spooled(spool) => return store.put_spooled(name, relative, spool).await,
+        NewSnapshot::Encoding(encoding) => encoding.finish().await?,
+        NewSnapshot::Batches(schema, batches) => sink::encode_parquet(&schema, &batches)?,
+    };
+    tracing::debug!(
+        "{name}: encoded the snapshot ({} bytes)",
+        payload.content_length()
+    );
+    progress.phase("writing the snapshot");
+    store.put_file(name, relative, payload).await
 }
 
 /// What the `incoming_hashes` and `baseline_hashes` views are made of.
@@ -1444,6 +1577,31 @@ async fn classify_by_position(
         matched.changed.len(),
         matched.deleted.len()
     );
+    let (new_positions, old_positions) = positions_to_take(&matched);
+    let taken_new = diff::matching::take_rows(incoming, &new_positions)?;
+    let taken_old = old_rows.take(&old_positions)?;
+    drop(old_rows);
+    tracing::debug!(
+        "{name}: took {} snapshot rows and read {} baseline rows",
+        new_positions.len(),
+        old_positions.len()
+    );
+    classify_taken(
+        ctx,
+        table,
+        (incoming_schema, taken_new),
+        taken_old,
+        &matched,
+        settings,
+        hash_views,
+        rows_in,
+    )
+    .await
+}
+
+/// Positions of the snapshot rows a delta needs (NEW and CHANGED), and of the baseline rows
+/// (CHANGED and DELETED), each ascending.
+fn positions_to_take(matched: &diff::matching::Matched) -> (Vec<u32>, Vec<u32>) {
     let mut new_positions: Vec<u32> = matched
         .new
         .iter()
@@ -1458,14 +1616,24 @@ async fn classify_by_position(
         .chain(matched.changed.iter().map(|&(_, old)| old))
         .collect();
     old_positions.sort_unstable();
-    let taken_new = diff::matching::take_rows(incoming, &new_positions)?;
-    let taken_old = old_rows.take(&old_positions)?;
-    drop(old_rows);
-    tracing::debug!(
-        "{name}: took {} snapshot rows and read {} baseline rows",
-        new_positions.len(),
-        old_positions.len()
-    );
+    (new_positions, old_positions)
+}
+
+/// Classify the rows taken by position (snapshot rows as `incoming`, baseline rows as read
+/// from its file) with the usual queries. `None`, with the tables registered before put
+/// back, when the queries pair them otherwise than `matched` did.
+#[allow(clippy::too_many_arguments)]
+async fn classify_taken(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    (incoming_schema, taken_new): (&SchemaRef, Vec<RecordBatch>),
+    taken_old: Vec<RecordBatch>,
+    matched: &diff::matching::Matched,
+    settings: &DiffSettings,
+    hash_views: &HashViews<'_>,
+    rows_in: u64,
+) -> Result<Option<Delta>> {
+    let name = table.name.as_str();
     // The taken baseline rows stand in for the `baseline` view: same columns, same types (the
     // view's casts, and the query engine's string type), so that the delta is the same.
     let view = ctx

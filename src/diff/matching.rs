@@ -477,11 +477,16 @@ pub fn match_positions(
 
     let old = baseline.entries(&baseline_key, baseline_hash)?;
     let new = memory_entries(snapshot, &snapshot_key, snapshot_hash)?;
+    Ok(match_sides(old, new))
+}
+
+/// Walk both sides' sorted parts together, a part per core.
+fn match_sides(old: Parts, new: Parts) -> Option<Matched> {
     let parts = crate::parallel::map_into(old.into_iter().zip(new).collect(), |(old, new)| {
         match_part(&old, &new)
     });
     if parts.iter().any(|p| p.repeated) {
-        return Ok(None);
+        return None;
     }
     let mut matched = Matched::default();
     for part in parts {
@@ -493,7 +498,90 @@ pub fn match_positions(
     matched.new.sort_unstable();
     matched.changed.sort_unstable();
     matched.deleted.sort_unstable();
-    Ok(Some(matched))
+    Some(matched)
+}
+
+/// The entries of one piece of a snapshot read as a stream, positions counted from the
+/// piece's first row (see [`StreamedEntries::add`]).
+pub struct PieceEntries {
+    parts: Parts,
+    rows: u64,
+}
+
+/// The entries of `batches` (one piece, in order), each with `key` columns and the row hash
+/// column `hash`.
+pub fn piece_entries(batches: &[RecordBatch], key: &[usize], hash: usize) -> Result<PieceEntries> {
+    let mut parts: Parts = vec![Vec::new(); PARTS];
+    let mut first = 0u64;
+    for batch in batches {
+        for (part, entries) in parts
+            .iter_mut()
+            .zip(batch_entries(batch, key, hash, first)?)
+        {
+            part.extend_from_slice(&entries);
+        }
+        first += batch.num_rows() as u64;
+    }
+    Ok(PieceEntries { parts, rows: first })
+}
+
+/// A snapshot's entries gathered piece by piece, in the snapshot's row order, as it is read
+/// and written out: the rows themselves need not stay in memory.
+pub struct StreamedEntries {
+    gathered: Gathered,
+    rows: u64,
+}
+
+impl StreamedEntries {
+    /// Entries for about `expected_rows` rows (lists grow past it if need be).
+    pub fn new(expected_rows: u64) -> Self {
+        StreamedEntries {
+            gathered: Gathered::new(expected_rows),
+            rows: 0,
+        }
+    }
+
+    /// Add the next piece's entries. False (nothing added) once the rows are more than
+    /// positions can name: the caller then compares another way.
+    pub fn add(&mut self, mut piece: PieceEntries) -> bool {
+        if self.rows + piece.rows > u32::MAX as u64 {
+            return false;
+        }
+        let offset = self.rows as u32;
+        for part in &mut piece.parts {
+            for entry in part.iter_mut() {
+                entry.position += offset;
+            }
+        }
+        self.gathered.add(piece.parts);
+        self.rows += piece.rows;
+        true
+    }
+
+    /// Rows added so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+/// [`match_positions`] for a snapshot whose entries were gathered as it was streamed.
+pub fn match_streamed(
+    snapshot: StreamedEntries,
+    key: &[String],
+    hash: &str,
+    baseline: &ParquetRows,
+) -> Result<Option<Matched>> {
+    if baseline.rows() > u32::MAX as u64 {
+        return Ok(None);
+    }
+    let missing = |name: &str| internal(format!("the baseline lacks column {name}"));
+    let baseline_key = key
+        .iter()
+        .map(|k| baseline.column(k).ok_or_else(|| missing(k)))
+        .collect::<Result<Vec<_>>>()?;
+    let baseline_hash = baseline.column(hash).ok_or_else(|| missing(hash))?;
+    let old = baseline.entries(&baseline_key, baseline_hash)?;
+    Ok(match_sides(old, snapshot.gathered.sorted()))
 }
 
 /// The rows of in-memory `batches` at `positions` (ascending, 0-based across the batches).

@@ -67,12 +67,7 @@ pub fn encode_parquet_unless(
     batches: &[RecordBatch],
     cancelled: &AtomicBool,
 ) -> Result<PutPayload> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).expect("level 1 is valid"),
-        ))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
+    let props = snapshot_properties();
     if schema.fields().iter().any(|f| f.data_type().is_nested()) {
         // A nested column has several leaves: the plain writer lays them out.
         let mut out = Chunks::default();
@@ -80,6 +75,129 @@ pub fn encode_parquet_unless(
         return Ok(out.finish());
     }
     encode_parquet_in_parallel(schema, batches, props, cancelled)
+}
+
+/// How snapshots and change rows are written: zstd (level 1: most of the size gain for a
+/// fraction of the time), row groups of at most [`ROW_GROUP_ROWS`].
+fn snapshot_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("level 1 is valid"),
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        // Row hashes are random: a dictionary or compression only spends time on them.
+        .set_column_dictionary_enabled(ROW_HASH.into(), false)
+        .set_column_compression(ROW_HASH.into(), Compression::UNCOMPRESSED)
+        .build()
+}
+
+/// A Parquet file written a row group at a time as a snapshot streams in: any thread encodes
+/// a group ([`GroupEncoder::encode`]), the file's owner appends the groups in order
+/// ([`StreamedParquetFile::append`]). The file is the one [`encode_parquet`] writes (Arrow
+/// schema included), with a row group per piece.
+pub fn streamed_parquet(
+    file: std::fs::File,
+    schema: &SchemaRef,
+) -> Result<(GroupEncoder, StreamedParquetFile)> {
+    use datafusion::parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory;
+    use datafusion::parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
+    use datafusion::parquet::file::writer::SerializedFileWriter;
+    if schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return Err(Error::engine(
+            "writing Parquet",
+            datafusion::error::DataFusionError::NotImplemented(
+                "a nested column in a streamed snapshot".into(),
+            ),
+        ));
+    }
+    let mut props = snapshot_properties();
+    let parquet_schema = ArrowSchemaConverter::new()
+        .with_coerce_types(props.coerce_types())
+        .convert(schema)
+        .map_err(parquet_error)?;
+    add_encoded_arrow_schema_to_metadata(schema, &mut props);
+    let writer = SerializedFileWriter::new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        parquet_schema.root_schema_ptr(),
+        Arc::new(props),
+    )
+    .map_err(parquet_error)?;
+    let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
+    Ok((
+        GroupEncoder {
+            factory,
+            schema: schema.clone(),
+        },
+        StreamedParquetFile { writer },
+    ))
+}
+
+fn parquet_error(e: datafusion::parquet::errors::ParquetError) -> Error {
+    Error::engine("writing Parquet", e.into())
+}
+
+/// Encodes row groups of a [`streamed_parquet`] file; shared by the threads that do.
+pub struct GroupEncoder {
+    factory: datafusion::parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+}
+
+/// A row group encoded, its column chunks in order, waiting to be appended.
+pub struct EncodedGroup(Vec<datafusion::parquet::arrow::arrow_writer::ArrowColumnChunk>);
+
+impl GroupEncoder {
+    /// Encode `batches` (of the file's schema) as a row group, column by column on this
+    /// thread.
+    pub fn encode(&self, batches: &[RecordBatch]) -> Result<EncodedGroup> {
+        use datafusion::parquet::arrow::arrow_writer::compute_leaves;
+        // The group's ordinal serves only encryption, which snapshots do not use.
+        let writers = self
+            .factory
+            .create_column_writers(0)
+            .map_err(parquet_error)?;
+        let chunks = writers
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut column_writer)| {
+                let field = self.schema.field(i);
+                for batch in batches {
+                    for leaf in compute_leaves(field, batch.column(i))? {
+                        column_writer.write(&leaf)?;
+                    }
+                }
+                column_writer.close()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(parquet_error)?;
+        Ok(EncodedGroup(chunks))
+    }
+}
+
+/// The file of a [`streamed_parquet`], taking row groups in order.
+pub struct StreamedParquetFile {
+    writer:
+        datafusion::parquet::file::writer::SerializedFileWriter<std::io::BufWriter<std::fs::File>>,
+}
+
+impl StreamedParquetFile {
+    /// Append the next row group.
+    pub fn append(&mut self, group: EncodedGroup) -> Result<()> {
+        let mut row_group = self.writer.next_row_group().map_err(parquet_error)?;
+        for chunk in group.0 {
+            chunk
+                .append_to_row_group(&mut row_group)
+                .map_err(parquet_error)?;
+        }
+        row_group.close().map_err(parquet_error)?;
+        Ok(())
+    }
+
+    /// Write the footer and flush the file.
+    pub fn finish(self) -> Result<std::fs::File> {
+        let out = self.writer.into_inner().map_err(parquet_error)?;
+        out.into_inner()
+            .map_err(|e| Error::engine("writing Parquet", std::io::Error::from(e).into()))
+    }
 }
 
 /// Bytes written as a list of chunks, each allocated at its final size: a file of hundreds of
@@ -126,6 +244,9 @@ impl Write for Chunks {
         Ok(())
     }
 }
+
+/// The row hash column of snapshots (`diff::row_hash::ROW_HASH_COLUMN`).
+const ROW_HASH: &str = crate::diff::row_hash::ROW_HASH_COLUMN;
 
 /// Rows per row group of a snapshot.
 const ROW_GROUP_ROWS: usize = 1024 * 1024;

@@ -60,18 +60,38 @@ pub fn read_csv_rows_in_pieces(
     }
 }
 
-/// A piece of a CSV file parsed: its batches (declared columns typed) and the cells that did
-/// not fit, by row of the piece.
-type ParsedPiece = (Vec<RecordBatch>, Vec<Vec<Guess>>, Vec<CellError>);
+/// A piece of a CSV file parsed: its batches (declared columns typed), each batch's guesses
+/// for its other columns, and the cells that did not fit, by row of the piece.
+pub struct ParsedPiece {
+    /// The piece's rows, undeclared columns as text.
+    pub batches: Vec<RecordBatch>,
+    /// Per batch, per column: the type its values alone suggest, with the values parsed.
+    pub guesses: Vec<Vec<Guess>>,
+    /// Cells of declared columns that did not fit, by row of the piece.
+    pub cell_errors: Vec<CellError>,
+}
 
-/// Read, parse and type the file in pieces; None when the file needs [`read_in_one_piece`].
-fn read_streaming(
+/// A CSV file opened to be read in pieces: the header is read, the first piece waits.
+struct Opened {
+    pieces: PieceReader,
+    first: Vec<u8>,
+    names: Vec<String>,
+    parser: PieceParser,
+}
+
+/// What parsing a piece needs to know of its file.
+struct PieceParser {
+    text_schema: SchemaRef,
+    nulls: Option<regex::Regex>,
+}
+
+/// Open `path` to be read in pieces; None when the file needs [`read_in_one_piece`] (no
+/// header, not text, a header that is not plain).
+fn open_in_pieces(
     path: &Path,
     options: &SourceOptions,
     piece_bytes: usize,
-    step: &dyn Fn(&str),
-    progress: &dyn LoadProgress,
-) -> Result<Option<FileRead>> {
+) -> Result<Option<Opened>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut pieces = PieceReader::new(file, piece_bytes);
     let Some(mut first) = pieces.next_piece().map_err(|e| Error::io(path, e))? else {
@@ -99,9 +119,27 @@ fn read_streaming(
     if check_header(path, options.header_row, &names).is_err() {
         return Ok(None);
     }
-    let text_schema = text_schema(&names);
-    let nulls = null_regex(&options.null_values);
-    let parse_piece = |bytes: &[u8], header: bool, last: bool| -> Result<Option<ParsedPiece>> {
+    Ok(Some(Opened {
+        pieces,
+        first,
+        parser: PieceParser {
+            text_schema: text_schema(&names),
+            nulls: null_regex(&options.null_values),
+        },
+        names,
+    }))
+}
+
+impl PieceParser {
+    /// Parse one piece (the first holds the header): None when it does not end between
+    /// records, is not UTF-8 or does not parse, so that the careful path names the problem.
+    fn parse(
+        &self,
+        options: &SourceOptions,
+        bytes: &[u8],
+        header: bool,
+        last: bool,
+    ) -> Result<Option<ParsedPiece>> {
         if std::str::from_utf8(bytes).is_err() {
             return Ok(None);
         }
@@ -111,17 +149,23 @@ fn read_streaming(
         if state == QuoteState::Quoted || (!last && state != QuoteState::FieldStart) {
             return Ok(None);
         }
-        let Ok(text) = parse_text(bytes, header, &text_schema, options.delimiter, &nulls) else {
+        let Ok(text) = parse_text(
+            bytes,
+            header,
+            &self.text_schema,
+            options.delimiter,
+            &self.nulls,
+        ) else {
             return Ok(None);
         };
         let mut batches = Vec::with_capacity(text.len());
         let mut guesses = Vec::with_capacity(text.len());
-        let mut errors = Vec::new();
+        let mut cell_errors = Vec::new();
         let mut rows = 0;
         for batch in &text {
             let batch = &compact_text(batch);
             let (typed, misfits) = parse_declared(batch, &options.columns)?;
-            errors.extend(misfits.into_iter().map(|mut e| {
+            cell_errors.extend(misfits.into_iter().map(|mut e| {
                 e.row += rows;
                 e
             }));
@@ -129,24 +173,64 @@ fn read_streaming(
             guesses.push(guess_types(&typed, &options.columns));
             batches.push(typed);
         }
-        Ok(Some((batches, guesses, errors)))
-    };
+        Ok(Some(ParsedPiece {
+            batches,
+            guesses,
+            cell_errors,
+        }))
+    }
+}
 
+/// The work done on each piece: (piece index, its bytes, whether it is the last) to a result,
+/// or None to give up.
+type PieceWork<'a, T> = dyn Fn(usize, &[u8], bool) -> Result<Option<T>> + Sync + 'a;
+
+/// Pieces done out of order, waiting for those before them.
+struct InOrder<T, D> {
+    next: usize,
+    waiting: std::collections::BTreeMap<usize, T>,
+    deliver: D,
+}
+
+/// Read `path` in pieces and run `work` (piece index, bytes, is last) on every core while the
+/// next pieces are read; each result goes to `deliver` in the file's order, as soon as the
+/// pieces before it are delivered. Reading stops at the first piece whose work gives up
+/// (`None`) or fails, or whose delivery fails: the earliest such piece decides the outcome
+/// (`Ok(false)`: gave up). Reading is bounded: it never runs more than a piece per core ahead.
+fn for_each_piece<T: Send>(
+    path: &Path,
+    mut pieces: PieceReader,
+    first: Vec<u8>,
+    progress: &dyn LoadProgress,
+    work: &PieceWork<T>,
+    deliver: &mut (dyn FnMut(T) -> Result<()> + Send),
+) -> Result<bool> {
     let workers = crate::parallel::cores();
-    // Bounded, so that reading never runs far ahead of parsing.
     let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>, bool)>(workers);
     let receive = std::sync::Mutex::new(receive);
     let gave_up = std::sync::atomic::AtomicBool::new(false);
     let panicked = std::sync::Mutex::new(None);
-    let mut parsed: Vec<(usize, Result<Option<ParsedPiece>>)> = Vec::new();
+    // The earliest piece that gave up (None) or failed.
+    let failure: std::sync::Mutex<Option<(usize, Option<Error>)>> = std::sync::Mutex::new(None);
+    let fail = |index: usize, error: Option<Error>| {
+        gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut failure = failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.as_ref().is_none_or(|(at, _)| index < *at) {
+            *failure = Some((index, error));
+        }
+    };
+    let in_order = std::sync::Mutex::new(InOrder {
+        next: 0,
+        waiting: std::collections::BTreeMap::new(),
+        deliver,
+    });
     let mut read_error = None;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let (receive, gave_up, parse_piece, panicked) =
-                    (&receive, &gave_up, &parse_piece, &panicked);
+                let (receive, gave_up, panicked, fail, in_order) =
+                    (&receive, &gave_up, &panicked, &fail, &in_order);
                 scope.spawn(move || {
-                    let mut done = Vec::new();
                     loop {
                         let job = receive.lock().expect("no worker panics holding it").recv();
                         let Ok((index, bytes, last)) = job else { break };
@@ -158,22 +242,31 @@ fn read_streaming(
                         // once every thread has finished.
                         let outcome =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                parse_piece(&bytes, index == 0, last)
+                                let outcome = work(index, &bytes, last);
+                                drop(bytes);
+                                let done = match outcome {
+                                    Ok(Some(done)) => done,
+                                    Ok(None) => return fail(index, None),
+                                    Err(e) => return fail(index, Some(e)),
+                                };
+                                let mut queue = in_order.lock().unwrap_or_else(|p| p.into_inner());
+                                queue.waiting.insert(index, done);
+                                while let Some(done) = {
+                                    let next = queue.next;
+                                    queue.waiting.remove(&next)
+                                } {
+                                    let at = queue.next;
+                                    queue.next += 1;
+                                    if let Err(e) = (queue.deliver)(done) {
+                                        return fail(at, Some(e));
+                                    }
+                                }
                             }));
-                        let outcome = match outcome {
-                            Ok(outcome) => outcome,
-                            Err(panic) => {
-                                gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
-                                *panicked.lock().unwrap_or_else(|p| p.into_inner()) = Some(panic);
-                                continue;
-                            }
-                        };
-                        if !matches!(outcome, Ok(Some(_))) {
+                        if let Err(panic) = outcome {
                             gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+                            *panicked.lock().unwrap_or_else(|p| p.into_inner()) = Some(panic);
                         }
-                        done.push((index, outcome));
                     }
-                    done
                 })
             })
             .collect();
@@ -194,10 +287,9 @@ fn read_streaming(
         }
         drop(send);
         for handle in handles {
-            let done = handle
+            handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            parsed.extend(done);
         }
     });
     if let Some(panic) = panicked.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -206,28 +298,59 @@ fn read_streaming(
     if let Some(e) = read_error {
         return Err(Error::io(path, e));
     }
-    step("parsed");
-    parsed.sort_by_key(|(index, _)| *index);
+    match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        None => Ok(true),
+        Some((_, None)) => Ok(false),
+        Some((_, Some(e))) => Err(e),
+    }
+}
+
+/// Read, parse and type the file in pieces; None when the file needs [`read_in_one_piece`].
+fn read_streaming(
+    path: &Path,
+    options: &SourceOptions,
+    piece_bytes: usize,
+    step: &dyn Fn(&str),
+    progress: &dyn LoadProgress,
+) -> Result<Option<FileRead>> {
+    let Some(opened) = open_in_pieces(path, options, piece_bytes)? else {
+        return Ok(None);
+    };
+    let Opened {
+        pieces,
+        first,
+        names,
+        parser,
+    } = opened;
     let mut batches = Vec::new();
     let mut guesses = Vec::new();
     let mut cell_errors = Vec::new();
     let mut rows = 0;
-    for (_, outcome) in parsed {
-        let Some((piece_batches, piece_guesses, errors)) = outcome? else {
-            return Ok(None);
-        };
-        guesses.extend(piece_guesses);
-        cell_errors.extend(errors.into_iter().map(|mut e| {
-            e.row += rows;
-            e
-        }));
-        rows += piece_batches.iter().map(|b| b.num_rows()).sum::<usize>();
-        batches.extend(piece_batches);
+    let complete = for_each_piece(
+        path,
+        pieces,
+        first,
+        progress,
+        &|index, bytes, last| parser.parse(options, bytes, index == 0, last),
+        &mut |piece: ParsedPiece| {
+            guesses.extend(piece.guesses);
+            cell_errors.extend(piece.cell_errors.into_iter().map(|mut e| {
+                e.row += rows;
+                e
+            }));
+            rows += piece.batches.iter().map(|b| b.num_rows()).sum::<usize>();
+            batches.extend(piece.batches);
+            Ok(())
+        },
+    )?;
+    if !complete {
+        return Ok(None);
     }
+    step("parsed");
     let read = finish_typing(
         path,
         options,
-        &text_schema,
+        &parser.text_schema,
         batches,
         Some(guesses),
         cell_errors,
@@ -235,6 +358,48 @@ fn read_streaming(
     step("typed");
     warn_if_other_delimiter(path, options.delimiter, &names);
     Ok(Some(read))
+}
+
+/// Stream a CSV file's pieces (of about `piece_bytes`, by default 16 MB): `work` gets each
+/// piece parsed (declared columns typed, the
+/// others text with their guesses) on every core while the next are read, and `deliver` its
+/// results in the file's order (see [`for_each_piece`]). Returns the column names, or None
+/// when the file is not read in pieces (it needs the careful path, which names its problem)
+/// or some piece's work gave up.
+pub fn stream_csv_pieces<T: Send>(
+    path: &Path,
+    options: &SourceOptions,
+    piece_bytes: Option<usize>,
+    progress: &dyn LoadProgress,
+    prepare: &mut dyn FnMut(&[String]) -> Result<bool>,
+    work: &(dyn Fn(ParsedPiece) -> Result<Option<T>> + Sync),
+    deliver: &mut (dyn FnMut(T) -> Result<()> + Send),
+) -> Result<Option<Vec<String>>> {
+    let piece_bytes = piece_bytes.unwrap_or(PIECE_BYTES);
+    let Some(opened) = open_in_pieces(path, options, piece_bytes)? else {
+        return Ok(None);
+    };
+    if !prepare(&opened.names)? {
+        return Ok(None);
+    }
+    let Opened {
+        pieces,
+        first,
+        names,
+        parser,
+    } = opened;
+    let complete = for_each_piece(
+        path,
+        pieces,
+        first,
+        progress,
+        &|index, bytes, last| match parser.parse(options, bytes, index == 0, last)? {
+            Some(piece) => work(piece),
+            None => Ok(None),
+        },
+        deliver,
+    )?;
+    Ok(complete.then_some(names))
 }
 
 /// `batch` with each text column whose values buffer is mostly empty copied into one of its

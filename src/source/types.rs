@@ -415,6 +415,43 @@ pub fn guess_types(batch: &RecordBatch, declared: &[(String, DataType)]) -> Vec<
         .collect()
 }
 
+/// A batch of one piece (declared columns parsed, the others text, see [`parse_declared`])
+/// typed as `targets` *only where its own guesses say so*: each undeclared column with values
+/// must have guessed its target, so that the batch comes out as [`type_text_batches`] would
+/// type it were every batch of the file to agree on that type. None when a column does not:
+/// the caller then reads the file the usual way, which looks at all batches first.
+pub fn type_batch_as(
+    batch: &RecordBatch,
+    guesses: Vec<Guess>,
+    targets: &[DataType],
+) -> Result<Option<RecordBatch>> {
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for ((values, guess), target) in batch.columns().iter().zip(guesses).zip(targets) {
+        columns.push(if values.data_type() == target {
+            values.clone()
+        } else if values.null_count() == values.len() {
+            datafusion::arrow::array::new_null_array(target, values.len())
+        } else {
+            match guess {
+                Some((guessed, parsed)) if &guessed == target => parsed,
+                _ => return Ok(None),
+            }
+        });
+    }
+    let schema = Arc::new(Schema::new(
+        batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .zip(targets)
+            .map(|(f, t)| Field::new(f.name(), t.clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    RecordBatch::try_new(schema, columns)
+        .map(Some)
+        .map_err(|e| Error::engine("typing the source columns", e.into()))
+}
+
 /// Type the batches of one file, read as text (declared columns may already be parsed by
 /// [`parse_declared`]): declared columns are parsed, the others inferred over all batches
 /// together, so a column has one type across the file. Columns keep their order. Cells that do

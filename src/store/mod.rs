@@ -253,6 +253,25 @@ impl LocalFile {
     }
 }
 
+/// A file a snapshot is written into as it streams in (see [`Store::spool`]); removed when
+/// dropped, stored or not.
+pub struct Spool {
+    file: Option<std::fs::File>,
+    path: tempfile::TempPath,
+}
+
+impl Spool {
+    /// Where it is.
+    pub fn path(&self) -> &FsPath {
+        self.path.as_ref()
+    }
+
+    /// The open file, to write once.
+    pub fn take_file(&mut self) -> Option<std::fs::File> {
+        self.file.take()
+    }
+}
+
 /// A store of baselines, in a local folder or under an `s3://bucket/prefix`.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -273,8 +292,14 @@ pub struct Store {
 /// Where the store's files are, for the query engine and for durability.
 #[derive(Debug, Clone)]
 enum Place {
-    /// A local folder; `durable`: files and folders are fsynced.
-    Local { root: PathBuf, durable: bool },
+    /// A local folder; `durable`: files and folders are fsynced; `links`: a spooled file is
+    /// linked into place (the store's own folder; a store given other objects, as tests that
+    /// inject faults do, writes every byte through them).
+    Local {
+        root: PathBuf,
+        durable: bool,
+        links: bool,
+    },
     /// A prefix in a bucket.
     Remote(crate::cloud::Remote),
 }
@@ -316,6 +341,7 @@ impl Store {
             Place::Local {
                 root,
                 durable: true,
+                links: true,
             },
         ))
     }
@@ -355,6 +381,7 @@ impl Store {
             Place::Local {
                 root,
                 durable: false,
+                links: false,
             },
         )
     }
@@ -852,6 +879,7 @@ impl Store {
         let Place::Local {
             root,
             durable: true,
+            ..
         } = &self.place
         else {
             return Ok(());
@@ -897,6 +925,102 @@ impl Store {
                 })
             }
         }
+    }
+
+    /// A new file to write a table's next snapshot into as it streams in, before it is stored
+    /// ([`Store::put_spooled`]): in the table's folder for a folder store, so that storing it
+    /// is a link, not a copy (its name starts with a dot, outside the folders the store reads
+    /// and vacuums); in the temporary folder for a bucket. Removed when dropped.
+    pub fn spool(&self, table: &str, run_id: &str) -> Result<Spool> {
+        let dir = match &self.place {
+            Place::Local { root, .. } => root.join(table),
+            Place::Remote(_) => std::env::temp_dir(),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join(format!(".spool-{table}-{run_id}.parquet"));
+        // Created as the store creates its files (the process's umask), not private as a
+        // temporary file would be: a folder store links it into place as it is.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let path = tempfile::TempPath::try_from_path(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(Spool {
+            file: Some(file),
+            path,
+        })
+    }
+
+    /// Store a spooled file as a data file of a table (step 1 of the commit protocol, as
+    /// [`Store::put_file`]): created only if absent, its checksum read from the file.
+    pub async fn put_spooled(
+        &self,
+        table: &str,
+        relative: &str,
+        spool: Spool,
+    ) -> Result<StoredFile> {
+        let spooled: &FsPath = spool.path.as_ref();
+        let (size, checksum) = {
+            use std::io::Read;
+            let mut file = std::fs::File::open(spooled).map_err(|e| Error::io(spooled, e))?;
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            let mut buffer = vec![0u8; 1 << 20];
+            let mut size = 0u64;
+            loop {
+                let read = file.read(&mut buffer).map_err(|e| Error::io(spooled, e))?;
+                if read == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..read]);
+                size += read as u64;
+            }
+            (size, format!("{:032x}", hasher.digest128()))
+        };
+        let path = Path::from(format!("{table}/{relative}"));
+        match &self.place {
+            Place::Local {
+                root, links: true, ..
+            } => {
+                let target = root.join(path.as_ref());
+                if let Some(dir) = target.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                }
+                // A link is created only if the name is free, as the store creates files.
+                if let Err(e) = std::fs::hard_link(spooled, &target) {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        return Err(store_error(
+                            self.file_url(table, relative),
+                            "a file of this name exists",
+                        ));
+                    }
+                    // A file system without links: copy into a file created only if absent.
+                    let mut out = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&target)
+                        .map_err(|e| Error::io(&target, e))?;
+                    let mut from =
+                        std::fs::File::open(spooled).map_err(|e| Error::io(spooled, e))?;
+                    std::io::copy(&mut from, &mut out).map_err(|e| Error::io(&target, e))?;
+                }
+            }
+            Place::Local { .. } | Place::Remote(_) => {
+                let bytes = std::fs::read(spooled).map_err(|e| Error::io(spooled, e))?;
+                let objects = self.ensure_put_if_absent().await?;
+                self.create(objects, &path, PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| store_error(self.file_url(table, relative), e))?;
+            }
+        }
+        drop(spool);
+        self.sync(&path)?;
+        Ok(StoredFile {
+            path: relative.to_string(),
+            size,
+            xxh3_128: checksum,
+        })
     }
 
     /// Read a data file of a table.

@@ -18,6 +18,7 @@ mod s3;
 mod schema_drift;
 mod sources;
 mod store_sync;
+mod streamed;
 mod tolerance;
 mod vacuum;
 mod validation;

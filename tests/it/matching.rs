@@ -5,7 +5,7 @@
 
 use crate::workdir::{Workdir, assert_code, read_parquet, stderr, stdout, without_time};
 
-const PIPELINE: &str = "tables:
+pub const PIPELINE: &str = "tables:
   lines:
     source:
       path: lines.csv
@@ -55,7 +55,7 @@ fn row(region: usize, id: u64, day: u64, version: u64) -> String {
 }
 
 /// Day 1, and day 2 with about 5% changed, 2% deleted, 2% new, in another order.
-fn days() -> (String, String) {
+pub fn days() -> (String, String) {
     let header = "region,id,day,price,active,note\n";
     let mut random = Lcg(7);
     let mut day1 = Vec::new();

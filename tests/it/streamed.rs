@@ -1,0 +1,172 @@
+//! A snapshot streamed through the run (typed, hashed and written a piece at a time, rows
+//! read back by position) gives exactly what loading it whole gives; and what the streamed
+//! run cannot decide alone (a rejected row, a column empty today, a repeated key, a new
+//! column, a type the values no longer fit) goes the usual way, with the usual outcome.
+
+use crate::matching::{PIPELINE, days};
+use crate::workdir::{Workdir, assert_code, read_parquet, stderr, stdout, without_time};
+
+/// The default (streamed) and the usual run (`TIDEMARK_IN_MEMORY`), each with tiny pieces so
+/// that a file is many row groups.
+fn both_ways() -> [Workdir; 2] {
+    let small = ("TIDEMARK_TEST_PIECE_BYTES".to_string(), "4096".to_string());
+    [
+        Workdir::new().with_env(std::slice::from_ref(&small)),
+        Workdir::new().with_env(&[small, ("TIDEMARK_IN_MEMORY".into(), "1".into())]),
+    ]
+}
+
+fn query(w: &Workdir, pipeline: &str, sql: &str) -> String {
+    let o = w.run(&["query", pipeline, "--format", "csv", sql]);
+    assert_code(&o, 0);
+    stdout(&o)
+}
+
+#[test]
+fn streaming_the_snapshot_equals_loading_it_whole() {
+    let (day1, day2) = days();
+    let ways = both_ways();
+    let mut summaries = Vec::new();
+    let mut logs = Vec::new();
+    for w in &ways {
+        w.write("lines.yaml", PIPELINE);
+        w.write("lines.csv", &day1);
+        assert_code(&w.run(&["run", "lines.yaml"]), 0);
+        w.write("lines.csv", &day2);
+        let o = w.run(&["-vv", "run", "lines.yaml"]);
+        assert_code(&o, 0);
+        summaries.push(without_time(stdout(&o).trim()));
+        logs.push(stderr(&o));
+    }
+    let rows = day2.lines().count() - 1;
+    assert!(
+        logs[0].contains(&format!("loaded, typed, hashed and wrote {rows} rows")),
+        "{}",
+        logs[0]
+    );
+    assert!(!logs[0].contains("not streamed"), "{}", logs[0]);
+    assert!(!logs[1].contains("wrote"), "{}", logs[1]);
+    assert_eq!(summaries[0], summaries[1]);
+    assert!(summaries[0].contains(" changed, "), "{}", summaries[0]);
+    let [streamed, whole] = &ways;
+    let csv = streamed.read("out/lines-2.csv");
+    assert_eq!(csv, whole.read("out/lines-2.csv"));
+    assert!(csv.lines().count() > 300, "{csv}");
+    assert_eq!(
+        read_parquet(&streamed.path("out/lines-2.parquet")),
+        read_parquet(&whole.path("out/lines-2.parquet"))
+    );
+    for sql in [
+        "SELECT * FROM lines_changes ORDER BY _version, region, id, day",
+        // The stored snapshot, row hashes included, in the file's order.
+        "SELECT * FROM lines",
+        "SELECT version, status, rows_in, new, changed, deleted, unchanged, rejected FROM runs ORDER BY version",
+    ] {
+        let stored = query(streamed, "lines.yaml", sql);
+        assert_eq!(stored, query(whole, "lines.yaml", sql), "{sql}");
+        assert!(stored.lines().count() > 2, "{sql}: {stored}");
+    }
+    // Many row groups, and a file the store verifies.
+    let o = streamed.run(&["verify", "lines.yaml"]);
+    assert_code(&o, 0);
+    // A third day over the streamed baseline, both ways again.
+    let day3 = day2.replace(",note 3\n", ",note three\n");
+    for w in &ways {
+        w.write("lines.csv", &day3);
+        assert_code(&w.run(&["run", "lines.yaml"]), 0);
+    }
+    assert_eq!(
+        streamed.read("out/lines-3.csv"),
+        whole.read("out/lines-3.csv")
+    );
+    assert!(streamed.read("out/lines-3.csv").contains("note three"));
+}
+
+const ITEMS: &str = "tables:
+  items:
+    source:
+      path: items.csv
+    key: [sku]
+    output:
+      - path: out/items-{version}.csv
+";
+
+const DAY1: &str =
+    "sku,name,qty,price\nA,apple,1,0.50\nB,bread,2,2.25\nC,cheese,3,7.00\nD,dates,4,3.10\n";
+
+#[test]
+fn what_streaming_cannot_decide_goes_the_usual_way() {
+    let cases = [
+        // A value the baseline's type does not fit: the row is rejected.
+        (
+            "rejected row",
+            "sku,name,qty,price\nA,apple,1,0.50\nB,bread,many,2.25\nC,cheese,3,7.00\nE,eggs,5,1.00\n",
+        ),
+        // A column empty today is compared as if absent.
+        (
+            "empty column",
+            "sku,name,qty,price\nA,apple,,0.50\nB,bread,,2.30\nC,cheese,,7.00\n",
+        ),
+        // A key twice: the usual run's error.
+        (
+            "repeated key",
+            "sku,name,qty,price\nA,apple,1,0.50\nA,apple,2,0.50\nC,cheese,3,7.00\n",
+        ),
+        // A new column.
+        (
+            "new column",
+            "sku,name,qty,price,colour\nA,apple,1,0.50,red\nB,bread,2,2.25,brown\nC,cheese,4,7.00,yellow\n",
+        ),
+        // Integers that now have decimals: widened, as the usual run does.
+        (
+            "widened",
+            "sku,name,qty,price\nA,apple,1.5,0.50\nB,bread,2,2.25\nC,cheese,3,7.00\n",
+        ),
+        // A null key: rejected.
+        (
+            "null key",
+            "sku,name,qty,price\n,apple,1,0.50\nB,bread,2,2.25\nC,cheese,3,7.00\n",
+        ),
+    ];
+    for (case, day2) in cases {
+        let ways = both_ways();
+        let mut outcomes = Vec::new();
+        for w in &ways {
+            w.write("items.yaml", ITEMS);
+            w.write("items.csv", DAY1);
+            assert_code(&w.run(&["run", "items.yaml"]), 0);
+            w.write("items.csv", day2);
+            let o = w.run(&["-vv", "run", "items.yaml"]);
+            let delta = std::fs::read_to_string(w.path("out/items-2.csv")).unwrap_or_default();
+            // Names that differ between two runs: the folder, the run id, the seconds.
+            let root = w.root().display().to_string();
+            let report: Vec<String> = stdout(&o)
+                .replace(&root, "ROOT")
+                .lines()
+                .map(|line| match line.find("/rejects/") {
+                    Some(at) => line[..at].to_string(),
+                    None => without_time(line),
+                })
+                .collect();
+            outcomes.push((
+                o.status.code(),
+                report,
+                delta,
+                query(w, "items.yaml", "SELECT * FROM items ORDER BY sku"),
+            ));
+            if w.root() == ways[0].root() {
+                let log = stderr(&o);
+                assert!(log.contains("loading the snapshot whole"), "{case}: {log}");
+                // The spooled file is gone, stored or not.
+                let table = w.path(".tidemark/items");
+                let spools: Vec<_> = std::fs::read_dir(&table)
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".spool"))
+                    .collect();
+                assert!(spools.is_empty(), "{case}: {spools:?}");
+            }
+        }
+        assert_eq!(outcomes[0], outcomes[1], "{case}");
+    }
+}
