@@ -120,34 +120,25 @@ fn converter(columns: &[ArrayRef]) -> Result<RowConverter> {
     .map_err(|e| Error::engine("matching keys", e.into()))
 }
 
-/// Entries of one batch whose first row is at `first`, split into parts.
-fn batch_entries(batch: &RecordBatch, key: &[usize], hash: usize, first: u64) -> Result<Parts> {
+/// Call `found(row, digest)` for each row of `batch`, its key's digest read from the `key`
+/// columns.
+fn each_digest(
+    batch: &RecordBatch,
+    key: &[usize],
+    mut found: impl FnMut(usize, u128),
+) -> Result<()> {
     let columns = digestible(
         &key.iter()
             .map(|&i| batch.column(i).clone())
             .collect::<Vec<_>>(),
     )?;
-    let hashes = batch
-        .column(hash)
-        .as_primitive_opt::<UInt64Type>()
-        .ok_or_else(|| internal("the row hash column is not UInt64"))?;
-    let mut parts: Parts = vec![Vec::new(); PARTS];
-    let mut add = |i: usize, digest: u128| {
-        let entry = Entry {
-            digest_high: (digest >> 64) as u64,
-            digest_low: digest as u32,
-            row_hash: hashes.value(i),
-            position: (first + i as u64) as u32,
-        };
-        parts[(entry.digest_high >> (64 - PART_BITS)) as usize].push(entry);
-    };
     match columns.as_slice() {
         // The common key, one text column: its bytes are its encoding (null, which a key
         // never is, apart).
         [text] if text.data_type() == &DataType::Utf8 => {
             let null = xxh3_128_with_seed(b"", 0x6e75_6c6c);
             for (i, value) in text.as_string::<i32>().iter().enumerate() {
-                add(i, value.map_or(null, |v| xxh3_128(v.as_bytes())));
+                found(i, value.map_or(null, |v| xxh3_128(v.as_bytes())));
             }
         }
         _ => {
@@ -155,10 +146,40 @@ fn batch_entries(batch: &RecordBatch, key: &[usize], hash: usize, first: u64) ->
                 .convert_columns(&columns)
                 .map_err(|e| Error::engine("matching keys", e.into()))?;
             for (i, row) in rows.iter().enumerate() {
-                add(i, xxh3_128(row.as_ref()));
+                found(i, xxh3_128(row.as_ref()));
             }
         }
     }
+    Ok(())
+}
+
+/// The row hash column of a batch.
+fn row_hashes(batch: &RecordBatch, hash: usize) -> Result<&datafusion::arrow::array::UInt64Array> {
+    batch
+        .column(hash)
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| internal("the row hash column is not UInt64"))
+}
+
+/// An entry's parts of a 128-bit digest: the high 64 bits and 32 of the low.
+fn split_digest(digest: u128) -> (u64, u32) {
+    ((digest >> 64) as u64, digest as u32)
+}
+
+/// Entries of one batch whose first row is at `first`, split into parts.
+fn batch_entries(batch: &RecordBatch, key: &[usize], hash: usize, first: u64) -> Result<Parts> {
+    let hashes = row_hashes(batch, hash)?;
+    let mut parts: Parts = vec![Vec::new(); PARTS];
+    each_digest(batch, key, |i, digest| {
+        let (digest_high, digest_low) = split_digest(digest);
+        let entry = Entry {
+            digest_high,
+            digest_low,
+            row_hash: hashes.value(i),
+            position: (first + i as u64) as u32,
+        };
+        parts[(entry.digest_high >> (64 - PART_BITS)) as usize].push(entry);
+    })?;
     Ok(parts)
 }
 
@@ -501,87 +522,220 @@ fn match_sides(old: Parts, new: Parts) -> Option<Matched> {
     Some(matched)
 }
 
-/// The entries of one piece of a snapshot read as a stream, positions counted from the
-/// piece's first row (see [`StreamedEntries::add`]).
-pub struct PieceEntries {
+/// The baseline's entries as an index that a snapshot's rows are looked up in as they stream
+/// past, a piece at a time on every core: the snapshot's own entries are never gathered.
+/// Each baseline row found is marked; the rows never found are the DELETED ones.
+pub struct BaselineIndex {
+    /// The entries, sorted by digest, in [`PARTS`] lists by its top bits.
     parts: Parts,
+    /// Each part's buckets: where entries with the next `bucket_bits` of the digest start in
+    /// the part (`per_part + 1` offsets a part).
+    starts: Vec<u32>,
+    bucket_bits: u32,
+    per_part: usize,
+    /// A bit per baseline row: found in the snapshot.
+    found: Vec<std::sync::atomic::AtomicU64>,
     rows: u64,
 }
 
-/// The entries of `batches` (one piece, in order), each with `key` columns and the row hash
-/// column `hash`.
-pub fn piece_entries(batches: &[RecordBatch], key: &[usize], hash: usize) -> Result<PieceEntries> {
-    let mut parts: Parts = vec![Vec::new(); PARTS];
-    let mut first = 0u64;
-    for batch in batches {
-        for (part, entries) in parts
-            .iter_mut()
-            .zip(batch_entries(batch, key, hash, first)?)
-        {
-            part.extend_from_slice(&entries);
-        }
-        first += batch.num_rows() as u64;
-    }
-    Ok(PieceEntries { parts, rows: first })
-}
-
-/// A snapshot's entries gathered piece by piece, in the snapshot's row order, as it is read
-/// and written out: the rows themselves need not stay in memory.
-pub struct StreamedEntries {
-    gathered: Gathered,
+/// The rows of one piece of a snapshot looked up in a [`BaselineIndex`], by row of the piece.
+#[derive(Debug, Default)]
+pub struct PieceMatch {
+    /// Rows whose key the baseline lacks, ascending, with their key digests.
+    new: Vec<(u32, (u64, u32))>,
+    /// (row, baseline row) of keys whose row hashes differ, ascending.
+    changed: Vec<(u32, u32)>,
+    unchanged: u64,
     rows: u64,
 }
 
-impl StreamedEntries {
-    /// Entries for about `expected_rows` rows (lists grow past it if need be).
-    pub fn new(expected_rows: u64) -> Self {
-        StreamedEntries {
-            gathered: Gathered::new(expected_rows),
-            rows: 0,
-        }
+impl PieceMatch {
+    /// The piece's rows a delta needs (NEW and CHANGED), ascending.
+    pub fn rows_to_take(&self) -> Vec<u32> {
+        let mut rows: Vec<u32> = self
+            .new
+            .iter()
+            .map(|(row, _)| *row)
+            .chain(self.changed.iter().map(|(row, _)| *row))
+            .collect();
+        rows.sort_unstable();
+        rows
     }
+}
 
-    /// Add the next piece's entries. False (nothing added) once the rows are more than
-    /// positions can name: the caller then compares another way.
-    pub fn add(&mut self, mut piece: PieceEntries) -> bool {
+/// The pieces' matches gathered in the snapshot's order (see [`PieceMatches::add`]).
+#[derive(Debug, Default)]
+pub struct PieceMatches {
+    new: Vec<(u32, (u64, u32))>,
+    changed: Vec<(u32, u32)>,
+    unchanged: u64,
+    rows: u64,
+}
+
+impl PieceMatches {
+    /// Add the next piece's match, its rows counted after those added before. False (nothing
+    /// added) once the rows are more than positions can name.
+    pub fn add(&mut self, piece: PieceMatch) -> bool {
         if self.rows + piece.rows > u32::MAX as u64 {
             return false;
         }
         let offset = self.rows as u32;
-        for part in &mut piece.parts {
-            for entry in part.iter_mut() {
-                entry.position += offset;
-            }
-        }
-        self.gathered.add(piece.parts);
+        self.new.extend(
+            piece
+                .new
+                .into_iter()
+                .map(|(row, digest)| (row + offset, digest)),
+        );
+        self.changed.extend(
+            piece
+                .changed
+                .into_iter()
+                .map(|(row, old)| (row + offset, old)),
+        );
+        self.unchanged += piece.unchanged;
         self.rows += piece.rows;
         true
     }
 
-    /// Rows added so far.
+    /// Snapshot rows added so far.
     pub fn rows(&self) -> u64 {
         self.rows
     }
 }
 
-/// [`match_positions`] for a snapshot whose entries were gathered as it was streamed.
-pub fn match_streamed(
-    snapshot: StreamedEntries,
-    key: &[String],
-    hash: &str,
-    baseline: &ParquetRows,
-) -> Result<Option<Matched>> {
-    if baseline.rows() > u32::MAX as u64 {
-        return Ok(None);
+impl BaselineIndex {
+    /// Read `baseline`'s key and row hash columns into an index; None when it has more rows
+    /// than positions can name or repeats a key digest.
+    pub fn read(baseline: &ParquetRows, key: &[String], hash: &str) -> Result<Option<Self>> {
+        if baseline.rows() > u32::MAX as u64 {
+            return Ok(None);
+        }
+        let missing = |name: &str| internal(format!("the baseline lacks column {name}"));
+        let baseline_key = key
+            .iter()
+            .map(|k| baseline.column(k).ok_or_else(|| missing(k)))
+            .collect::<Result<Vec<_>>>()?;
+        let baseline_hash = baseline.column(hash).ok_or_else(|| missing(hash))?;
+        let parts = baseline.entries(&baseline_key, baseline_hash)?;
+        if parts
+            .iter()
+            .any(|part| part.windows(2).any(|w| w[0].digest() == w[1].digest()))
+        {
+            return Ok(None);
+        }
+        let rows = baseline.rows();
+        // About four entries a bucket; the buckets of a part follow the part's bits.
+        let bucket_bits = (64 - (rows / 4).max(1).leading_zeros()).clamp(PART_BITS, 26);
+        let per_part = 1usize << (bucket_bits - PART_BITS);
+        let mut starts = Vec::with_capacity(PARTS * (per_part + 1));
+        for part in &parts {
+            // Sorted by digest, so each bucket's entries follow the one before.
+            let mut at = 0usize;
+            for sub in 0..per_part {
+                starts.push(at as u32);
+                while at < part.len()
+                    && Self::sub_bucket(part[at].digest_high, bucket_bits, per_part) == sub
+                {
+                    at += 1;
+                }
+            }
+            starts.push(part.len() as u32);
+        }
+        let found = (0..rows.div_ceil(64))
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect();
+        Ok(Some(BaselineIndex {
+            parts,
+            starts,
+            bucket_bits,
+            per_part,
+            found,
+            rows,
+        }))
     }
-    let missing = |name: &str| internal(format!("the baseline lacks column {name}"));
-    let baseline_key = key
-        .iter()
-        .map(|k| baseline.column(k).ok_or_else(|| missing(k)))
-        .collect::<Result<Vec<_>>>()?;
-    let baseline_hash = baseline.column(hash).ok_or_else(|| missing(hash))?;
-    let old = baseline.entries(&baseline_key, baseline_hash)?;
-    Ok(match_sides(old, snapshot.gathered.sorted()))
+
+    /// The bucket, within its part, of a digest's high bits.
+    fn sub_bucket(digest_high: u64, bucket_bits: u32, per_part: usize) -> usize {
+        (digest_high >> (64 - bucket_bits)) as usize & (per_part - 1)
+    }
+
+    /// The baseline entry of a digest.
+    fn find(&self, (high, low): (u64, u32)) -> Option<&Entry> {
+        let part = (high >> (64 - PART_BITS)) as usize;
+        let sub = Self::sub_bucket(high, self.bucket_bits, self.per_part);
+        let at = part * (self.per_part + 1) + sub;
+        let (from, to) = (self.starts[at] as usize, self.starts[at + 1] as usize);
+        self.parts[part][from..to]
+            .iter()
+            .find(|e| e.digest() == (high, low))
+    }
+
+    /// Look up a piece's rows (`batches` in order, each with `key` columns and the row hash
+    /// column `hash`), marking the baseline rows found. None when a key is found twice (in
+    /// this piece or another): the snapshot repeats it.
+    pub fn look_up(
+        &self,
+        batches: &[RecordBatch],
+        key: &[usize],
+        hash: usize,
+    ) -> Result<Option<PieceMatch>> {
+        use std::sync::atomic::Ordering;
+        let mut out = PieceMatch::default();
+        let mut repeated = false;
+        for batch in batches {
+            let hashes = row_hashes(batch, hash)?;
+            let first = out.rows as u32;
+            each_digest(batch, key, |i, digest| {
+                let digest = split_digest(digest);
+                let row = first + i as u32;
+                match self.find(digest) {
+                    None => out.new.push((row, digest)),
+                    Some(old) => {
+                        let bit = 1u64 << (old.position % 64);
+                        let before =
+                            self.found[old.position as usize / 64].fetch_or(bit, Ordering::Relaxed);
+                        repeated |= before & bit != 0;
+                        if old.row_hash == hashes.value(i) {
+                            out.unchanged += 1;
+                        } else {
+                            out.changed.push((row, old.position));
+                        }
+                    }
+                }
+            })?;
+            out.rows += batch.num_rows() as u64;
+        }
+        Ok((!repeated).then_some(out))
+    }
+
+    /// What the snapshot's pieces matched: NEW, CHANGED, and the baseline rows never found as
+    /// DELETED. None when two NEW rows share a key digest (the snapshot repeats a key).
+    pub fn finish(self, mut pieces: PieceMatches) -> Option<Matched> {
+        pieces.new.sort_unstable_by_key(|(_, digest)| *digest);
+        if pieces.new.windows(2).any(|w| w[0].1 == w[1].1) {
+            return None;
+        }
+        let mut new: Vec<u32> = pieces.new.iter().map(|(row, _)| *row).collect();
+        new.sort_unstable();
+        let mut deleted = Vec::new();
+        for (word_index, word) in self.found.iter().enumerate() {
+            let mut missing = !word.load(std::sync::atomic::Ordering::Relaxed);
+            while missing != 0 {
+                let position = word_index as u64 * 64 + missing.trailing_zeros() as u64;
+                if position >= self.rows {
+                    break;
+                }
+                deleted.push(position as u32);
+                missing &= missing - 1;
+            }
+        }
+        Some(Matched {
+            new,
+            changed: pieces.changed,
+            deleted,
+            unchanged: pieces.unchanged,
+        })
+    }
 }
 
 /// The rows of in-memory `batches` at `positions` (ascending, 0-based across the batches).
@@ -690,6 +844,124 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// A snapshot streamed past the baseline's index, piece by piece (pieces looked up on
+    /// several threads, added in order), matches as the snapshot held whole does.
+    #[test]
+    fn a_streamed_snapshot_matches_as_one_held_whole() {
+        let (_file, old) = parquet(&[
+            batch(&["a", "b", "c", "d"], &[1, 2, 3, 4]),
+            batch(&["e", "f", "g"], &[5, 6, 7]),
+        ]);
+        let pieces = [
+            vec![batch(&["g", "a", "x"], &[7, 1, 9])],
+            vec![batch(&["b"], &[20]), batch(&["d", "y", "e"], &[4, 9, 50])],
+        ];
+        let key = ["sku".to_string()];
+        let whole: Vec<RecordBatch> = pieces.iter().flatten().cloned().collect();
+        let expected = match_positions(&whole, &key, "_row_hash", &old)
+            .unwrap()
+            .unwrap();
+        let index = BaselineIndex::read(&old, &key, "_row_hash")
+            .unwrap()
+            .unwrap();
+        let found: Vec<PieceMatch> = crate::parallel::map(&pieces, |piece| {
+            index.look_up(piece, &[0], 1).unwrap().unwrap()
+        });
+        assert_eq!(found[1].rows_to_take(), vec![0, 2, 3]);
+        let mut matches = PieceMatches::default();
+        for piece in found {
+            assert!(matches.add(piece));
+        }
+        assert_eq!(matches.rows(), 7);
+        assert_eq!(index.finish(matches), Some(expected));
+    }
+
+    #[test]
+    fn a_key_repeated_in_a_streamed_snapshot_is_left_to_the_join() {
+        let (_file, old) = parquet(&[batch(&["a", "b"], &[1, 2])]);
+        let key = ["sku".to_string()];
+        // A baseline key twice, in one piece or in two.
+        let index = BaselineIndex::read(&old, &key, "_row_hash")
+            .unwrap()
+            .unwrap();
+        assert!(
+            index
+                .look_up(&[batch(&["a", "a"], &[1, 2])], &[0], 1)
+                .unwrap()
+                .is_none()
+        );
+        let index = BaselineIndex::read(&old, &key, "_row_hash")
+            .unwrap()
+            .unwrap();
+        assert!(
+            index
+                .look_up(&[batch(&["b"], &[2])], &[0], 1)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            index
+                .look_up(&[batch(&["b"], &[3])], &[0], 1)
+                .unwrap()
+                .is_none()
+        );
+        // A new key twice, across pieces: seen once all pieces are in.
+        let index = BaselineIndex::read(&old, &key, "_row_hash")
+            .unwrap()
+            .unwrap();
+        let mut matches = PieceMatches::default();
+        for piece in [batch(&["x", "a"], &[9, 1]), batch(&["x"], &[9])] {
+            assert!(matches.add(index.look_up(&[piece], &[0], 1).unwrap().unwrap()));
+        }
+        assert_eq!(index.finish(matches), None);
+        // A baseline that repeats a key has no index.
+        let (_file, twice) = parquet(&[batch(&["a", "a"], &[1, 2])]);
+        assert!(
+            BaselineIndex::read(&twice, &key, "_row_hash")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// Many rows, so that buckets hold several entries and parts many buckets.
+    #[test]
+    fn every_row_of_a_large_baseline_is_found_in_its_bucket() {
+        let keys: Vec<String> = (0..5000).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let hashes: Vec<u64> = (0..5000).collect();
+        let (_file, old) = parquet(&[batch(&refs, &hashes)]);
+        let key = ["sku".to_string()];
+        let index = BaselineIndex::read(&old, &key, "_row_hash")
+            .unwrap()
+            .unwrap();
+        // Every other key, in reverse; those that end in 1, 3 or 5 changed.
+        let today: Vec<&str> = refs.iter().rev().step_by(2).copied().collect();
+        let today_hashes: Vec<u64> = today
+            .iter()
+            .map(|k| {
+                let i: u64 = k[1..].parse().unwrap();
+                if matches!(i % 10, 1 | 3 | 5) {
+                    i + 1
+                } else {
+                    i
+                }
+            })
+            .collect();
+        let mut matches = PieceMatches::default();
+        matches.add(
+            index
+                .look_up(&[batch(&today, &today_hashes)], &[0], 1)
+                .unwrap()
+                .unwrap(),
+        );
+        let matched = index.finish(matches).unwrap();
+        assert!(matched.new.is_empty());
+        assert_eq!(matched.deleted, (0..5000).step_by(2).collect::<Vec<u32>>());
+        assert_eq!(matched.changed.len(), 1500);
+        assert_eq!(matched.changed[0], (2, 4995));
+        assert_eq!(matched.unchanged, 1000);
     }
 
     #[test]

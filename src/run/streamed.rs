@@ -3,13 +3,19 @@
 //! The usual run (see [`super::execute`]) loads the whole snapshot, then types, validates,
 //! hashes, compares and encodes it: at 10M rows that is 1.4 GB of Arrow arrays held from
 //! loading to the commit. Here, for the common daily job (one local CSV file against a
-//! baseline whose types, columns and hash definition it keeps), each piece of the file is
-//! typed, hashed and encoded as a row group of the new snapshot's file as soon as it is
-//! parsed, on every core; what stays in memory is each row's (key digest, row hash,
-//! position) entry, 24 bytes. Rows are then matched by position (see [`diff::matching`]), and
-//! the few rows the delta needs are read back: NEW and CHANGED from the new snapshot's file,
-//! CHANGED and DELETED from the baseline's. The rest of the run is the usual one
-//! ([`super::conclude`]): same classification queries, same delta, same commit.
+//! baseline whose types, columns and hash definition it keeps):
+//!
+//! 1. The baseline's key digests and row hashes are read into an index
+//!    ([`matching::BaselineIndex`], 24 bytes a row).
+//! 2. Each piece of the file, as soon as it is parsed (on every core while the next pieces
+//!    are read), is typed, hashed, looked up in the index (NEW, CHANGED or unchanged; each
+//!    baseline row found is marked) and encoded as a row group of the new snapshot's file.
+//!    Only its NEW and CHANGED rows stay in memory.
+//! 3. The baseline rows never found are DELETED; they and the CHANGED rows' old values are
+//!    read from the baseline's file by position.
+//! 4. The rest of the run is the usual one ([`super::conclude`]) over those rows: the same
+//!    classification queries, the same delta, the same commit, the snapshot's file linked
+//!    into the store.
 //!
 //! Whatever this path cannot decide alone as the usual run would, it leaves to it, before
 //! anything is committed: a value the baseline's type does not fit or a batch whose values
@@ -28,7 +34,7 @@ use super::{
     conclude, positions_to_take, register_baseline, with_row_hash,
 };
 use crate::diff::DiffSettings;
-use crate::diff::matching::{self, PieceEntries, StreamedEntries};
+use crate::diff::matching::{self, BaselineIndex, PieceMatch, PieceMatches};
 use crate::diff::row_hash::{HASH_VERSION, ROW_HASH_COLUMN};
 use crate::engine;
 use crate::error::Result;
@@ -37,14 +43,16 @@ use crate::sink::{self, EncodedGroup};
 use crate::source::{self, LoadProgress, SourceFile, SourceFormat};
 use crate::spec::Plan;
 use crate::spec::{ChangeKind, TableMode, TablePlan};
-use crate::store::{self, ColumnSchema, CommitRecord, HashSpec};
+use crate::store::{ColumnSchema, CommitRecord, HashSpec};
 use crate::validate;
 
 /// One piece of the snapshot, done: its row group encoded, its entries, and which columns
 /// hold a value in it.
 struct Piece {
     group: EncodedGroup,
-    entries: PieceEntries,
+    found: PieceMatch,
+    /// Its NEW and CHANGED rows.
+    taken: Vec<datafusion::arrow::array::RecordBatch>,
     has_values: Vec<bool>,
 }
 
@@ -101,6 +109,19 @@ pub(super) async fn run(
     if size == 0 {
         return Ok(None);
     }
+    progress.phase("reading the baseline's keys");
+    let old_rows = matching::ParquetRows::open(
+        store.local_file(name, &baseline.snapshot.path).await?,
+        &store.file_url(name, &baseline.snapshot.path),
+    )?;
+    let Some(index) = BaselineIndex::read(&old_rows, &table.key, ROW_HASH_COLUMN)? else {
+        tracing::debug!("{name}: the baseline repeats a key digest; loading the snapshot whole");
+        return Ok(None);
+    };
+    tracing::debug!(
+        "{name}: read the baseline's keys ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
     progress.phase("loading the source");
     progress.total_bytes(size);
     let mut spool = store.spool(name, run_id)?;
@@ -139,20 +160,28 @@ pub(super) async fn run(
                 &expected.schema,
             )?);
         }
-        let entries = matching::piece_entries(&hashed, &key_indexes, hash_index)?;
+        // A key found twice (here or in another piece) is a repeated key: the usual run
+        // reports or resolves it.
+        let Some(found) = index.look_up(&hashed, &key_indexes, hash_index)? else {
+            return Ok(None);
+        };
+        let taken = matching::take_rows(&hashed, &found.rows_to_take())?;
         let group = encoder.encode(&hashed)?;
         Ok(Some(Piece {
             group,
-            entries,
+            found,
+            taken,
             has_values,
         }))
     };
-    let mut entries = StreamedEntries::new(baseline.counts.rows_in);
+    let mut matches = PieceMatches::default();
+    let mut taken_new = Vec::new();
     let mut columns_with_values = vec![false; expected.columns.len()];
     let mut too_many_rows = false;
     let mut deliver = |piece: Piece| -> Result<()> {
         writer.append(piece.group)?;
-        too_many_rows |= !entries.add(piece.entries);
+        too_many_rows |= !matches.add(piece.found);
+        taken_new.extend(piece.taken);
         for (seen, has) in columns_with_values.iter_mut().zip(piece.has_values) {
             *seen |= has;
         }
@@ -173,7 +202,7 @@ pub(super) async fn run(
         &mut deliver,
     )?;
     drop(encoder);
-    let rows = entries.rows();
+    let rows = matches.rows();
     let why_not = if streamed.is_none() {
         Some(
             "a piece of the file needs the usual load (a value that does not fit the baseline's type, a rejected row, another header, or a file the careful reader checks)",
@@ -198,12 +227,7 @@ pub(super) async fn run(
     );
 
     progress.phase("comparing with the baseline");
-    let old_rows = matching::ParquetRows::open(
-        store.local_file(name, &baseline.snapshot.path).await?,
-        &store.file_url(name, &baseline.snapshot.path),
-    )?;
-    let Some(matched) = matching::match_streamed(entries, &table.key, ROW_HASH_COLUMN, &old_rows)?
-    else {
+    let Some(matched) = index.finish(matches) else {
         tracing::debug!("{name}: a key digest repeats; loading the snapshot whole");
         return Ok(None);
     };
@@ -214,21 +238,12 @@ pub(super) async fn run(
         matched.deleted.len(),
         started.elapsed().as_secs_f64()
     );
-    let (new_positions, old_positions) = positions_to_take(&matched);
-    let spooled = spool.path().display().to_string();
-    let new_rows =
-        matching::ParquetRows::open(store::LocalFile::at(spool.path().to_path_buf()), &spooled)?;
-    let taken_new = new_rows
-        .take(&new_positions)?
-        .iter()
-        .map(|batch| super::conform(batch, &expected.schema))
-        .collect::<Result<Vec<_>>>()?;
-    drop(new_rows);
+    let (_, old_positions) = positions_to_take(&matched);
     let taken_old = old_rows.take(&old_positions)?;
     drop(old_rows);
     tracing::debug!(
-        "{name}: read {} snapshot rows and {} baseline rows back ({:.2} s)",
-        new_positions.len(),
+        "{name}: kept {} snapshot rows, read {} baseline rows ({:.2} s)",
+        taken_new.iter().map(|b| b.num_rows()).sum::<usize>(),
         old_positions.len(),
         started.elapsed().as_secs_f64()
     );
