@@ -24,6 +24,7 @@
 //! file again and gives the same result it always did (the tests compare both).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::Array;
@@ -81,9 +82,10 @@ pub(super) async fn run(
     partial: &mut Partial,
 ) -> Result<Option<TableRun>> {
     let name = table.name.as_str();
-    let Some(source_path) = eligible_source(table, options.source_overrides.get(name))? else {
+    let Some(source_path) = eligible_source(table, options)? else {
         return Ok(None);
     };
+    partial.sources = vec![source_path.display().to_string()];
     let Some(baseline) = store.latest(name).await? else {
         return Ok(None);
     };
@@ -141,7 +143,13 @@ pub(super) async fn run(
         let mut hashed = Vec::with_capacity(parsed.batches.len());
         let mut has_values = vec![false; expected.columns.len()];
         for (batch, guesses) in parsed.batches.iter().zip(parsed.guesses) {
-            let Some(typed) = source::types::type_batch_as(batch, guesses, &expected.types)? else {
+            let Some(typed) = source::types::type_batch_as(
+                batch,
+                guesses,
+                &expected.types,
+                &table.source.columns,
+            )?
+            else {
                 return Ok(None);
             };
             let typed = normalize::apply(name, &typed, &table.normalize)?;
@@ -187,7 +195,13 @@ pub(super) async fn run(
         }
         Ok(())
     };
-    let mut same_header = |names: &[String]| Ok(names == expected.columns.as_slice());
+    // The header must be the baseline's, and every column the pipeline names must exist
+    // (else the usual run names the missing one).
+    let origin = source_path.display().to_string();
+    let mut same_header = |names: &[String]| {
+        Ok(names == expected.columns.as_slice()
+            && super::check_columns(table, names, &origin, names, &origin).is_ok())
+    };
     // TIDEMARK_TEST_PIECE_BYTES: small pieces, so that the tests see many row groups.
     let piece_bytes = std::env::var("TIDEMARK_TEST_PIECE_BYTES")
         .ok()
@@ -294,7 +308,6 @@ pub(super) async fn run(
         started.elapsed().as_secs_f64()
     );
     let source = source_path.display().to_string();
-    partial.sources = vec![source.clone()];
     let version = store.next_version(name).await?;
     let mut notes = Vec::new();
     super::schema_notes(&baseline, &expected.columns, &[], &mut notes);
@@ -331,14 +344,13 @@ pub(super) async fn run(
     Ok(Some(run))
 }
 
-/// The local CSV file this table reads, when its run is one the streamed path can take: no
-/// transform, no rule that looks at other rows or tables, no partitions or increments, no
-/// tolerance, no output of UNCHANGED rows, not a dry run.
-fn eligible_source(
-    table: &TablePlan,
-    source_override: Option<&std::path::PathBuf>,
-) -> Result<Option<std::path::PathBuf>> {
-    let eligible = table.transform.is_none()
+/// The local CSV file this table reads (named as the usual run names it), when its run is one
+/// the streamed path can take: no transform, no rule that looks at other rows or tables, no
+/// partitions or increments, no tolerance, no output of UNCHANGED rows, not a dry run (which
+/// writes nothing to the store, not even a spooled file).
+fn eligible_source(table: &TablePlan, options: &RunOptions) -> Result<Option<PathBuf>> {
+    let eligible = !options.dry_run
+        && table.transform.is_none()
         && table.depends_on.is_empty()
         && table.references.is_empty()
         && table.validate.rules.is_empty()
@@ -356,9 +368,15 @@ fn eligible_source(
     if !eligible {
         return Ok(None);
     }
-    let (pattern, format) = match source_override {
+    // As `load_snapshot` resolves it: a file given with --source by its absolute path and its
+    // own extension.
+    let (pattern, format) = match options.source_overrides.get(&table.name) {
+        Some(p) if crate::cloud::is_url(&p.to_string_lossy()) => return Ok(None),
         Some(p) => (
-            p.display().to_string(),
+            std::path::absolute(p)
+                .map_err(|e| crate::error::Error::io(p, e))?
+                .display()
+                .to_string(),
             SourceFormat::from_extension(&p.to_string_lossy()).unwrap_or(table.source.format),
         ),
         None => (table.source_path.clone(), table.source.format),
@@ -370,12 +388,10 @@ fn eligible_source(
         // The usual run reports it.
         return Ok(None);
     };
-    match (files.pop(), files.is_empty()) {
-        (Some(file), true) => Ok(Some(
-            std::path::absolute(&file).map_err(|e| crate::error::Error::io(&file, e))?,
-        )),
-        _ => Ok(None),
-    }
+    Ok(match (files.pop(), files.is_empty()) {
+        (Some(file), true) => Some(file),
+        _ => None,
+    })
 }
 
 /// Today's snapshot as the baseline pins it, if today's settings keep what it stored: every

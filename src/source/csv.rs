@@ -208,12 +208,17 @@ fn for_each_piece<T: Send>(
     let workers = crate::parallel::cores();
     let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>, bool)>(workers);
     let receive = std::sync::Mutex::new(receive);
+    use std::sync::atomic::Ordering::Relaxed;
     let gave_up = std::sync::atomic::AtomicBool::new(false);
+    // The earliest piece that gave up or failed: the pieces after it need no work, those before
+    // it still do (one of them may fail first).
+    let failed_at = std::sync::atomic::AtomicUsize::new(usize::MAX);
     let panicked = std::sync::Mutex::new(None);
     // The earliest piece that gave up (None) or failed.
     let failure: std::sync::Mutex<Option<(usize, Option<Error>)>> = std::sync::Mutex::new(None);
     let fail = |index: usize, error: Option<Error>| {
-        gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        gave_up.store(true, Relaxed);
+        failed_at.fetch_min(index, Relaxed);
         let mut failure = failure.lock().unwrap_or_else(|p| p.into_inner());
         if failure.as_ref().is_none_or(|(at, _)| index < *at) {
             *failure = Some((index, error));
@@ -224,17 +229,22 @@ fn for_each_piece<T: Send>(
         waiting: std::collections::BTreeMap::new(),
         deliver,
     });
+    // Pieces read but not yet delivered are at most this many: a piece slow to parse holds the
+    // reading back, rather than every later piece's results piling up behind it.
+    let ahead = 2 * workers;
+    let delivered = std::sync::Condvar::new();
     let mut read_error = None;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let (receive, gave_up, panicked, fail, in_order) =
-                    (&receive, &gave_up, &panicked, &fail, &in_order);
+                let (receive, gave_up, failed_at, panicked, fail, in_order, delivered) = (
+                    &receive, &gave_up, &failed_at, &panicked, &fail, &in_order, &delivered,
+                );
                 scope.spawn(move || {
                     loop {
                         let job = receive.lock().expect("no worker panics holding it").recv();
                         let Ok((index, bytes, last)) = job else { break };
-                        if gave_up.load(std::sync::atomic::Ordering::Relaxed) {
+                        if index > failed_at.load(Relaxed) || panicked_yet(panicked) {
                             continue;
                         }
                         // A panic (a bug) must not leave the reader waiting on a full
@@ -257,13 +267,14 @@ fn for_each_piece<T: Send>(
                                 } {
                                     let at = queue.next;
                                     queue.next += 1;
+                                    delivered.notify_all();
                                     if let Err(e) = (queue.deliver)(done) {
                                         return fail(at, Some(e));
                                     }
                                 }
                             }));
                         if let Err(panic) = outcome {
-                            gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+                            gave_up.store(true, Relaxed);
                             *panicked.lock().unwrap_or_else(|p| p.into_inner()) = Some(panic);
                         }
                     }
@@ -274,9 +285,17 @@ fn for_each_piece<T: Send>(
         let mut index = 0;
         while let Some(bytes) = next.take() {
             progress.bytes_read(bytes.len() as u64);
-            if gave_up.load(std::sync::atomic::Ordering::Relaxed)
-                || send.send((index, bytes, pieces.finished)).is_err()
-            {
+            // Wait for the pieces before to be delivered; woken by each delivery (and every
+            // few milliseconds, so that a give-up is seen).
+            let mut queue = in_order.lock().unwrap_or_else(|p| p.into_inner());
+            while index >= queue.next + ahead && !gave_up.load(Relaxed) {
+                queue = delivered
+                    .wait_timeout(queue, std::time::Duration::from_millis(20))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            drop(queue);
+            if gave_up.load(Relaxed) || send.send((index, bytes, pieces.finished)).is_err() {
                 break;
             }
             index += 1;
@@ -303,6 +322,11 @@ fn for_each_piece<T: Send>(
         Some((_, None)) => Ok(false),
         Some((_, Some(e))) => Err(e),
     }
+}
+
+/// Whether a worker panicked: the others stop working.
+fn panicked_yet<P>(panicked: &std::sync::Mutex<Option<P>>) -> bool {
+    panicked.lock().unwrap_or_else(|p| p.into_inner()).is_some()
 }
 
 /// Read, parse and type the file in pieces; None when the file needs [`read_in_one_piece`].
@@ -399,6 +423,7 @@ pub fn stream_csv_pieces<T: Send>(
         },
         deliver,
     )?;
+    warn_if_other_delimiter(path, options.delimiter, &names);
     Ok(complete.then_some(names))
 }
 

@@ -417,17 +417,31 @@ pub fn guess_types(batch: &RecordBatch, declared: &[(String, DataType)]) -> Vec<
 
 /// A batch of one piece (declared columns parsed, the others text, see [`parse_declared`])
 /// typed as `targets` *only where its own guesses say so*: each undeclared column with values
-/// must have guessed its target, so that the batch comes out as [`type_text_batches`] would
-/// type it were every batch of the file to agree on that type. None when a column does not:
-/// the caller then reads the file the usual way, which looks at all batches first.
+/// must have guessed its target (text too: a text column whose values all look like numbers
+/// would be typed as numbers by the file's own inference, then written back as text in their
+/// canonical form), so that the batch comes out as [`type_text_batches`] would type it were
+/// every batch of the file to agree on that type. None when a column does not: the caller then
+/// reads the file the usual way, which looks at all batches first.
 pub fn type_batch_as(
     batch: &RecordBatch,
     guesses: Vec<Guess>,
     targets: &[DataType],
+    declared: &[(String, DataType)],
 ) -> Result<Option<RecordBatch>> {
+    let schema = batch.schema();
     let mut columns = Vec::with_capacity(batch.num_columns());
-    for ((values, guess), target) in batch.columns().iter().zip(guesses).zip(targets) {
-        columns.push(if values.data_type() == target {
+    for (((values, guess), target), field) in batch
+        .columns()
+        .iter()
+        .zip(guesses)
+        .zip(targets)
+        .zip(schema.fields())
+    {
+        let is_declared = declared.iter().any(|(name, _)| name == field.name());
+        columns.push(if is_declared {
+            if values.data_type() != target {
+                return Ok(None);
+            }
             values.clone()
         } else if values.null_count() == values.len() {
             datafusion::arrow::array::new_null_array(target, values.len())
@@ -439,8 +453,7 @@ pub fn type_batch_as(
         });
     }
     let schema = Arc::new(Schema::new(
-        batch
-            .schema_ref()
+        schema
             .fields()
             .iter()
             .zip(targets)

@@ -253,6 +253,9 @@ impl LocalFile {
     }
 }
 
+/// The folder of a table's spooled snapshots (see [`Store::spool`]).
+pub const SPOOL_FOLDER: &str = "spool";
+
 /// A file a snapshot is written into as it streams in (see [`Store::spool`]); removed when
 /// dropped, stored or not.
 pub struct Spool {
@@ -928,16 +931,22 @@ impl Store {
     }
 
     /// A new file to write a table's next snapshot into as it streams in, before it is stored
-    /// ([`Store::put_spooled`]): in the table's folder for a folder store, so that storing it
-    /// is a link, not a copy (its name starts with a dot, outside the folders the store reads
-    /// and vacuums); in the temporary folder for a bucket. Removed when dropped.
+    /// ([`Store::put_spooled`]): in the table's `spool` folder for a folder store, so that
+    /// storing it is a link, not a copy (a file left there by a killed run is removed by
+    /// `vacuum`); in the temporary folder for a bucket. Removed when dropped.
     pub fn spool(&self, table: &str, run_id: &str) -> Result<Spool> {
-        let dir = match &self.place {
-            Place::Local { root, .. } => root.join(table),
-            Place::Remote(_) => std::env::temp_dir(),
+        let (dir, name) = match &self.place {
+            Place::Local { root, .. } => (
+                root.join(table).join(SPOOL_FOLDER),
+                format!("{run_id}.parquet"),
+            ),
+            Place::Remote(_) => (
+                std::env::temp_dir(),
+                format!("tidemark-spool-{table}-{run_id}.parquet"),
+            ),
         };
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join(format!(".spool-{table}-{run_id}.parquet"));
+        let path = dir.join(name);
         // Created as the store creates its files (the process's umask), not private as a
         // temporary file would be: a folder store links it into place as it is.
         let file = std::fs::OpenOptions::new()
@@ -988,22 +997,35 @@ impl Store {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                 }
                 // A link is created only if the name is free, as the store creates files.
-                if let Err(e) = std::fs::hard_link(spooled, &target) {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        return Err(store_error(
-                            self.file_url(table, relative),
-                            "a file of this name exists",
-                        ));
+                match std::fs::hard_link(spooled, &target) {
+                    Ok(()) => {}
+                    // A file system without links: copy into a file created only if absent,
+                    // removed again if the copy fails, so that no part of a file is left
+                    // under a data file's name.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::Unsupported
+                                | std::io::ErrorKind::CrossesDevices
+                                | std::io::ErrorKind::PermissionDenied
+                        ) =>
+                    {
+                        let mut out = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&target)
+                            .map_err(|e| Error::io(&target, e))?;
+                        let copied = std::fs::File::open(spooled)
+                            .and_then(|mut from| std::io::copy(&mut from, &mut out));
+                        if let Err(e) = copied {
+                            drop(out);
+                            let _ = std::fs::remove_file(&target);
+                            return Err(Error::io(&target, e));
+                        }
                     }
-                    // A file system without links: copy into a file created only if absent.
-                    let mut out = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&target)
-                        .map_err(|e| Error::io(&target, e))?;
-                    let mut from =
-                        std::fs::File::open(spooled).map_err(|e| Error::io(spooled, e))?;
-                    std::io::copy(&mut from, &mut out).map_err(|e| Error::io(&target, e))?;
+                    Err(e) => {
+                        return Err(store_error(self.file_url(table, relative), e));
+                    }
                 }
             }
             Place::Local { .. } | Place::Remote(_) => {

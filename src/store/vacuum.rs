@@ -71,13 +71,16 @@ impl Store {
             // Rejects files of runs before the oldest kept version go with it (custom rejects
             // paths outside the store are the user's).
             let oldest_kept = kept.first().copied().unwrap_or(0);
+            // A spooled snapshot is never referenced: one older than the grace period was
+            // left by a run that was killed.
             let removable = |folder: &str, relative: &str| match folder {
                 "rejects" => rejects_version(relative).is_some_and(|v| v < oldest_kept),
+                super::SPOOL_FOLDER => true,
                 _ => !referenced.contains(relative),
             };
             let mut files = Vec::new();
             let mut too_young = 0;
-            for folder in ["snapshots", "changes", "rejects"] {
+            for folder in ["snapshots", "changes", "rejects", super::SPOOL_FOLDER] {
                 let prefix = Path::from(format!("{table}/{folder}"));
                 let metas: Vec<_> = self
                     .objects()?

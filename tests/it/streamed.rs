@@ -127,6 +127,12 @@ fn what_streaming_cannot_decide_goes_the_usual_way() {
             "null key",
             "sku,name,qty,price\n,apple,1,0.50\nB,bread,2,2.25\nC,cheese,3,7.00\n",
         ),
+        // A text column whose values all look like numbers today: the file's own inference
+        // reads numbers, written back as text in their canonical form ("2.0").
+        (
+            "text of numbers",
+            "sku,name,qty,price\nA,1.50,1,0.50\nB,2.00,2,2.25\nC,3,3,7.00\n",
+        ),
     ];
     for (case, day2) in cases {
         let ways = both_ways();
@@ -158,15 +164,48 @@ fn what_streaming_cannot_decide_goes_the_usual_way() {
                 let log = stderr(&o);
                 assert!(log.contains("loading the snapshot whole"), "{case}: {log}");
                 // The spooled file is gone, stored or not.
-                let table = w.path(".tidemark/items");
-                let spools: Vec<_> = std::fs::read_dir(&table)
-                    .unwrap()
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(".spool"))
-                    .collect();
+                let spool = w.path(".tidemark/items/spool");
+                let spools: Vec<_> = std::fs::read_dir(&spool)
+                    .map(|d| d.filter_map(|e| e.ok()).collect())
+                    .unwrap_or_default();
                 assert!(spools.is_empty(), "{case}: {spools:?}");
             }
         }
         assert_eq!(outcomes[0], outcomes[1], "{case}");
     }
+}
+
+/// Settings the streamed run must check as the usual run does: a column the pipeline names
+/// that the file lacks is an error, not ignored; a dry run writes nothing to the store.
+#[test]
+fn named_columns_and_dry_runs_are_as_the_usual_run_has_them() {
+    let day2 = "sku,name,qty,price\nA,apple,1,0.50\nB,bread,5,2.25\nE,eggs,5,1.00\n";
+    let mut outcomes = Vec::new();
+    for w in &both_ways() {
+        w.write("items.yaml", ITEMS);
+        w.write("items.csv", DAY1);
+        assert_code(&w.run(&["run", "items.yaml"]), 0);
+        w.write("items.csv", day2);
+        let o = w.run(&["run", "items.yaml", "--dry-run"]);
+        assert_code(&o, 0);
+        assert!(!w.path(".tidemark/items/spool").exists());
+        let preview = without_time(stdout(&o).trim());
+        w.write(
+            "items.yaml",
+            format!("{ITEMS}    validate:\n      not_null: [emial]\n"),
+        );
+        let o = w.run(&["run", "items.yaml"]);
+        let error = without_time(&stdout(&o).replace(&w.root().display().to_string(), "ROOT"));
+        assert!(error.contains("emial"), "{error}");
+        outcomes.push((preview, o.status.code(), error));
+        let o = w.run(&["query", "items.yaml", "SELECT count(*) FROM items_history"]);
+        outcomes.push((stdout(&o), o.status.code(), String::new()));
+    }
+    assert_eq!(outcomes[0], outcomes[2]);
+    assert_eq!(outcomes[1], outcomes[3]);
+    assert!(
+        outcomes[0].0.contains("1 new, 1 changed, 2 deleted"),
+        "{:?}",
+        outcomes[0]
+    );
 }

@@ -25,11 +25,13 @@ fn vacuum_keeps_the_newest_versions_and_young_files() {
         w.write("items.csv", format!("sku,qty\nA,{day}\nB,2\n"));
         assert_code(&w.run(&["run", "items.yaml"]), 0);
     }
-    // A crashed run's snapshot: written, never committed; and rejects files of v1 and v4.
+    // A crashed run's snapshot: written, never committed; one killed while it streamed its
+    // snapshot; and rejects files of v1 and v4.
     w.write(
         ".tidemark/items/snapshots/v00000005-crashed.parquet",
         "partial",
     );
+    w.write(".tidemark/items/spool/killed.parquet", "partial");
     w.write(
         ".tidemark/items/rejects/v00000001-run.csv",
         "_source_file\n",
@@ -43,7 +45,7 @@ fn vacuum_keeps_the_newest_versions_and_young_files() {
     assert_code(&o, 0);
     let out = stdout(&o);
     assert!(
-        out.starts_with("items: keeps v3–v4; would remove v1–v2 and 0 files (0 bytes); 6 unreferenced files are younger than --grace 1h and stay\n"),
+        out.starts_with("items: keeps v3–v4; would remove v1–v2 and 0 files (0 bytes); 7 unreferenced files are younger than --grace 1h and stay\n"),
         "{out}"
     );
     assert_eq!(files_under(&w, ".tidemark/items/_commits").len(), 4);
@@ -51,7 +53,7 @@ fn vacuum_keeps_the_newest_versions_and_young_files() {
     let o = w.run(&["vacuum", "items.yaml", "--keep", "2", "--grace", "0s"]);
     assert_code(&o, 0);
     assert!(
-        stdout(&o).starts_with("items: keeps v3–v4; removed v1–v2 and 6 files ("),
+        stdout(&o).starts_with("items: keeps v3–v4; removed v1–v2 and 7 files ("),
         "{}",
         stdout(&o)
     );
@@ -61,6 +63,7 @@ fn vacuum_keeps_the_newest_versions_and_young_files() {
     );
     assert_eq!(files_under(&w, ".tidemark/items/snapshots").len(), 2);
     assert_eq!(files_under(&w, ".tidemark/items/changes").len(), 2);
+    assert!(files_under(&w, ".tidemark/items/spool").is_empty());
     assert_eq!(
         files_under(&w, ".tidemark/items/rejects"),
         ["v00000004-run.csv"]
