@@ -397,12 +397,36 @@ fn a_store_without_put_if_absent_is_refused_unless_single_writer() {
     let first = w.run(&["run", "p.yaml", "--store", &store, "--unsafe-single-writer"]);
     assert_code(&first, 0);
     w.write("items.csv", "sku,qty\nA,2\n");
-    let second = w.run(&["run", "p.yaml", "--store", &store, "--unsafe-single-writer"]);
+    let second = w.run(&[
+        "-vv",
+        "run",
+        "p.yaml",
+        "--store",
+        &store,
+        "--unsafe-single-writer",
+    ]);
     assert_code(&second, 0);
     assert_eq!(
         without_time(stdout(&second).lines().next().unwrap()),
         "items: v2 committed — 1 rows: 0 new, 1 changed, 0 deleted, 0 unchanged, 0 rejected"
     );
+    // Day 2 was streamed: its snapshot spooled to a local file, then uploaded whole.
+    assert!(
+        stderr(&second).contains("loaded, typed, hashed and wrote 1 rows"),
+        "{}",
+        stderr(&second)
+    );
+    let o = w.run(&[
+        "query",
+        "p.yaml",
+        "--store",
+        &store,
+        "--format",
+        "csv",
+        "SELECT sku, qty FROM items",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "sku,qty\nA,2\n");
 }
 
 #[test]

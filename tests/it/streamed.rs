@@ -4,7 +4,7 @@
 //! column, a type the values no longer fit) goes the usual way, with the usual outcome.
 
 use crate::matching::{PIPELINE, days};
-use crate::workdir::{Workdir, assert_code, read_parquet, stderr, stdout, without_time};
+use crate::workdir::{Workdir, assert_code, read_parquet, stderr, stdout, summary, without_time};
 
 /// The default (streamed) and the usual run (`TIDEMARK_IN_MEMORY`), each with tiny pieces so
 /// that a file is many row groups.
@@ -35,7 +35,7 @@ fn streaming_the_snapshot_equals_loading_it_whole() {
         w.write("lines.csv", &day2);
         let o = w.run(&["-vv", "run", "lines.yaml"]);
         assert_code(&o, 0);
-        summaries.push(without_time(stdout(&o).trim()));
+        summaries.push(summary(&o).join("\n"));
         logs.push(stderr(&o));
     }
     let rows = day2.lines().count() - 1;
@@ -189,13 +189,15 @@ fn named_columns_and_dry_runs_are_as_the_usual_run_has_them() {
         let o = w.run(&["run", "items.yaml", "--dry-run"]);
         assert_code(&o, 0);
         assert!(!w.path(".tidemark/items/spool").exists());
-        let preview = without_time(stdout(&o).trim());
+        let preview = summary(&o).join("\n");
         w.write(
             "items.yaml",
             format!("{ITEMS}    validate:\n      not_null: [emial]\n"),
         );
         let o = w.run(&["run", "items.yaml"]);
-        let error = without_time(&stdout(&o).replace(&w.root().display().to_string(), "ROOT"));
+        let error = summary(&o)
+            .join("\n")
+            .replace(&w.root().display().to_string(), "ROOT");
         assert!(error.contains("emial"), "{error}");
         outcomes.push((preview, o.status.code(), error));
         let o = w.run(&["query", "items.yaml", "SELECT count(*) FROM items_history"]);
