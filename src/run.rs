@@ -1571,12 +1571,7 @@ async fn classify_by_position(
         tracing::debug!("{name}: a key digest repeats; joining the full rows instead");
         return Ok(None);
     };
-    tracing::debug!(
-        "{name}: matched keys by position: {} new, {} changed, {} deleted",
-        matched.new.len(),
-        matched.changed.len(),
-        matched.deleted.len()
-    );
+    tracing::debug!("{name}: matched keys by position: {matched}");
     let (new_positions, old_positions) = positions_to_take(&matched);
     let taken_new = diff::matching::take_rows(incoming, &new_positions)?;
     let taken_old = old_rows.take(&old_positions)?;

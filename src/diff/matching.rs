@@ -70,6 +70,18 @@ pub struct Matched {
     pub unchanged: u64,
 }
 
+impl std::fmt::Display for Matched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} new, {} changed, {} deleted",
+            self.new.len(),
+            self.changed.len(),
+            self.deleted.len()
+        )
+    }
+}
+
 /// Whether keys of these types can be matched here: types whose row encoding is equal exactly
 /// when the SQL join calls the values equal (floats are not: `-0.0 = 0.0`).
 pub fn key_types_supported(types: &[&DataType]) -> bool {
@@ -563,43 +575,40 @@ impl PieceMatch {
     }
 }
 
-/// The pieces' matches gathered in the snapshot's order (see [`PieceMatches::add`]).
+/// The pieces' matches gathered in the snapshot's order (see [`PieceMatches::add`]): one
+/// [`PieceMatch`] whose rows count across the pieces.
 #[derive(Debug, Default)]
-pub struct PieceMatches {
-    new: Vec<(u32, (u64, u32))>,
-    changed: Vec<(u32, u32)>,
-    unchanged: u64,
-    rows: u64,
-}
+pub struct PieceMatches(PieceMatch);
 
 impl PieceMatches {
     /// Add the next piece's match, its rows counted after those added before. False (nothing
     /// added) once the rows are more than positions can name.
     pub fn add(&mut self, piece: PieceMatch) -> bool {
-        if self.rows + piece.rows > u32::MAX as u64 {
+        let all = &mut self.0;
+        if all.rows + piece.rows > u32::MAX as u64 {
             return false;
         }
-        let offset = self.rows as u32;
-        self.new.extend(
+        let offset = all.rows as u32;
+        all.new.extend(
             piece
                 .new
                 .into_iter()
                 .map(|(row, digest)| (row + offset, digest)),
         );
-        self.changed.extend(
+        all.changed.extend(
             piece
                 .changed
                 .into_iter()
                 .map(|(row, old)| (row + offset, old)),
         );
-        self.unchanged += piece.unchanged;
-        self.rows += piece.rows;
+        all.unchanged += piece.unchanged;
+        all.rows += piece.rows;
         true
     }
 
     /// Snapshot rows added so far.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.0.rows
     }
 }
 
@@ -710,7 +719,7 @@ impl BaselineIndex {
 
     /// What the snapshot's pieces matched: NEW, CHANGED, and the baseline rows never found as
     /// DELETED. None when two NEW rows share a key digest (the snapshot repeats a key).
-    pub fn finish(self, mut pieces: PieceMatches) -> Option<Matched> {
+    pub fn finish(self, PieceMatches(mut pieces): PieceMatches) -> Option<Matched> {
         pieces.new.sort_unstable_by_key(|(_, digest)| *digest);
         if pieces.new.windows(2).any(|w| w[0].1 == w[1].1) {
             return None;

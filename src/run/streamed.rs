@@ -246,10 +246,7 @@ pub(super) async fn run(
         return Ok(None);
     };
     tracing::debug!(
-        "{name}: matched keys by position: {} new, {} changed, {} deleted ({:.2} s)",
-        matched.new.len(),
-        matched.changed.len(),
-        matched.deleted.len(),
+        "{name}: matched keys by position: {matched} ({:.2} s)",
         started.elapsed().as_secs_f64()
     );
     let (_, old_positions) = positions_to_take(&matched);
