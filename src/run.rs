@@ -1572,7 +1572,7 @@ async fn classify_by_position(
         return Ok(None);
     };
     tracing::debug!("{name}: matched keys by position: {matched}");
-    let (new_positions, old_positions) = positions_to_take(&matched);
+    let (new_positions, old_positions) = (matched.snapshot_rows(), matched.baseline_rows());
     let taken_new = diff::matching::take_rows(incoming, &new_positions)?;
     let taken_old = old_rows.take(&old_positions)?;
     drop(old_rows);
@@ -1592,26 +1592,6 @@ async fn classify_by_position(
         rows_in,
     )
     .await
-}
-
-/// Positions of the snapshot rows a delta needs (NEW and CHANGED), and of the baseline rows
-/// (CHANGED and DELETED), each ascending.
-fn positions_to_take(matched: &diff::matching::Matched) -> (Vec<u32>, Vec<u32>) {
-    let mut new_positions: Vec<u32> = matched
-        .new
-        .iter()
-        .copied()
-        .chain(matched.changed.iter().map(|&(new, _)| new))
-        .collect();
-    new_positions.sort_unstable();
-    let mut old_positions: Vec<u32> = matched
-        .deleted
-        .iter()
-        .copied()
-        .chain(matched.changed.iter().map(|&(_, old)| old))
-        .collect();
-    old_positions.sort_unstable();
-    (new_positions, old_positions)
 }
 
 /// Classify the rows taken by position (snapshot rows as `incoming`, baseline rows as read

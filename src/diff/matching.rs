@@ -70,6 +70,32 @@ pub struct Matched {
     pub unchanged: u64,
 }
 
+impl Matched {
+    /// The snapshot rows a delta needs (NEW and CHANGED), ascending.
+    pub fn snapshot_rows(&self) -> Vec<u32> {
+        let mut rows: Vec<u32> = self
+            .new
+            .iter()
+            .copied()
+            .chain(self.changed.iter().map(|&(new, _)| new))
+            .collect();
+        rows.sort_unstable();
+        rows
+    }
+
+    /// The baseline rows a delta needs (CHANGED and DELETED), ascending.
+    pub fn baseline_rows(&self) -> Vec<u32> {
+        let mut rows: Vec<u32> = self
+            .deleted
+            .iter()
+            .copied()
+            .chain(self.changed.iter().map(|&(_, old)| old))
+            .collect();
+        rows.sort_unstable();
+        rows
+    }
+}
+
 impl std::fmt::Display for Matched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -292,6 +318,18 @@ impl ParquetRows {
         self.metadata.schema().index_of(name).ok()
     }
 
+    /// The entries of every row, by the names of the `key` columns and the row hash column
+    /// `hash` (see `entries`).
+    fn key_entries(&self, key: &[String], hash: &str) -> Result<Parts> {
+        let missing = |name: &str| internal(format!("the baseline lacks column {name}"));
+        let key = key
+            .iter()
+            .map(|k| self.column(k).ok_or_else(|| missing(k)))
+            .collect::<Result<Vec<_>>>()?;
+        let hash = self.column(hash).ok_or_else(|| missing(hash))?;
+        self.entries(&key, hash)
+    }
+
     /// The file's Arrow schema.
     pub fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
         self.metadata.schema().clone()
@@ -501,14 +539,7 @@ pub fn match_positions(
     };
     let snapshot_key = key.iter().map(|k| index(k)).collect::<Result<Vec<_>>>()?;
     let snapshot_hash = index(hash)?;
-    let missing = |name: &str| internal(format!("the baseline lacks column {name}"));
-    let baseline_key = key
-        .iter()
-        .map(|k| baseline.column(k).ok_or_else(|| missing(k)))
-        .collect::<Result<Vec<_>>>()?;
-    let baseline_hash = baseline.column(hash).ok_or_else(|| missing(hash))?;
-
-    let old = baseline.entries(&baseline_key, baseline_hash)?;
+    let old = baseline.key_entries(key, hash)?;
     let new = memory_entries(snapshot, &snapshot_key, snapshot_hash)?;
     Ok(match_sides(old, new))
 }
@@ -619,13 +650,7 @@ impl BaselineIndex {
         if baseline.rows() > u32::MAX as u64 {
             return Ok(None);
         }
-        let missing = |name: &str| internal(format!("the baseline lacks column {name}"));
-        let baseline_key = key
-            .iter()
-            .map(|k| baseline.column(k).ok_or_else(|| missing(k)))
-            .collect::<Result<Vec<_>>>()?;
-        let baseline_hash = baseline.column(hash).ok_or_else(|| missing(hash))?;
-        let parts = baseline.entries(&baseline_key, baseline_hash)?;
+        let parts = baseline.key_entries(key, hash)?;
         if parts
             .iter()
             .any(|part| part.windows(2).any(|w| w[0].digest() == w[1].digest()))

@@ -32,7 +32,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef}
 
 use super::{
     Concluding, HashViews, NewSnapshot, Partial, Progress, RunOptions, TableRun, classify_taken,
-    conclude, positions_to_take, register_baseline, with_row_hash,
+    conclude, register_baseline, with_row_hash,
 };
 use crate::diff::DiffSettings;
 use crate::diff::matching::{self, BaselineIndex, PieceMatch, PieceMatches};
@@ -249,7 +249,7 @@ pub(super) async fn run(
         "{name}: matched keys by position: {matched} ({:.2} s)",
         started.elapsed().as_secs_f64()
     );
-    let (_, old_positions) = positions_to_take(&matched);
+    let old_positions = matched.baseline_rows();
     let taken_old = old_rows.take(&old_positions)?;
     drop(old_rows);
     tracing::debug!(
