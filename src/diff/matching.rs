@@ -330,6 +330,11 @@ impl ParquetRows {
         self.entries(&key, hash)
     }
 
+    /// The file's Parquet metadata.
+    pub fn parquet_metadata(&self) -> &datafusion::parquet::file::metadata::ParquetMetaData {
+        self.metadata.metadata()
+    }
+
     /// The file's Arrow schema.
     pub fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
         self.metadata.schema().clone()

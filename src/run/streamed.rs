@@ -128,7 +128,8 @@ pub(super) async fn run(
     progress.total_bytes(size);
     let mut spool = store.spool(name, run_id)?;
     let file = spool.take_file().expect("a new spool has its file");
-    let (encoder, mut writer) = sink::streamed_parquet(file, &expected.schema)?;
+    let plain = sink::columns_without_dictionary(old_rows.parquet_metadata());
+    let (encoder, mut writer) = sink::streamed_parquet(file, &expected.schema, &plain)?;
     let key_indexes: Vec<usize> = table
         .key
         .iter()
