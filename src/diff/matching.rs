@@ -698,15 +698,35 @@ impl BaselineIndex {
         (digest_high >> (64 - bucket_bits)) as usize & (per_part - 1)
     }
 
-    /// The baseline entry of a digest.
-    fn find(&self, (high, low): (u64, u32)) -> Option<&Entry> {
+    /// Where the bucket of a digest starts in [`Self::starts`], and its part.
+    fn slot(&self, (high, _): (u64, u32)) -> (usize, usize) {
         let part = (high >> (64 - PART_BITS)) as usize;
         let sub = Self::sub_bucket(high, self.bucket_bits, self.per_part);
-        let at = part * (self.per_part + 1) + sub;
+        (part * (self.per_part + 1) + sub, part)
+    }
+
+    /// The baseline entry of a digest.
+    fn find(&self, digest: (u64, u32)) -> Option<&Entry> {
+        let (at, part) = self.slot(digest);
         let (from, to) = (self.starts[at] as usize, self.starts[at + 1] as usize);
         self.parts[part][from..to]
             .iter()
-            .find(|e| e.digest() == (high, low))
+            .find(|e| e.digest() == digest)
+    }
+
+    /// Read ahead the memory [`Self::find`] will read for `digest`: its bucket's start
+    /// (`entries` false) or its bucket's first entry (whose start must be read by then).
+    /// Lookups are random reads of an index far larger than the caches; a read a few rows
+    /// ahead, whose value nobody waits for, overlaps their waits instead of paying each in
+    /// turn.
+    fn read_ahead(&self, digest: (u64, u32), entries: bool) {
+        let (at, part) = self.slot(digest);
+        if entries {
+            let start = self.starts[at] as usize;
+            std::hint::black_box(self.parts[part].get(start).map(|e| e.digest_high));
+        } else {
+            std::hint::black_box(self.starts[at]);
+        }
     }
 
     /// Look up a piece's rows (`batches` in order, each with `key` columns and the row hash
@@ -719,21 +739,29 @@ impl BaselineIndex {
         hash: usize,
     ) -> Result<Option<PieceMatch>> {
         use std::sync::atomic::Ordering;
+        /// Rows ahead whose bucket start, and half as many whose entries, are read ahead.
+        const AHEAD: usize = 16;
         let mut out = PieceMatch::default();
-        let mut repeated = false;
+        let mut digests = Vec::new();
+        let mut found = Vec::new();
         for batch in batches {
             let hashes = row_hashes(batch, hash)?;
             let first = out.rows as u32;
-            each_digest(batch, key, |i, digest| {
-                let digest = split_digest(digest);
+            digests.clear();
+            each_digest(batch, key, |_, digest| digests.push(split_digest(digest)))?;
+            found.clear();
+            for (i, &digest) in digests.iter().enumerate() {
+                if let Some(&ahead) = digests.get(i + AHEAD) {
+                    self.read_ahead(ahead, false);
+                }
+                if let Some(&ahead) = digests.get(i + AHEAD / 2) {
+                    self.read_ahead(ahead, true);
+                }
                 let row = first + i as u32;
                 match self.find(digest) {
                     None => out.new.push((row, digest)),
                     Some(old) => {
-                        let bit = 1u64 << (old.position % 64);
-                        let before =
-                            self.found[old.position as usize / 64].fetch_or(bit, Ordering::Relaxed);
-                        repeated |= before & bit != 0;
+                        found.push(old.position);
                         if old.row_hash == hashes.value(i) {
                             out.unchanged += 1;
                         } else {
@@ -741,10 +769,21 @@ impl BaselineIndex {
                         }
                     }
                 }
-            })?;
+            }
+            // Marked apart from the lookups: an atomic update is a barrier that would keep the
+            // processor from overlapping the lookups' reads.
+            let mut repeated = false;
+            for &position in &found {
+                let bit = 1u64 << (position % 64);
+                let before = self.found[position as usize / 64].fetch_or(bit, Ordering::Relaxed);
+                repeated |= before & bit != 0;
+            }
+            if repeated {
+                return Ok(None);
+            }
             out.rows += batch.num_rows() as u64;
         }
-        Ok((!repeated).then_some(out))
+        Ok(Some(out))
     }
 
     /// What the snapshot's pieces matched: NEW, CHANGED, and the baseline rows never found as
