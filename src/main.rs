@@ -24,9 +24,12 @@ unsafe extern "C" {
 }
 
 fn main() -> ExitCode {
-    // SAFETY: sets a plain integer option of the allocator this binary links; no memory is
-    // touched, and any value is valid for it.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    // The allocator's own variable, when set, is the user's choice.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option of the allocator this binary links; no memory
+        // is touched, and any value is valid for it.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
     restore_default_sigpipe();
     std::panic::set_hook(Box::new(|info| {
         // A damaged file that makes a third-party reader panic is reported as that file's error.

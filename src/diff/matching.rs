@@ -421,14 +421,32 @@ impl ParquetRows {
         let at = |c: usize| in_file.iter().position(|&f| f == c).expect("projected");
         let (key_at, hash_at): (Vec<usize>, usize) =
             (key.iter().map(|&k| at(k)).collect(), at(hash));
-        let groups: Vec<usize> = (0..self.group_starts.len() - 1).collect();
+        // Fewer row groups than cores (a file of a million rows is one group): each group is
+        // read as that many runs of rows, each skipping the others' pages, so that every core
+        // reads.
+        let cores = crate::parallel::cores();
+        let splits = cores.div_ceil(self.group_starts.len() - 1).max(1);
+        let runs: Vec<(usize, Range<usize>)> = (0..self.group_starts.len() - 1)
+            .flat_map(|group| {
+                let rows = (self.group_starts[group + 1] - self.group_starts[group]) as usize;
+                let step = rows.div_ceil(splits).max(1);
+                (0..rows)
+                    .step_by(step)
+                    .map(move |from| (group, from..(from + step).min(rows)))
+            })
+            .collect();
         let mut gathered = Gathered::new(self.rows());
-        // A row group per core at a time: its entries are gathered before the next are made.
-        for window in groups.chunks(crate::parallel::cores()) {
-            let pieces = crate::parallel::map(window, |&group| -> Result<Vec<Parts>> {
-                let mut first = self.group_starts[group];
+        // A run per core at a time: its entries are gathered before the next are made.
+        for window in runs.chunks(cores) {
+            let pieces = crate::parallel::map(window, |(group, run)| -> Result<Vec<Parts>> {
+                let group_rows =
+                    (self.group_starts[group + 1] - self.group_starts[*group]) as usize;
+                let selection = (run.len() < group_rows).then(|| {
+                    RowSelection::from_consecutive_ranges(std::iter::once(run.clone()), group_rows)
+                });
+                let mut first = self.group_starts[*group] + run.start as u64;
                 let mut pieces = Vec::new();
-                for batch in self.read_group(group, Some(&in_file), None)? {
+                for batch in self.read_group(*group, Some(&in_file), selection)? {
                     pieces.push(batch_entries(&batch, &key_at, hash_at, first)?);
                     first += batch.num_rows() as u64;
                 }
