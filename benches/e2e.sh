@@ -15,6 +15,9 @@
 #   EXCEL=1000000          also load an .xlsx of this many rows: tidemark (`check`: read, type,
 #                          validate) against calamine alone streaming every cell
 #   BENCH_DIR=/tmp/...     where generated data lives (never committed; reused when present)
+#   QSV=path/to/qsv        also run `qsv diff` (bytes only: no types, no Parquet); found on PATH
+#                          as qsv or qsvlite when unset (`cargo install qsv --features lite
+#                          --bin qsvlite` builds it)
 #
 # Needs python3 (numpy, pyarrow, duckdb and polars are installed with pip when missing) and GNU
 # time. Release build. The machine is shared and noisy: compare ratios measured in the same run.
@@ -24,6 +27,7 @@ peers=$root/../shared/bench
 runs=${RUNS:-3}
 formats=${FORMATS:-csv parquet}
 peer_tools=${PEERS:-duckdb polars}
+qsv=${QSV:-$(command -v qsv || command -v qsvlite || true)}
 memory_limit=${MEMORY_LIMIT:-}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tidemark-target}
 [ $# -eq 0 ] && set -- 1000000
@@ -83,6 +87,17 @@ YAML
       python3 "$peers/verify.py" "$work" delta "$work/$peer-delta.csv" | grep -q '"keys_ok": true' ||
         { echo "$peer's delta is wrong" >&2; exit 1; }
     done
+    if [ -n "$qsv" ]; then
+      measure "$rows" csv "qsv diff (bytes only)" "$qsv" diff --key 0 \
+        --output "$work/qsv-delta.csv" "$work/baseline.csv" "$work/new.csv"
+      # One line per added or removed row, a CHANGED row's old and new line each.
+      python3 -c "
+import json, sys
+e = json.load(open(sys.argv[1]))
+lines = sum(1 for _ in open(sys.argv[2], encoding='utf-8')) - 1
+sys.exit(lines != e['new'] + e['deleted'] + 2 * e['changed'])
+" "$work/expected.json" "$work/qsv-delta.csv" || { echo "qsv's diff has the wrong number of lines" >&2; exit 1; }
+    fi
     if [ -n "$memory_limit" ] && [[ " $peer_tools " == *" duckdb "* ]]; then
       measure "$rows" csv "duckdb memory_limit=$memory_limit" python3 "$peers/diff_duckdb.py" \
         "$work/baseline.csv" "$work/new.csv" "$work/duckdb-delta.csv" "$work/duckdb-next.parquet" \
