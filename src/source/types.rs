@@ -349,25 +349,29 @@ fn normalise_booleans(values: &ArrayRef) -> Result<ArrayRef> {
 /// fit. Texts with a leading zero (`0123`) stay strings, because they are codes (barcodes, zip
 /// codes), not numbers; so do integers beyond 18 digits.
 pub fn infer_text_column(pieces: &[ArrayRef]) -> Result<DataType> {
-    Ok(infer_and_parse(pieces).0)
+    Ok(infer_and_parse(pieces, false).0)
 }
 
 /// [`infer_text_column`], with the pieces as parsed to the type when the inference had to
-/// parse them to decide (numbers and timestamps): the caller need not parse them again.
-fn infer_and_parse(pieces: &[ArrayRef]) -> (DataType, Option<Vec<ArrayRef>>) {
+/// parse them to decide (numbers and timestamps) and `keep` asks for them: the caller need not
+/// parse them again. Without `keep`, each piece's parse is dropped once checked (a whole
+/// file's pieces would otherwise be held at once).
+fn infer_and_parse(pieces: &[ArrayRef], keep: bool) -> (DataType, Option<Vec<ArrayRef>>) {
     let non_null = |values: &ArrayRef| values.len() - values.null_count();
     if pieces.iter().map(non_null).sum::<usize>() == 0 {
         return (DataType::Utf8, None);
     }
     let fits = |t: &DataType| -> Option<Vec<ArrayRef>> {
-        pieces
-            .iter()
-            .map(|values| {
-                cast_with_options(values, t, &lenient())
-                    .ok()
-                    .filter(|a| a.null_count() == values.null_count())
-            })
-            .collect()
+        let mut parsed = Vec::new();
+        for values in pieces {
+            let cast = cast_with_options(values, t, &lenient())
+                .ok()
+                .filter(|a| a.null_count() == values.null_count())?;
+            if keep {
+                parsed.push(cast);
+            }
+        }
+        Some(parsed)
     };
     let all_match = |pattern: &Regex| pieces.iter().all(|v| texts(v).all(|t| pattern.is_match(t)));
     let any_match = |pattern: &Regex| pieces.iter().any(|v| texts(v).any(|t| pattern.is_match(t)));
@@ -472,7 +476,7 @@ pub fn guess_types(batch: &RecordBatch, declared: &[(String, DataType)]) -> Vec<
             if !undeclared || values.null_count() == values.len() {
                 return None;
             }
-            let (target, parsed) = infer_and_parse(std::slice::from_ref(values));
+            let (target, parsed) = infer_and_parse(std::slice::from_ref(values), true);
             if let Some(mut parsed) = parsed {
                 return parsed.pop().map(|parsed| (target, parsed));
             }
