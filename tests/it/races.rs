@@ -164,6 +164,10 @@ pub fn race(w: &Workdir, rounds: usize) {
 
 /// Two tables in an `atomic: true` pipeline, 6 runs at once, 4 rounds: every run commits both
 /// tables or neither (exit 0 or 4), and the two tables always show the same input.
+///
+/// Six runs at once can all lose: a run that finds another's version pending settles it as
+/// aborted, and may itself lose the next version (seen about once in six test runs). A round
+/// where nobody committed is run again, as its user would; the tables must then still agree.
 #[test]
 fn concurrent_atomic_runs_commit_all_tables_or_none() {
     let w = Workdir::new();
@@ -175,18 +179,23 @@ fn concurrent_atomic_runs_commit_all_tables_or_none() {
     for r in 0..4 {
         w.write("items.csv", csv(&input(r)));
         let mut committed = 0;
-        for o in run_at_once(&w, 6) {
-            let text = stdout(&o);
-            match o.status.code() {
-                Some(0) => {
-                    committed += 1;
-                    assert_eq!(text.matches(" committed — ").count(), 2, "{text}");
+        for _attempt in 0..5 {
+            for o in run_at_once(&w, 6) {
+                let text = stdout(&o);
+                match o.status.code() {
+                    Some(0) => {
+                        committed += 1;
+                        assert_eq!(text.matches(" committed — ").count(), 2, "{text}");
+                    }
+                    Some(4) => assert_eq!(text.matches(" committed — ").count(), 0, "{text}"),
+                    other => panic!("round {r}: exit {other:?}: {text}"),
                 }
-                Some(4) => assert_eq!(text.matches(" committed — ").count(), 0, "{text}"),
-                other => panic!("round {r}: exit {other:?}: {text}"),
+            }
+            if committed > 0 {
+                break;
             }
         }
-        assert!(committed >= 1, "round {r}: nobody committed");
+        assert!(committed >= 1, "round {r}: nobody committed in 5 attempts");
         let same = query_rows(
             &w,
             "SELECT count(*) FROM (SELECT sku, qty FROM items EXCEPT SELECT sku, qty FROM stock)",
