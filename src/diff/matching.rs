@@ -73,27 +73,24 @@ pub struct Matched {
 impl Matched {
     /// The snapshot rows a delta needs (NEW and CHANGED), ascending.
     pub fn snapshot_rows(&self) -> Vec<u32> {
-        let mut rows: Vec<u32> = self
-            .new
-            .iter()
-            .copied()
-            .chain(self.changed.iter().map(|&(new, _)| new))
-            .collect();
-        rows.sort_unstable();
-        rows
+        ascending(self.new.iter().copied(), &self.changed, |&(new, _)| new)
     }
 
     /// The baseline rows a delta needs (CHANGED and DELETED), ascending.
     pub fn baseline_rows(&self) -> Vec<u32> {
-        let mut rows: Vec<u32> = self
-            .deleted
-            .iter()
-            .copied()
-            .chain(self.changed.iter().map(|&(_, old)| old))
-            .collect();
-        rows.sort_unstable();
-        rows
+        ascending(self.deleted.iter().copied(), &self.changed, |&(_, old)| old)
     }
+}
+
+/// The rows of one side only and that side's rows of the CHANGED pairs, ascending.
+fn ascending(
+    one_side: impl Iterator<Item = u32>,
+    changed: &[(u32, u32)],
+    side: impl Fn(&(u32, u32)) -> u32,
+) -> Vec<u32> {
+    let mut rows: Vec<u32> = one_side.chain(changed.iter().map(side)).collect();
+    rows.sort_unstable();
+    rows
 }
 
 impl std::fmt::Display for Matched {
@@ -388,10 +385,8 @@ impl ParquetRows {
         let groups: Vec<(usize, Range<usize>)> = groups
             .into_iter()
             .flat_map(|(group, range)| {
-                let step = range.len().div_ceil(splits).max(1);
-                (range.start..range.end)
-                    .step_by(step)
-                    .map(move |from| (group, from..(from + step).min(range.end)))
+                runs(range.len(), splits)
+                    .map(move |run| (group, range.start + run.start..range.start + run.end))
             })
             .collect();
         let read = crate::parallel::map(&groups, |(group, range)| {
@@ -429,10 +424,7 @@ impl ParquetRows {
         let runs: Vec<(usize, Range<usize>)> = (0..self.group_starts.len() - 1)
             .flat_map(|group| {
                 let rows = (self.group_starts[group + 1] - self.group_starts[group]) as usize;
-                let step = rows.div_ceil(splits).max(1);
-                (0..rows)
-                    .step_by(step)
-                    .map(move |from| (group, from..(from + step).min(rows)))
+                runs(rows, splits).map(move |run| (group, run))
             })
             .collect();
         let mut gathered = Gathered::new(self.rows());
@@ -474,6 +466,14 @@ fn parquet_error(path: &str, e: datafusion::parquet::errors::ParquetError) -> Er
         location: path.to_string(),
         message: format!("cannot read the baseline snapshot: {e}. Run `tidemark verify`."),
     }
+}
+
+/// `0..len` cut into `splits` runs (fewer when `len` is small), in order.
+fn runs(len: usize, splits: usize) -> impl Iterator<Item = Range<usize>> {
+    let step = len.div_ceil(splits.max(1)).max(1);
+    (0..len)
+        .step_by(step)
+        .map(move |from| from..(from + step).min(len))
 }
 
 /// Ascending positions as ranges relative to `start`.
@@ -618,14 +618,11 @@ pub struct PieceMatch {
 impl PieceMatch {
     /// The piece's rows a delta needs (NEW and CHANGED), ascending.
     pub fn rows_to_take(&self) -> Vec<u32> {
-        let mut rows: Vec<u32> = self
-            .new
-            .iter()
-            .map(|(row, _)| *row)
-            .chain(self.changed.iter().map(|(row, _)| *row))
-            .collect();
-        rows.sort_unstable();
-        rows
+        ascending(
+            self.new.iter().map(|(row, _)| *row),
+            &self.changed,
+            |&(row, _)| row,
+        )
     }
 }
 
