@@ -1393,6 +1393,24 @@ async fn conclude(
     }
 
     progress.phase("writing the snapshot and committing");
+    let outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))> = table
+        .outputs
+        .iter()
+        .map(|o| o.path.clone())
+        .zip(shaped)
+        .collect();
+    // The delta files are written on another core while the version's files are stored,
+    // under temporary names beside their places; only once the commit succeeded are they
+    // renamed into place (step 3). An atomic pipeline writes them once every table committed.
+    let (outputs, preparing) = match options.atomic_run {
+        Some(_) => (outputs, None),
+        None => {
+            let table = name.to_string();
+            let preparing =
+                tokio::task::spawn_blocking(move || prepare_outputs(&table, version, &outputs));
+            (Vec::new(), Some(preparing))
+        }
+    };
     // Step 1 of the commit protocol: data files under names only this run can choose.
     let snapshot = store_snapshot(
         store,
@@ -1457,12 +1475,6 @@ async fn conclude(
         partitions,
         pending: None,
     };
-    let outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))> = table
-        .outputs
-        .iter()
-        .map(|o| o.path.clone())
-        .zip(shaped)
-        .collect();
     if let Some(id) = &options.atomic_run {
         // An atomic pipeline commits every table together, once all have run; the tables that
         // depend on this one read this version meanwhile.
@@ -1477,13 +1489,20 @@ async fn conclude(
         }));
         return Ok(run);
     }
+    // A delta that cannot be written fails the run before anything is committed.
+    let prepared = match preparing {
+        Some(task) => task
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?,
+        None => Vec::new(),
+    };
     store.commit(&record).await?;
     tracing::info!(
         "{name}: committed v{version} ({:.2} s)",
         started.elapsed().as_secs_f64()
     );
     // Step 3: outputs, only after the commit succeeded.
-    run.delta_files = write_outputs(name, version, outputs, progress).await?;
+    run.delta_files = publish_outputs(prepared).await?;
     Ok(run)
 }
 
@@ -1732,18 +1751,38 @@ async fn write_outputs(
     outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))>,
     progress: &Progress,
 ) -> Result<Vec<String>> {
+    let rows: u64 = outputs
+        .iter()
+        .flat_map(|(_, (_, batches))| batches)
+        .map(|b| b.num_rows() as u64)
+        .sum();
+    progress.bar("writing the delta", rows, Counting::Rows);
+    let prepared = prepare_outputs(table, version, &outputs)?;
+    progress.advance(rows);
+    publish_outputs(prepared).await
+}
+
+/// Every output's file written, not yet in its place (see [`sink::prepare_location`]).
+fn prepare_outputs(
+    table: &str,
+    version: u64,
+    outputs: &[(String, (SchemaRef, Vec<RecordBatch>))],
+) -> Result<Vec<sink::PreparedOutput>> {
     let now = Utc::now();
-    let mut written = Vec::new();
-    let rows = |batches: &[RecordBatch]| batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-    progress.bar(
-        "writing the delta",
-        outputs.iter().map(|(_, (_, batches))| rows(batches)).sum(),
-        Counting::Rows,
-    );
-    for (template, (schema, batches)) in outputs {
-        let path = sink::output_path(&template, table, version, now);
-        written.push(sink::write_location(&path, &schema, &batches).await?);
-        progress.advance(rows(&batches));
+    outputs
+        .iter()
+        .map(|(template, (schema, batches))| {
+            let path = sink::output_path(template, table, version, now);
+            sink::prepare_location(&path, schema, batches)
+        })
+        .collect()
+}
+
+/// Put prepared outputs in their places; returns where they went.
+async fn publish_outputs(prepared: Vec<sink::PreparedOutput>) -> Result<Vec<String>> {
+    let mut written = Vec::with_capacity(prepared.len());
+    for output in prepared {
+        written.push(output.publish().await?);
     }
     Ok(written)
 }

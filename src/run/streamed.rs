@@ -127,7 +127,7 @@ pub(super) async fn run(
     progress.phase("loading the source");
     progress.total_bytes(size);
     let mut spool = store.spool(name, run_id)?;
-    let file = spool.take_file().expect("a new spool has its file");
+    let file = spool.take_writer().expect("a new spool has its file");
     let plain = sink::columns_without_dictionary(old_rows.parquet_metadata());
     let (encoder, mut writer) = sink::streamed_parquet(file, &expected.schema, &plain)?;
     let key_indexes: Vec<usize> = table
@@ -235,7 +235,7 @@ pub(super) async fn run(
         tracing::debug!("{name}: not streamed: {why}; loading the snapshot whole");
         return Ok(None);
     }
-    writer.finish()?;
+    spool.written(writer.finish()?);
     tracing::info!(
         "{name}: loaded, typed, hashed and wrote {rows} rows ({:.2} s)",
         started.elapsed().as_secs_f64()

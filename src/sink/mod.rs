@@ -136,11 +136,11 @@ pub fn columns_without_dictionary(
 /// schema included), with a row group per piece.
 ///
 /// `plain` names columns written without a dictionary (see [`columns_without_dictionary`]).
-pub fn streamed_parquet(
-    file: std::fs::File,
+pub fn streamed_parquet<W: Write + Send>(
+    file: W,
     schema: &SchemaRef,
     plain: &[String],
-) -> Result<(GroupEncoder, StreamedParquetFile)> {
+) -> Result<(GroupEncoder, StreamedParquetFile<W>)> {
     use datafusion::parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory;
     use datafusion::parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
     use datafusion::parquet::file::writer::SerializedFileWriter;
@@ -221,12 +221,11 @@ impl GroupEncoder {
 }
 
 /// The file of a [`streamed_parquet`], taking row groups in order.
-pub struct StreamedParquetFile {
-    writer:
-        datafusion::parquet::file::writer::SerializedFileWriter<std::io::BufWriter<std::fs::File>>,
+pub struct StreamedParquetFile<W: Write + Send> {
+    writer: datafusion::parquet::file::writer::SerializedFileWriter<std::io::BufWriter<W>>,
 }
 
-impl StreamedParquetFile {
+impl<W: Write + Send> StreamedParquetFile<W> {
     /// Append the next row group.
     pub fn append(&mut self, group: EncodedGroup) -> Result<()> {
         let mut row_group = self.writer.next_row_group().map_err(parquet_error)?;
@@ -240,7 +239,7 @@ impl StreamedParquetFile {
     }
 
     /// Write the footer and flush the file.
-    pub fn finish(self) -> Result<std::fs::File> {
+    pub fn finish(self) -> Result<W> {
         let out = self.writer.into_inner().map_err(parquet_error)?;
         out.into_inner()
             .map_err(|e| Error::engine("writing Parquet", std::io::Error::from(e).into()))
@@ -470,30 +469,41 @@ pub async fn write_location(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<String> {
+    prepare_location(path, schema, batches)?.publish().await
+}
+
+/// A delta file written but not yet in its place (see [`prepare_location`]).
+pub struct PreparedOutput {
+    location: String,
+    waiting: Waiting,
+}
+
+enum Waiting {
+    /// A local file under a temporary name beside its place, removed if never published.
+    File(tempfile::TempPath, PathBuf),
+    /// The bytes of a file for a bucket.
+    Bytes(Vec<u8>),
+}
+
+/// Write a file by its extension to a local path or an `s3://` URL, all but the last step:
+/// a local file is written (and synced) under a temporary name beside its place, a bucket's
+/// file is encoded in memory. [`PreparedOutput::publish`] puts it in its place; dropped
+/// unpublished, nothing of it remains.
+pub fn prepare_location(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<PreparedOutput> {
     let location = path.display().to_string();
-    if !crate::cloud::is_url(&location) {
-        write_file(path, schema, batches)?;
-        return Ok(location);
-    }
-    let mut bytes = Vec::new();
-    write_to(&mut bytes, format_of(path)?, schema, batches)?;
-    crate::cloud::put(&location, bytes.into()).await?;
-    Ok(location)
-}
-
-/// The format a file is written in, by its extension.
-fn format_of(path: &Path) -> Result<SourceFormat> {
-    SourceFormat::from_extension(&path.to_string_lossy()).ok_or_else(|| Error::Usage {
-        message: format!(
-            "{}: the output format follows the extension: use .csv, .parquet or .json",
-            path.display()
-        ),
-    })
-}
-
-/// Write a delta file by its extension, atomically (temporary file, then rename).
-pub fn write_file(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
     let format = format_of(path)?;
+    if crate::cloud::is_url(&location) {
+        let mut bytes = Vec::new();
+        write_to(&mut bytes, format, schema, batches)?;
+        return Ok(PreparedOutput {
+            location,
+            waiting: Waiting::Bytes(bytes),
+        });
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -506,19 +516,43 @@ pub fn write_file(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> R
         uuid::Uuid::new_v4().simple()
     ));
     let file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+    // Removed on any failure below, and whenever the output is dropped unpublished.
+    let temp = tempfile::TempPath::try_from_path(&temp).map_err(|e| Error::io(&temp, e))?;
     let mut buffered = std::io::BufWriter::new(file);
-    let written = write_to(&mut buffered, format, schema, batches).and_then(|()| {
-        buffered.flush().map_err(|e| Error::io(&temp, e))?;
-        buffered
-            .get_ref()
-            .sync_all()
-            .map_err(|e| Error::io(&temp, e))
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
+    write_to(&mut buffered, format, schema, batches)?;
+    buffered.flush().map_err(|e| Error::io(&temp, e))?;
+    buffered
+        .get_ref()
+        .sync_all()
+        .map_err(|e| Error::io(&temp, e))?;
+    Ok(PreparedOutput {
+        location,
+        waiting: Waiting::File(temp, path.to_path_buf()),
+    })
+}
+
+impl PreparedOutput {
+    /// Put the file in its place: rename the local file (replacing a file of that name), or
+    /// upload the bucket's in one PUT. Returns where it went.
+    pub async fn publish(self) -> Result<String> {
+        match self.waiting {
+            Waiting::File(temp, path) => {
+                temp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+            }
+            Waiting::Bytes(bytes) => crate::cloud::put(&self.location, bytes.into()).await?,
+        }
+        Ok(self.location)
     }
-    std::fs::rename(&temp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The format a file is written in, by its extension.
+fn format_of(path: &Path) -> Result<SourceFormat> {
+    SourceFormat::from_extension(&path.to_string_lossy()).ok_or_else(|| Error::Usage {
+        message: format!(
+            "{}: the output format follows the extension: use .csv, .parquet or .json",
+            path.display()
+        ),
+    })
 }
 
 #[cfg(test)]

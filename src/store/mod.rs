@@ -261,6 +261,8 @@ pub const SPOOL_FOLDER: &str = "spool";
 pub struct Spool {
     file: Option<std::fs::File>,
     path: tempfile::TempPath,
+    /// Once written: its size and checksum, taken as the bytes went by.
+    written: Option<(u64, String)>,
 }
 
 impl Spool {
@@ -269,9 +271,55 @@ impl Spool {
         self.path.as_ref()
     }
 
-    /// The open file, to write once.
-    pub fn take_file(&mut self) -> Option<std::fs::File> {
-        self.file.take()
+    /// The open file, to write once, through a writer that checksums what it writes.
+    pub fn take_writer(&mut self) -> Option<SpoolWriter> {
+        self.file.take().map(|file| SpoolWriter {
+            file,
+            checksum: Checksum::default(),
+        })
+    }
+
+    /// The file is whole: what its writer saw is what [`Store::put_spooled`] records.
+    pub fn written(&mut self, writer: SpoolWriter) {
+        self.written = Some(writer.checksum.finish());
+    }
+}
+
+/// The writer of a [`Spool`]: the file, and the checksum of every byte written to it, so that
+/// storing the file needs no second read of it.
+pub struct SpoolWriter {
+    file: std::fs::File,
+    checksum: Checksum,
+}
+
+impl std::io::Write for SpoolWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.checksum.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The size and xxh3-128 of bytes seen in order, as a [`StoredFile`] records them.
+#[derive(Default)]
+struct Checksum {
+    hasher: xxhash_rust::xxh3::Xxh3,
+    size: u64,
+}
+
+impl Checksum {
+    fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+    }
+
+    /// Size, and the checksum in hex.
+    fn finish(&self) -> (u64, String) {
+        (self.size, format!("{:032x}", self.hasher.digest128()))
     }
 }
 
@@ -714,12 +762,11 @@ impl Store {
         payload: PutPayload,
     ) -> Result<StoredFile> {
         let path = Path::from(format!("{table}/{relative}"));
-        let size = payload.content_length() as u64;
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut checksum = Checksum::default();
         for chunk in payload.iter() {
-            hasher.update(chunk);
+            checksum.update(chunk);
         }
-        let checksum = format!("{:032x}", hasher.digest128());
+        let (size, checksum) = checksum.finish();
         let objects = self.ensure_put_if_absent().await?;
         self.create(objects, &path, payload)
             .await
@@ -959,11 +1006,12 @@ impl Store {
         Ok(Spool {
             file: Some(file),
             path,
+            written: None,
         })
     }
 
     /// Store a spooled file as a data file of a table (step 1 of the commit protocol, as
-    /// [`Store::put_file`]): created only if absent, its checksum read from the file.
+    /// [`Store::put_file`]): created only if absent, with the checksum its writer took.
     pub async fn put_spooled(
         &self,
         table: &str,
@@ -971,21 +1019,11 @@ impl Store {
         spool: Spool,
     ) -> Result<StoredFile> {
         let spooled: &FsPath = spool.path.as_ref();
-        let (size, checksum) = {
-            use std::io::Read;
-            let mut file = std::fs::File::open(spooled).map_err(|e| Error::io(spooled, e))?;
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            let mut buffer = vec![0u8; 1 << 20];
-            let mut size = 0u64;
-            loop {
-                let read = file.read(&mut buffer).map_err(|e| Error::io(spooled, e))?;
-                if read == 0 {
-                    break;
-                }
-                hasher.update(&buffer[..read]);
-                size += read as u64;
-            }
-            (size, format!("{:032x}", hasher.digest128()))
+        let Some((size, checksum)) = spool.written.clone() else {
+            return Err(Error::io(
+                spooled,
+                std::io::Error::other("the spooled file was stored before it was whole"),
+            ));
         };
         let path = Path::from(format!("{table}/{relative}"));
         match &self.place {

@@ -211,3 +211,50 @@ fn named_columns_and_dry_runs_are_as_the_usual_run_has_them() {
         outcomes[0]
     );
 }
+
+/// A delta file that cannot be written (its folder is a file) fails the run before the commit,
+/// both ways: no version, no delta, no temporary file left; once the folder can be made, the
+/// same day runs and writes its delta.
+#[test]
+fn a_delta_that_cannot_be_written_commits_nothing() {
+    let day2 = "sku,name,qty,price\nA,apple,1,0.50\nB,bread,5,2.25\nE,eggs,5,1.00\n";
+    let mut outcomes = Vec::new();
+    for w in &both_ways() {
+        w.write("items.yaml", ITEMS);
+        w.write("items.csv", DAY1);
+        assert_code(&w.run(&["run", "items.yaml"]), 0);
+        std::fs::remove_dir_all(w.path("out")).unwrap();
+        w.write("out", "a file where the delta's folder goes");
+        w.write("items.csv", day2);
+        let o = w.run(&["run", "items.yaml"]);
+        assert_code(&o, 1);
+        let error = summary(&o)
+            .join("\n")
+            .replace(&w.root().display().to_string(), "ROOT");
+        assert!(error.contains("ROOT/out"), "{error}");
+        let versions = query(
+            w,
+            "items.yaml",
+            "SELECT max(_version) AS v FROM items_history",
+        );
+        assert_eq!(versions, "v\n1\n");
+        assert_eq!(w.read("out"), "a file where the delta's folder goes");
+        std::fs::remove_file(w.path("out")).unwrap();
+        let o = w.run(&["run", "items.yaml"]);
+        assert_code(&o, 0);
+        let written: Vec<_> = std::fs::read_dir(w.path("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(written, ["items-2.csv"]);
+        outcomes.push((error, summary(&o), w.read("out/items-2.csv")));
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    assert!(
+        outcomes[0]
+            .2
+            .contains("B,bread,5,2.25,CHANGED,qty changed from 2 to 5"),
+        "{}",
+        outcomes[0].2
+    );
+}
