@@ -63,7 +63,18 @@ pub fn session() -> SessionContext {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let mut config = SessionConfig::new().with_target_partitions(cores);
+    session_of(cores)
+}
+
+/// A fresh session whose plans keep their input's row order: one partition, so that nothing
+/// is spread over the cores and gathered back in whatever order it finishes. For work done
+/// row by row on rows already in order (a delta, shaped for an output).
+pub fn in_order_session() -> SessionContext {
+    session_of(1)
+}
+
+fn session_of(partitions: usize) -> SessionContext {
+    let mut config = SessionConfig::new().with_target_partitions(partitions);
     // Strings read back from snapshots keep the type they were written with (Utf8), so pinned
     // types and hashes match what the sources produce.
     config

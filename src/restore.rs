@@ -10,7 +10,6 @@ use chrono::Utc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::lit;
-use datafusion::prelude::SessionContext;
 
 use crate::diff::row_hash::ROW_HASH_COLUMN;
 use crate::diff::{self, CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, DiffSettings};
@@ -57,7 +56,7 @@ pub async fn diff_versions(
     table: &TablePlan,
     from: &CommitRecord,
     to: &CommitRecord,
-) -> Result<(SessionContext, diff::Delta)> {
+) -> Result<diff::Delta> {
     let name = table.name.as_str();
     let ctx = engine::session();
     let types: HashMap<String, DataType> = to
@@ -100,7 +99,7 @@ pub async fn diff_versions(
         tolerance: Vec::new(),
     };
     let delta = diff::classify(&ctx, &settings, to.counts.rows_in).await?;
-    Ok((ctx, delta))
+    Ok(delta)
 }
 
 /// Commit a new version whose snapshot equals version `to`'s; its change rows are the diff from
@@ -155,10 +154,10 @@ pub async fn rollback(
             }
         }
     }
-    let (ctx, delta) = diff_versions(store, table, &base, &target).await?;
+    let delta = diff_versions(store, table, &base, &target).await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let version = store.next_version(name).await?;
-    let (schema, batches) = stored_changes(&ctx, table, &delta).await?;
+    let (schema, batches) = stored_changes(table, &delta).await?;
     let changes = store
         .put_file(
             name,

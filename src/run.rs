@@ -1240,7 +1240,6 @@ async fn execute(
             started,
             started_at,
             run_id,
-            ctx: &ctx,
             progress: &progress,
             baseline: baseline.as_ref(),
             version,
@@ -1275,7 +1274,6 @@ struct Concluding<'a> {
     started: Instant,
     started_at: DateTime<Utc>,
     run_id: &'a str,
-    ctx: &'a SessionContext,
     progress: &'a Progress,
     baseline: Option<&'a CommitRecord>,
     version: u64,
@@ -1321,7 +1319,6 @@ async fn conclude(
         started,
         started_at,
         run_id,
-        ctx,
         progress,
         baseline,
         version,
@@ -1357,7 +1354,6 @@ async fn conclude(
     for output in &table.outputs {
         shaped.push(
             shape_batches(
-                ctx,
                 table,
                 &delta,
                 &output.include,
@@ -1385,9 +1381,7 @@ async fn conclude(
             pending: None,
             preview: Some(match shaped.into_iter().next() {
                 Some(first) => first,
-                None => {
-                    shape_batches(ctx, table, &delta, &DEFAULT_INCLUDE, None, &column_types).await?
-                }
+                None => shape_batches(table, &delta, &DEFAULT_INCLUDE, None, &column_types).await?,
             }),
         });
     }
@@ -1422,7 +1416,7 @@ async fn conclude(
     .await?;
     tracing::debug!("{name}: stored the snapshot");
     progress.phase("committing");
-    let (changes_schema, changes_batches) = stored_changes(ctx, table, &delta).await?;
+    let (changes_schema, changes_batches) = stored_changes(table, &delta).await?;
     let changes_bytes = sink::encode_parquet(&changes_schema, &changes_batches)?;
     let changes = store
         .put_file(name, &store::changes_name(version, run_id), changes_bytes)
@@ -1646,20 +1640,29 @@ async fn classify_taken(
         .map(|t| ctx.deregister_table(t).map(|provider| (t, provider)))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(&fail)?;
+    let taken = (taken_new.clone(), taken_old.clone());
     register_batches(ctx, "incoming", incoming_schema.clone(), taken_new)?;
     register_batches(ctx, "baseline", view_schema, taken_old)?;
     hash_views.register(ctx, table).await?;
-    let delta = diff::classify(ctx, settings, rows_in).await?;
-    let counts = delta.counts;
     // TIDEMARK_TEST_DISTRUST_MATCHING: take the way back below, which only a digest collision
     // would otherwise take, so that the tests see it work.
+    let distrust = std::env::var_os("TIDEMARK_TEST_DISTRUST_MATCHING").is_some();
+    if !distrust
+        && let Some(delta) =
+            diff::paired::delta_by_position(ctx, settings, (&taken.0, &taken.1), matched, rows_in)
+                .await?
+    {
+        return Ok(Some(delta));
+    }
+    let delta = diff::classify(ctx, settings, rows_in).await?;
+    let counts = delta.counts;
     if (counts.new, counts.changed, counts.deleted)
         == (
             matched.new.len() as u64,
             matched.changed.len() as u64,
             matched.deleted.len() as u64,
         )
-        && std::env::var_os("TIDEMARK_TEST_DISTRUST_MATCHING").is_none()
+        && !distrust
     {
         return Ok(Some(delta));
     }
@@ -2208,7 +2211,7 @@ pub async fn diff_files(
         tolerance: Vec::new(),
     };
     let delta = diff::classify(&ctx, &settings, rows_in).await?;
-    let frame = shape_output(&ctx, table, &delta, include, None, &types).await?;
+    let frame = shape_output(table, &delta, include, None, &types).await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame
         .collect()
@@ -3171,11 +3174,10 @@ fn sql_type(t: &DataType) -> String {
 
 /// The change rows as stored: every kind but UNCHANGED, canonical labels, configured names.
 pub(crate) async fn stored_changes(
-    ctx: &SessionContext,
     table: &TablePlan,
     delta: &Delta,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let frame = delta_frame(ctx, delta).map_err(engine_err(&table.name, "storing change rows"))?;
+    let frame = delta_frame(delta).map_err(engine_err(&table.name, "storing change rows"))?;
     let frame = frame
         .filter(ident(CHANGE_TYPE_COLUMN).not_eq(lit(ChangeKind::Unchanged.canonical())))
         .map_err(engine_err(&table.name, "storing change rows"))?;
@@ -3216,14 +3218,13 @@ pub const DEFAULT_INCLUDE: [ChangeKind; 3] =
 
 /// Shape the delta for one output and collect it.
 pub async fn shape_batches(
-    ctx: &SessionContext,
     table: &TablePlan,
     delta: &Delta,
     include: &[ChangeKind],
     columns: Option<&[String]>,
     types: &HashMap<String, DataType>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let frame = shape_output(ctx, table, delta, include, columns, types).await?;
+    let frame = shape_output(table, delta, include, columns, types).await?;
     let plan_schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame
         .collect()
@@ -3296,7 +3297,9 @@ fn thousands(n: u64) -> String {
 }
 
 /// The delta as a DataFrame (with its schema even when it has no rows).
-fn delta_frame(ctx: &SessionContext, delta: &Delta) -> datafusion::error::Result<DataFrame> {
+fn delta_frame(delta: &Delta) -> datafusion::error::Result<DataFrame> {
+    // The delta is in key order; shaping it (a filter, a projection) keeps that order.
+    let ctx = engine::in_order_session();
     if delta.batches.is_empty() {
         ctx.read_batch(RecordBatch::new_empty(delta.schema.clone()))
     } else {
@@ -3306,7 +3309,6 @@ fn delta_frame(ctx: &SessionContext, delta: &Delta) -> datafusion::error::Result
 
 /// Shape the delta for one output: kinds, `on_delete.set`, labels, names, projection.
 pub async fn shape_output(
-    ctx: &SessionContext,
     table: &TablePlan,
     delta: &Delta,
     include: &[ChangeKind],
@@ -3314,7 +3316,7 @@ pub async fn shape_output(
     types: &HashMap<String, DataType>,
 ) -> Result<DataFrame> {
     let fail = engine_err(&table.name, "shaping the delta");
-    let frame = delta_frame(ctx, delta).map_err(&fail)?;
+    let frame = delta_frame(delta).map_err(&fail)?;
     let kinds: Vec<Expr> = include
         .iter()
         .filter(|k| **k != ChangeKind::Deleted || table.emit_deleted)

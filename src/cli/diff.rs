@@ -178,8 +178,7 @@ async fn versions(args: &DiffArgs, from: u64, store: Option<&str>) -> Result<u8>
     }
     let from_record = store.commit_record(name, from).await?;
     let to_record = store.commit_record(name, to).await?;
-    let (ctx, delta) =
-        crate::restore::diff_versions(&store, table, &from_record, &to_record).await?;
+    let delta = crate::restore::diff_versions(&store, table, &from_record, &to_record).await?;
     let types = to_record
         .schema
         .iter()
@@ -187,7 +186,7 @@ async fn versions(args: &DiffArgs, from: u64, store: Option<&str>) -> Result<u8>
         .collect();
     let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
     let (schema, batches) =
-        crate::run::shape_batches(&ctx, table, &delta, &include, None, &types).await?;
+        crate::run::shape_batches(table, &delta, &include, None, &types).await?;
     let format = OutputFormat::choose(args.format, args.output.as_deref(), OutputFormat::Csv);
     super::query::emit(&schema, &batches, format, args.output.as_deref())?;
     let c = delta.counts;

@@ -6,6 +6,7 @@
 //! columns and `_row_hash`, computed over the same compared columns on both sides).
 
 pub mod matching;
+pub mod paired;
 pub mod row_hash;
 
 use std::collections::BTreeMap;

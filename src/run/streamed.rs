@@ -318,7 +318,6 @@ pub(super) async fn run(
             started,
             started_at,
             run_id,
-            ctx: &ctx,
             progress,
             baseline: Some(&baseline),
             version,

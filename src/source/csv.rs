@@ -1081,7 +1081,10 @@ mod tests {
     fn every_core_gets_as_many_pieces() {
         let mb = 1 << 20;
         // 150 MB on 2 cores: 10 pieces of 15 MB (and a little room), not 9 of 16 and one of 6.
-        assert_eq!(even_pieces(150 * mb as u64, 16 * mb, 2), 15 * mb + (64 << 10));
+        assert_eq!(
+            even_pieces(150 * mb as u64, 16 * mb, 2),
+            15 * mb + (64 << 10)
+        );
         // A file of less than a piece per core: one piece each.
         assert_eq!(even_pieces(10 * mb as u64, 16 * mb, 2), 5 * mb + (64 << 10));
         // Never above the largest size, nor below a byte.

@@ -104,6 +104,12 @@ fn matching_positions_equals_joining_full_rows() {
         logs.push(stderr(&o));
     }
     assert!(logs[0].contains("matched keys by position"), "{}", logs[0]);
+    assert!(
+        logs[0].contains("built the delta of the rows matched by position"),
+        "{}",
+        logs[0]
+    );
+    assert!(!logs[2].contains("built the delta"), "{}", logs[2]);
     assert!(!logs[0].contains("joining the full rows"), "{}", logs[0]);
     assert!(!logs[1].contains("matched keys by position"), "{}", logs[1]);
     assert!(
