@@ -1405,6 +1405,9 @@ async fn conclude(
             (Vec::new(), Some(preparing))
         }
     };
+    // The change rows are encoded on another core while the snapshot is stored.
+    let (changes_schema, changes_batches) = stored_changes(table, &delta).await?;
+    let changes_encoding = SideEncoding::start(changes_schema, changes_batches);
     // Step 1 of the commit protocol: data files under names only this run can choose.
     let snapshot = store_snapshot(
         store,
@@ -1416,8 +1419,7 @@ async fn conclude(
     .await?;
     tracing::debug!("{name}: stored the snapshot");
     progress.phase("committing");
-    let (changes_schema, changes_batches) = stored_changes(table, &delta).await?;
-    let changes_bytes = sink::encode_parquet(&changes_schema, &changes_batches)?;
+    let changes_bytes = changes_encoding.finish().await?;
     let changes = store
         .put_file(name, &store::changes_name(version, run_id), changes_bytes)
         .await?;
@@ -1710,8 +1712,9 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     RecordBatch::try_new(schema.clone(), columns).map_err(fail)
 }
 
-/// A snapshot being encoded on a blocking thread while the run goes on. Dropped unfinished
-/// (the run failed first), it tells the encoder to stop, so the process does not wait for it.
+/// A Parquet file (a snapshot, change rows) being encoded on a blocking thread while the run
+/// goes on. Dropped unfinished (the run failed first), it tells the encoder to stop, so the
+/// process does not wait for it.
 struct SideEncoding {
     task: Option<tokio::task::JoinHandle<Result<object_store::PutPayload>>>,
     cancelled: Arc<std::sync::atomic::AtomicBool>,

@@ -17,7 +17,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::kernels::cmp::distinct;
 use datafusion::arrow::compute::{
-    CastOptions, SortColumn, SortOptions, cast_with_options, interleave, lexsort_to_indices, take,
+    CastOptions, SortColumn, SortOptions, cast_with_options, concat, interleave,
+    lexsort_to_indices, take,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::util::display::{DurationFormat, FormatOptions};
@@ -183,9 +184,11 @@ pub async fn delta_by_position(
     let order = lexsort_to_indices(&keys, None).map_err(arrow_error)?;
     let rows: Vec<Row> = order.values().iter().map(|&i| rows[i as usize]).collect();
 
+    // A column per core at a time.
+    let built = crate::parallel::map(&settings.columns, |name| value_column(name, &rows));
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for (name, field) in settings.columns.iter().zip(schema.fields()) {
-        match value_column(name, &rows)? {
+    for ((name, field), column) in settings.columns.iter().zip(schema.fields()).zip(built) {
+        match column? {
             Some(column) if field.name() == name => columns.push(column),
             _ => return Ok(None),
         }
@@ -208,10 +211,22 @@ pub async fn delta_by_position(
     }
     let kinds: StringArray = rows.iter().map(|r| Some(r.kind.canonical())).collect();
     columns.push(Arc::new(kinds));
-    let Some(reasons) = reasons(settings, &rows, &new_side, &old_side)? else {
-        return Ok(None);
-    };
-    columns.push(Arc::new(reasons));
+    // The rows cut into a run per core: writing values out as text is most of the work.
+    let runs: Vec<&[Row]> = rows
+        .chunks(rows.len().div_ceil(crate::parallel::cores()).max(1))
+        .collect();
+    let mut reasons_by_run = Vec::with_capacity(runs.len());
+    for run in crate::parallel::map(&runs, |run| reasons(settings, run, &new_side, &old_side)) {
+        match run? {
+            Some(reasons) => reasons_by_run.push(reasons),
+            None => return Ok(None),
+        }
+    }
+    let reasons: Vec<&dyn Array> = reasons_by_run.iter().map(|r| r as &dyn Array).collect();
+    columns.push(match reasons.is_empty() {
+        true => Arc::new(StringArray::from(Vec::<&str>::new())),
+        false => concat(&reasons).map_err(arrow_error)?,
+    });
     let n = settings.columns.len();
     for (at, name) in [(n, CHANGE_TYPE_COLUMN), (n + 1, CHANGE_REASON_COLUMN)] {
         let Some(field) = schema.fields().get(at).filter(|f| f.name() == name) else {

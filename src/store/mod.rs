@@ -16,7 +16,10 @@
 //!    (`PutMode::Create`). It lists the files with sizes and checksums. This single create is
 //!    the moment the version becomes visible. If another run created it first, this run gets
 //!    `AlreadyExists`, commits nothing and exits 4 (conflict).
-//! 3. Outputs (delta files) and the run record are written after the commit.
+//! 3. Outputs (delta files) are renamed into place and the run record is written after the
+//!    commit. The delta files are written before it, under temporary names beside their
+//!    places: a crash leaves such a `.<name>.<id>.tmp` file in the output folder, never a
+//!    delta of an uncommitted version under its name.
 //!
 //! A version is therefore either fully visible (record present, files written before it) or
 //! absent; the previous version stays intact and readable at every step. A record also names
@@ -263,6 +266,10 @@ pub struct Spool {
     path: tempfile::TempPath,
     /// Once written: its size and checksum, taken as the bytes went by.
     written: Option<(u64, String)>,
+    /// Whether it becomes a file of a store that syncs its files (linked there as it is).
+    durable: bool,
+    /// The file being synced to disk since it was written whole.
+    syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Spool {
@@ -279,9 +286,16 @@ impl Spool {
         })
     }
 
-    /// The file is whole: what its writer saw is what [`Store::put_spooled`] records.
+    /// The file is whole: what its writer saw is what [`Store::put_spooled`] records. For a
+    /// store that syncs its files, the file starts going to disk now, on its own thread, while
+    /// the run compares and classifies (at 10M rows, 0.2 s of flushing the run no longer waits
+    /// for when it stores the file).
     pub fn written(&mut self, writer: SpoolWriter) {
         self.written = Some(writer.checksum.finish());
+        if self.durable {
+            let file = writer.file;
+            self.syncing = Some(std::thread::spawn(move || file.sync_data()));
+        }
     }
 }
 
@@ -1007,6 +1021,15 @@ impl Store {
             file: Some(file),
             path,
             written: None,
+            durable: matches!(
+                self.place,
+                Place::Local {
+                    durable: true,
+                    links: true,
+                    ..
+                }
+            ),
+            syncing: None,
         })
     }
 
@@ -1016,7 +1039,7 @@ impl Store {
         &self,
         table: &str,
         relative: &str,
-        spool: Spool,
+        mut spool: Spool,
     ) -> Result<StoredFile> {
         let spooled: &FsPath = spool.path.as_ref();
         let Some((size, checksum)) = spool.written.clone() else {
@@ -1025,6 +1048,12 @@ impl Store {
                 std::io::Error::other("the spooled file was stored before it was whole"),
             ));
         };
+        if let Some(syncing) = spool.syncing.take() {
+            syncing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .map_err(|e| Error::io(spooled, e))?;
+        }
         let path = Path::from(format!("{table}/{relative}"));
         match &self.place {
             Place::Local {
