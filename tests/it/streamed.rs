@@ -94,6 +94,16 @@ const ITEMS: &str = "tables:
 const DAY1: &str =
     "sku,name,qty,price\nA,apple,1,0.50\nB,bread,2,2.25\nC,cheese,3,7.00\nD,dates,4,3.10\n";
 
+/// A day 2 of [`DAY1`]: one changed, one new, two deleted.
+const DAY2: &str = "sku,name,qty,price\nA,apple,1,0.50\nB,bread,5,2.25\nE,eggs,5,1.00\n";
+
+/// The items pipeline with [`DAY1`] committed as v1.
+fn commit_day_one(w: &Workdir) {
+    w.write("items.yaml", ITEMS);
+    w.write("items.csv", DAY1);
+    assert_code(&w.run(&["run", "items.yaml"]), 0);
+}
+
 #[test]
 fn what_streaming_cannot_decide_goes_the_usual_way() {
     let cases = [
@@ -138,9 +148,7 @@ fn what_streaming_cannot_decide_goes_the_usual_way() {
         let ways = both_ways();
         let mut outcomes = Vec::new();
         for w in &ways {
-            w.write("items.yaml", ITEMS);
-            w.write("items.csv", DAY1);
-            assert_code(&w.run(&["run", "items.yaml"]), 0);
+            commit_day_one(w);
             w.write("items.csv", day2);
             let o = w.run(&["-vv", "run", "items.yaml"]);
             let delta = std::fs::read_to_string(w.path("out/items-2.csv")).unwrap_or_default();
@@ -179,13 +187,10 @@ fn what_streaming_cannot_decide_goes_the_usual_way() {
 /// that the file lacks is an error, not ignored; a dry run writes nothing to the store.
 #[test]
 fn named_columns_and_dry_runs_are_as_the_usual_run_has_them() {
-    let day2 = "sku,name,qty,price\nA,apple,1,0.50\nB,bread,5,2.25\nE,eggs,5,1.00\n";
     let mut outcomes = Vec::new();
     for w in &both_ways() {
-        w.write("items.yaml", ITEMS);
-        w.write("items.csv", DAY1);
-        assert_code(&w.run(&["run", "items.yaml"]), 0);
-        w.write("items.csv", day2);
+        commit_day_one(w);
+        w.write("items.csv", DAY2);
         let o = w.run(&["run", "items.yaml", "--dry-run"]);
         assert_code(&o, 0);
         assert!(!w.path(".tidemark/items/spool").exists());
@@ -217,15 +222,12 @@ fn named_columns_and_dry_runs_are_as_the_usual_run_has_them() {
 /// same day runs and writes its delta.
 #[test]
 fn a_delta_that_cannot_be_written_commits_nothing() {
-    let day2 = "sku,name,qty,price\nA,apple,1,0.50\nB,bread,5,2.25\nE,eggs,5,1.00\n";
     let mut outcomes = Vec::new();
     for w in &both_ways() {
-        w.write("items.yaml", ITEMS);
-        w.write("items.csv", DAY1);
-        assert_code(&w.run(&["run", "items.yaml"]), 0);
+        commit_day_one(w);
         std::fs::remove_dir_all(w.path("out")).unwrap();
         w.write("out", "a file where the delta's folder goes");
-        w.write("items.csv", day2);
+        w.write("items.csv", DAY2);
         let o = w.run(&["run", "items.yaml"]);
         assert_code(&o, 1);
         let error = summary(&o)
