@@ -17,11 +17,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::kernels::cmp::distinct;
 use datafusion::arrow::compute::{
-    CastOptions, SortColumn, SortOptions, cast_with_options, concat, interleave,
-    lexsort_to_indices, take,
+    SortColumn, SortOptions, cast_with_options, concat, interleave, lexsort_to_indices, take,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::util::display::{DurationFormat, FormatOptions};
+use datafusion::common::format::DEFAULT_CAST_OPTIONS;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
@@ -200,8 +199,8 @@ pub async fn delta_by_position(
             return Ok(None);
         };
         let (new, old) = (
-            gather(&new, &new_side, changed_rows(&rows, |r| r.new))?,
-            gather(&old, &old_side, changed_rows(&rows, |r| r.old))?,
+            gather(&new, &new_side, &changed_rows(&rows, |r| r.new))?,
+            gather(&old, &old_side, &changed_rows(&rows, |r| r.old))?,
         );
         if new.data_type() != old.data_type()
             || distinct(&new, &old).map_err(arrow_error)?.true_count() > 0
@@ -232,7 +231,7 @@ pub async fn delta_by_position(
         let Some(field) = schema.fields().get(at).filter(|f| f.name() == name) else {
             return Ok(None);
         };
-        columns[at] = cast_with_options(&columns[at], field.data_type(), &cast_options())
+        columns[at] = cast_with_options(&columns[at], field.data_type(), &DEFAULT_CAST_OPTIONS)
             .map_err(arrow_error)?;
     }
     if columns.len() != schema.fields().len() {
@@ -313,12 +312,12 @@ fn changed_rows(rows: &[Row], side: impl Fn(&Row) -> Option<usize>) -> Vec<usize
 }
 
 /// A side's column at the side's rows `at`, as one array.
-fn gather(column: &[&ArrayRef], side: &Side, at: Vec<usize>) -> Result<ArrayRef> {
+fn gather(column: &[&ArrayRef], side: &Side, at: &[usize]) -> Result<ArrayRef> {
     let arrays: Vec<&dyn Array> = column.iter().map(|a| a.as_ref() as &dyn Array).collect();
     if arrays.is_empty() {
         return Ok(new_null_array(&DataType::Null, 0));
     }
-    let indices: Vec<(usize, usize)> = at.into_iter().map(|n| side.locate(n)).collect();
+    let indices: Vec<(usize, usize)> = at.iter().map(|&n| side.locate(n)).collect();
     interleave(&arrays, &indices).map_err(arrow_error)
 }
 
@@ -332,14 +331,15 @@ fn reasons(
     new: &Side,
     old: &Side,
 ) -> Result<Option<StringArray>> {
+    let (changed_new, changed_old) = (changed_rows(rows, |r| r.new), changed_rows(rows, |r| r.old));
     // Per compared column, the CHANGED rows' old and new values as text, and which differ.
     let mut changes = Vec::with_capacity(settings.compared.len());
     for c in &settings.compared {
         let (Some(new_column), Some(old_column)) = (new.column(c), old.column(c)) else {
             return Ok(None);
         };
-        let new_values = gather(&new_column, new, changed_rows(rows, |r| r.new))?;
-        let old_values = gather(&old_column, old, changed_rows(rows, |r| r.old))?;
+        let new_values = gather(&new_column, new, &changed_new)?;
+        let old_values = gather(&old_column, old, &changed_old)?;
         if new_values.data_type() != old_values.data_type() {
             return Ok(None);
         }
@@ -350,7 +350,7 @@ fn reasons(
             .collect();
         let text = |values: &ArrayRef| -> Result<StringArray> {
             let values = take(values, &at, None).map_err(arrow_error)?;
-            let text = cast_with_options(&values, &DataType::Utf8, &cast_options())
+            let text = cast_with_options(&values, &DataType::Utf8, &DEFAULT_CAST_OPTIONS)
                 .map_err(arrow_error)?;
             Ok(text
                 .as_any()
@@ -401,14 +401,6 @@ fn shown(text: &StringArray, i: usize) -> &str {
         "null"
     } else {
         text.value(i)
-    }
-}
-
-/// The query engine's casts: an error where a value does not fit, durations as it writes them.
-fn cast_options() -> CastOptions<'static> {
-    CastOptions {
-        safe: false,
-        format_options: FormatOptions::new().with_duration_format(DurationFormat::Pretty),
     }
 }
 

@@ -158,7 +158,7 @@ impl PieceParser {
         if state == QuoteState::Quoted || (!last && state != QuoteState::FieldStart) {
             return Ok(None);
         }
-        let Some(text) = self.parse_text(bytes, header, last, options.delimiter) else {
+        let Some(text) = self.decode_text(bytes, header, last, options.delimiter) else {
             return Ok(None);
         };
         let mut batches = Vec::with_capacity(text.len());
@@ -185,7 +185,7 @@ impl PieceParser {
     /// The piece's records as text batches, by a decoder of the pieces before when one is
     /// idle (the first piece, which holds the header, gets a new one); None when the piece
     /// does not decode.
-    fn parse_text(
+    fn decode_text(
         &self,
         bytes: &[u8],
         header: bool,
@@ -523,7 +523,7 @@ fn compact_text(batch: &RecordBatch) -> RecordBatch {
 
 /// The size of a file's pieces, at most `largest`, such that every core gets as many: the
 /// cores finish together instead of one parsing the last piece alone while the others wait
-/// (at 1M rows, a sixth of the parse). Pieces end at the record before their size, so each
+/// (at 1M rows, 0.06–0.08 s of a 0.7 s parse). Pieces end at the record before their size, so each
 /// is given room for a record more, lest the bytes they leave make a tiny piece at the end.
 fn even_pieces(file_size: u64, largest: usize, cores: usize) -> usize {
     let (size, largest, cores) = (file_size as usize, largest.max(1), cores.max(1));
