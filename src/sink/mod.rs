@@ -78,7 +78,7 @@ pub fn encode_parquet_unless(
 }
 
 /// How snapshots and change rows are written: LZ4 (`LZ4_RAW`, which DuckDB, pyarrow, Polars
-/// and Spark read), row groups of at most [`ROW_GROUP_ROWS`]. zstd level 1 made the files about
+/// and DataFusion read), row groups of at most [`ROW_GROUP_ROWS`]. zstd level 1 made the files about
 /// two thirds the size, but compressing with it was an eighth of a 10M-row run's CPU and the
 /// run took a tenth longer; LZ4 also decompresses faster when the next run reads old rows.
 fn snapshot_properties() -> WriterProperties {
@@ -589,6 +589,31 @@ mod tests {
         };
         assert_eq!(read(std::slice::from_ref(&batch)), vec!["sku".to_string()]);
         assert!(read(&[batch.slice(0, 0)]).is_empty());
+    }
+
+    /// Snapshots are LZ4 (`LZ4_RAW`), their random row hashes stored as they are.
+    #[test]
+    fn snapshot_columns_are_lz4_but_the_row_hash() {
+        use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array};
+        use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+        let names: StringArray = (0..1000).map(|i| Some(format!("item {}", i % 7))).collect();
+        let hashes = UInt64Array::from_iter_values(
+            (0..1000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        );
+        let batch = RecordBatch::try_from_iter([
+            ("name", Arc::new(names) as ArrayRef),
+            (ROW_HASH, Arc::new(hashes) as ArrayRef),
+        ])
+        .unwrap();
+        let bytes: Bytes = encode_parquet(&batch.schema(), &[batch])
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .collect();
+        let reader = SerializedFileReader::new(bytes).unwrap();
+        let group = reader.metadata().row_group(0);
+        assert_eq!(group.column(0).compression(), Compression::LZ4_RAW);
+        assert_eq!(group.column(1).compression(), Compression::UNCOMPRESSED);
     }
 
     #[test]
