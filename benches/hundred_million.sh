@@ -6,7 +6,7 @@
 # first), each copy's keys prefixed by its number, so the counts are ten times the 10M ones.
 # The baseline is built by ten runs of a growing file (10M, 20M, ... 100M rows, vacuumed to one
 # version after each), so that no run holds more than 10M NEW rows. Needs about 30 GB of disk
-# (one day of CSV, two snapshots of 4.6 GB, the delta) and 8 GB of memory; takes about 25 min.
+# (one day of CSV, two snapshots of about 6 GB, the delta) and 8 GB of memory; took 15 min (session 9).
 #
 # Usage: benches/hundred_million.sh            (BENCH_DIR, CARGO_TARGET_DIR as for e2e.sh)
 set -euo pipefail
