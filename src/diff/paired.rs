@@ -194,13 +194,17 @@ pub async fn delta_by_position(
     }
     // A CHANGED pair names one key on both sides, or the matching erred (a digest collision):
     // the query then finds otherwise, and the caller joins the full rows.
+    let (changed_new, changed_old) = (
+        changed_rows(&rows, |r| r.new),
+        changed_rows(&rows, |r| r.old),
+    );
     for k in &settings.key {
         let (Some(new), Some(old)) = (new_side.column(k), old_side.column(k)) else {
             return Ok(None);
         };
         let (new, old) = (
-            gather(&new, &new_side, &changed_rows(&rows, |r| r.new))?,
-            gather(&old, &old_side, &changed_rows(&rows, |r| r.old))?,
+            gather(&new, &new_side, &changed_new)?,
+            gather(&old, &old_side, &changed_old)?,
         );
         if new.data_type() != old.data_type()
             || distinct(&new, &old).map_err(arrow_error)?.true_count() > 0

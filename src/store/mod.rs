@@ -1042,7 +1042,7 @@ impl Store {
         mut spool: Spool,
     ) -> Result<StoredFile> {
         let spooled: &FsPath = spool.path.as_ref();
-        let Some((size, checksum)) = spool.written.clone() else {
+        let Some((size, checksum)) = spool.written.take() else {
             return Err(Error::io(
                 spooled,
                 std::io::Error::other("the spooled file was stored before it was whole"),
