@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::common::TableReference;
+use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -120,7 +122,7 @@ pub fn with_ordinals(
         columns.push(Arc::new(UInt64Array::from_iter_values(offset..offset + n)));
         numbered.push(
             RecordBatch::try_new(numbered_schema.clone(), columns)
-                .map_err(|e| Error::engine("numbering rows", e.into()))?,
+                .map_err(|e| error("numbering rows", e.into()))?,
         );
         offset += n;
     }
@@ -137,10 +139,46 @@ pub async fn sql_batches(
     let context = || format!("table {table}: {doing}");
     ctx.sql(sql)
         .await
-        .map_err(|e| Error::engine(context(), e))?
+        .map_err(|e| error(context(), e))?
         .collect()
         .await
-        .map_err(|e| Error::engine(context(), e))
+        .map_err(|e| error(context(), e))
+}
+
+/// An engine error, saying what tidemark was doing (`context`) and, when the engine ran out of
+/// memory, what to do about it.
+pub fn error(context: impl Into<String>, source: datafusion::error::DataFusionError) -> Error {
+    Error::Engine {
+        context: context.into(),
+        source,
+        memory_limit: memory_limit(),
+    }
+}
+
+/// An engine error of table `table`, saying what tidemark was `doing`.
+pub fn context(table: &str, doing: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error {
+    let context = format!("table {table}: {doing}");
+    move |e| error(context.clone(), e)
+}
+
+/// Register record batches as a table.
+pub fn register_batches(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<()> {
+    let partitions = if batches.is_empty() {
+        vec![Vec::new()]
+    } else {
+        vec![batches]
+    };
+    let table = MemTable::try_new(schema, partitions)
+        .map_err(|e| error(format!("registering {name}"), e))?;
+    // Names are registered exactly as written: SQL then needs quotes for mixed-case names.
+    ctx.register_table(TableReference::bare(name), Arc::new(table))
+        .map_err(|e| error(format!("registering {name}"), e))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -164,7 +202,7 @@ mod tests {
 
     #[test]
     fn running_out_of_memory_says_what_to_do() {
-        let e = Error::engine(
+        let e = error(
             "joining",
             datafusion::error::DataFusionError::ResourcesExhausted("Failed to allocate".into()),
         );

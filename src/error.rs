@@ -145,13 +145,15 @@ pub enum Error {
     },
 
     /// The query engine failed.
-    #[error("{context}: {source}{}", memory_hint(source))]
+    #[error("{context}: {source}{}", memory_hint(source, *memory_limit))]
     Engine {
         /// What tidemark was doing.
         context: String,
         /// The engine's error.
         #[source]
         source: datafusion::error::DataFusionError,
+        /// The memory limit the engine ran under (`--memory-limit`), if any.
+        memory_limit: Option<u64>,
     },
 
     /// A file could not be read or written.
@@ -180,8 +182,6 @@ pub enum Error {
         table: String,
         /// Which limit tripped, with the numbers, and what to do.
         message: String,
-        /// The counts of the refused run, for the run record.
-        counts: crate::diff::Counts,
     },
 
     /// Another run committed this table's next version first.
@@ -201,6 +201,17 @@ pub enum Error {
     NotCommitted {
         /// Why the pipeline commit did not happen.
         reason: String,
+    },
+
+    /// A bug of tidemark's: a table's run stopped where it never should (a panic).
+    #[error(
+        "table {table}: internal error ({detail}); nothing of this run was committed. Please report it, with the command and the `-vv` log."
+    )]
+    Internal {
+        /// Table name.
+        table: String,
+        /// What stopped it.
+        detail: String,
     },
 
     /// One or more tables of a pipeline run failed; each has been reported already.
@@ -235,14 +246,6 @@ impl Error {
             Error::Refused { .. } => exit_code::REFUSED,
             Error::TablesFailed { code, .. } => *code,
             _ => exit_code::FAILED,
-        }
-    }
-
-    /// Wrap an engine error with what tidemark was doing.
-    pub fn engine(context: impl Into<String>, source: datafusion::error::DataFusionError) -> Self {
-        Error::Engine {
-            context: context.into(),
-            source,
         }
     }
 
@@ -289,10 +292,10 @@ impl Error {
 }
 
 /// What to do when the engine ran out of the memory it was given.
-fn memory_hint(source: &datafusion::error::DataFusionError) -> String {
+fn memory_hint(source: &datafusion::error::DataFusionError, memory_limit: Option<u64>) -> String {
     let text = source.to_string();
     if text.contains("Resources exhausted") || text.contains("ResourcesExhausted") {
-        match crate::engine::memory_limit() {
+        match memory_limit {
             Some(limit) => format!(
                 ". The run needs more than --memory-limit {} MB for this step; give it more (e.g. --memory-limit {} MB) or free memory on the machine.",
                 limit >> 20,
@@ -344,4 +347,24 @@ pub fn guard_parser<T>(
             ),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_table_is_an_internal_error_that_fails_the_run() {
+        let e = Error::Internal {
+            table: "items".into(),
+            detail: "task 7 panicked".into(),
+        };
+        assert_eq!(e.exit_code(), exit_code::FAILED);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("table items: internal error (task 7 panicked)"),
+            "{text}"
+        );
+        assert!(text.contains("Please report it"), "{text}");
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! The data flow follows the modules: [`spec`] (pipeline file) → [`source`] (files to Arrow) →
 //! transform (SQL) → [`diff`] (row hash, classification) → [`store`] (versioned baselines) and
-//! [`sink`] (delta files); [`run`] drives one table end to end, [`query`] exposes the store to SQL.
+//! [`sink`] (delta files); [`pipeline`] drives one table end to end, stage by stage, [`query`] exposes the store to SQL.
 #![warn(missing_docs)]
 
 pub mod cli;
@@ -15,9 +15,9 @@ pub mod engine;
 pub mod error;
 pub mod normalize;
 pub mod parallel;
+pub mod pipeline;
 pub mod query;
 pub mod restore;
-pub mod run;
 pub mod sink;
 pub mod source;
 pub mod spec;

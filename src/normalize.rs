@@ -9,6 +9,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBat
 use datafusion::arrow::compute::kernels::cast::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 
+use crate::engine;
 use crate::error::{Error, Result};
 use crate::source::types::type_name;
 use crate::spec::{Case, Normalize};
@@ -30,7 +31,7 @@ pub fn apply(table: &str, batch: &RecordBatch, rules: &[Normalize]) -> Result<Re
         columns[i] = column(table, rule, &columns[i])?;
     }
     RecordBatch::try_new(batch.schema(), columns)
-        .map_err(|e| Error::engine("normalising columns", e.into()))
+        .map_err(|e| engine::error("normalising columns", e.into()))
 }
 
 fn column(table: &str, rule: &Normalize, values: &ArrayRef) -> Result<ArrayRef> {
@@ -78,9 +79,9 @@ fn column(table: &str, rule: &Normalize, values: &ArrayRef) -> Result<ArrayRef> 
             DataType::Decimal128(p, s) if (places as i8) < *s => {
                 // Arrow's cast to a smaller scale rounds half away from zero.
                 let fewer = cast(&out, &DataType::Decimal128(*p, places as i8))
-                    .map_err(|e| Error::engine("rounding", e.into()))?;
+                    .map_err(|e| engine::error("rounding", e.into()))?;
                 cast(&fewer, &DataType::Decimal128(*p, *s))
-                    .map_err(|e| Error::engine("rounding", e.into()))?
+                    .map_err(|e| engine::error("rounding", e.into()))?
             }
             t if t.is_numeric() => out,
             _ => return Err(wrong("round")),

@@ -57,7 +57,7 @@ async fn read_stored(
     if has_hash {
         frame
             .drop_columns(&[ROW_HASH_COLUMN])
-            .map_err(|e| Error::engine("reading the store", e))
+            .map_err(|e| engine::error("reading the store", e))
     } else {
         Ok(frame)
     }
@@ -101,7 +101,7 @@ async fn register_table(ctx: &SessionContext, store: &Store, table: &str) -> Res
             let snapshot = read_stored(ctx, store, table, &record, &record.snapshot).await?;
             let change_rows = read_stored(ctx, store, table, &record, &record.changes).await?;
             let with_version = |f: DataFrame| f.with_column(VERSION_COLUMN, lit(version as i64));
-            let fail = |e| Error::engine(format!("registering {table}"), e);
+            let fail = |e| engine::error(format!("registering {table}"), e);
             let snapshot_v = with_version(snapshot).map_err(fail)?;
             let change_v = with_version(change_rows).map_err(fail)?;
             history = Some(match history.take() {
@@ -149,7 +149,7 @@ fn register_or_fail(
         Err((schema, message)) => Arc::new(Unreadable { schema, message }),
     };
     ctx.register_table(TableReference::bare(name.as_str()), provider)
-        .map_err(|e| Error::engine(format!("registering {name}"), e))?;
+        .map_err(|e| engine::error(format!("registering {name}"), e))?;
     Ok(())
 }
 
@@ -208,7 +208,7 @@ pub fn runs_schema() -> SchemaRef {
 /// Turn serde rows into one record batch of `schema`.
 pub fn rows_to_batch<S: serde::Serialize>(schema: SchemaRef, rows: &[S]) -> Result<RecordBatch> {
     let fail =
-        |e: datafusion::arrow::error::ArrowError| Error::engine("building a table", e.into());
+        |e: datafusion::arrow::error::ArrowError| engine::error("building a table", e.into());
     let mut decoder = ReaderBuilder::new(schema.clone())
         .build_decoder()
         .map_err(fail)?;
@@ -222,5 +222,5 @@ pub fn rows_to_batch<S: serde::Serialize>(schema: SchemaRef, rows: &[S]) -> Resu
 async fn register_runs(ctx: &SessionContext, store: &Store) -> Result<()> {
     let runs = store.runs().await?;
     let batch = rows_to_batch(runs_schema(), &runs)?;
-    crate::run::register_batches(ctx, "runs", batch.schema(), vec![batch])
+    crate::engine::register_batches(ctx, "runs", batch.schema(), vec![batch])
 }

@@ -11,13 +11,16 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::lit;
 
+use crate::diff::baseline::register as register_baseline;
 use crate::diff::row_hash::ROW_HASH_COLUMN;
+use crate::diff::sql::register_hash_views;
 use crate::diff::{self, CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, DiffSettings};
 use crate::engine;
 use crate::error::{Error, Result};
-use crate::run::{register_baseline, register_hash_views, register_snapshot, stored_changes};
 use crate::sink;
+use crate::sink::shape::stored_changes;
 use crate::spec::{ChangeKind, Plan, TablePlan};
+use crate::store::tables::register_snapshot;
 use crate::store::{self, CommitKind, CommitRecord, Store};
 
 async fn latest_of(store: &Store, table: &str) -> Result<CommitRecord> {
@@ -98,7 +101,7 @@ pub async fn diff_versions(
         include_unchanged: false,
         tolerance: Vec::new(),
     };
-    let delta = diff::classify(&ctx, &settings, to.counts.rows_in).await?;
+    let delta = diff::sql::classify(&ctx, &settings, to.counts.rows_in).await?;
     Ok(delta)
 }
 
@@ -182,7 +185,7 @@ pub async fn reset(plan: &Plan, table: &TablePlan, store: &Store) -> Result<Comm
     let latest = latest_of(store, name).await?;
     let ctx = engine::session();
     register_snapshot(&ctx, store, name, &latest, "baseline").await?;
-    let fail = |e| Error::engine(format!("resetting {name}"), e);
+    let fail = |e| engine::error(format!("resetting {name}"), e);
     let frame = ctx.table("baseline").await.map_err(fail)?;
     let snapshot_schema = Arc::new(frame.schema().as_arrow().clone());
     let cc = &table.change_columns;

@@ -12,10 +12,11 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::display::array_value_to_string;
 
-use crate::diff::Counts;
+use crate::diff::row_hash::ROW_HASH_COLUMN;
+use crate::engine;
 use crate::error::{Error, Result};
 use crate::source::RowLocator;
-use crate::spec::{OnInvalid, TablePlan};
+use crate::spec::{OnInvalid, TableMode, TablePlan};
 
 /// Whether no key repeats, judged by a 64-bit hash of each row's key (the row hash over the
 /// key columns): false when two keys hash alike, which is a repeated key or, very rarely, a
@@ -38,7 +39,7 @@ pub fn keys_surely_unique(batches: &[RecordBatch], key: &[String]) -> Result<boo
     const PART_BITS: u32 = 4;
     let mut parts: Vec<Vec<u64>> = vec![Vec::new(); 1 << PART_BITS];
     for batch_hashes in hashes {
-        let batch_hashes = batch_hashes.map_err(|e| Error::engine("checking keys", e))?;
+        let batch_hashes = batch_hashes.map_err(|e| engine::error("checking keys", e))?;
         for &h in batch_hashes.values() {
             parts[(h >> (64 - PART_BITS)) as usize].push(h);
         }
@@ -237,7 +238,7 @@ pub async fn check_rules(
     }
     let ctx = crate::engine::session();
     let (numbered_schema, numbered) = crate::engine::with_ordinals(schema, batches, ORDINAL, 0)?;
-    crate::run::register_batches(&ctx, &table.name, numbered_schema, numbered)?;
+    crate::engine::register_batches(&ctx, &table.name, numbered_schema, numbered)?;
     let mut found = Vec::new();
     for rule in &table.validate.rules {
         let bad_rule = |e: datafusion::error::DataFusionError| Error::Usage {
@@ -287,7 +288,7 @@ pub async fn check_references(
     }
     let ctx = crate::engine::session();
     let (numbered_schema, numbered) = crate::engine::with_ordinals(schema, batches, ORDINAL, 0)?;
-    crate::run::register_batches(&ctx, "__tidemark_child", numbered_schema, numbered)?;
+    crate::engine::register_batches(&ctx, "__tidemark_child", numbered_schema, numbered)?;
     let mut found = Vec::new();
     for reference in &table.references {
         // The column exists: `check_columns` made sure of it.
@@ -341,7 +342,8 @@ pub async fn check_references(
                 ),
             });
         }
-        crate::run::register_snapshot(&ctx, store, parent, &record, "__tidemark_parent").await?;
+        crate::store::tables::register_snapshot(&ctx, store, parent, &record, "__tidemark_parent")
+            .await?;
         let column = crate::diff::ident(&reference.column);
         let sql = format!(
             "SELECT c.{ORDINAL}, CAST(c.{column} AS VARCHAR) FROM __tidemark_child c \
@@ -363,7 +365,7 @@ pub async fn check_references(
             .await
             .map_err(failed)?;
         ctx.deregister_table("__tidemark_parent")
-            .map_err(|e| Error::engine("checking references", e))?;
+            .map_err(|e| engine::error("checking references", e))?;
         for batch in orphans {
             let ordinals = ordinals(&batch);
             for (i, index) in ordinals.values().iter().copied().enumerate() {
@@ -478,7 +480,7 @@ pub fn without_rows(
             .collect();
         out.push(
             filter_record_batch(batch, &keep)
-                .map_err(|e| Error::engine("holding out rejected rows", e.into()))?,
+                .map_err(|e| engine::error("holding out rejected rows", e.into()))?,
         );
         offset += n;
     }
@@ -500,7 +502,7 @@ pub fn only_rows(
         if keep.true_count() > 0 {
             out.push(
                 filter_record_batch(batch, &keep)
-                    .map_err(|e| Error::engine("selecting rejected rows", e.into()))?,
+                    .map_err(|e| engine::error("selecting rejected rows", e.into()))?,
             );
         }
         offset += n;
@@ -535,7 +537,7 @@ pub fn rejects_batch(rows: &[RejectedRow], columns: &[String]) -> Result<(Schema
         )));
     }
     let batch = RecordBatch::try_new(schema.clone(), arrays)
-        .map_err(|e| Error::engine("building the rejects file", e.into()))?;
+        .map_err(|e| engine::error("building the rejects file", e.into()))?;
     Ok((schema, batch))
 }
 
@@ -546,7 +548,6 @@ pub fn check_limits(
     rows: &[RejectedRow],
     rows_read: u64,
     rejects_file: Option<&str>,
-    counts: Counts,
 ) -> Result<()> {
     let Some(first) = rows.first() else {
         return Ok(());
@@ -558,7 +559,6 @@ pub fn check_limits(
     let refuse = |what: String| Error::Refused {
         table: table.name.clone(),
         message: format!("{what}.{see} Fix the source file; nothing was committed."),
-        counts,
     };
     let share = |n: usize| {
         if rows_read == 0 {
@@ -587,6 +587,106 @@ pub fn check_limits(
             rows_read,
             share(rows.len())
         )));
+    }
+    Ok(())
+}
+
+/// Every column the pipeline names must exist: in the source (`source.columns`) or in the
+/// snapshot (key, compare/ignore, on_delete.set, output.columns).
+pub fn check_columns(
+    table: &TablePlan,
+    source_columns: &[String],
+    source_origin: &str,
+    columns: &[String],
+    origin: &str,
+) -> Result<()> {
+    let missing = |setting: &str, column: &String| Error::MissingColumn {
+        table: table.name.clone(),
+        column: column.clone(),
+        setting: setting.to_string(),
+        origin: origin.to_string(),
+        available: columns.to_vec(),
+    };
+    if columns.iter().any(|c| c == ROW_HASH_COLUMN) {
+        return Err(Error::Usage {
+            message: format!(
+                "table {}: the column name {ROW_HASH_COLUMN} is reserved for tidemark's row hash; rename it in `transform`.",
+                table.name
+            ),
+        });
+    }
+    for k in &table.key {
+        if !columns.contains(k) {
+            return Err(missing("key", k));
+        }
+    }
+    let (setting, named) = table.compare.named();
+    for c in named {
+        if !columns.contains(c) {
+            return Err(missing(setting, c));
+        }
+    }
+    for (c, _) in &table.delete_set {
+        if !columns.contains(c) {
+            return Err(missing("on_delete.set", c));
+        }
+    }
+    for (c, _) in &table.tolerance {
+        if !columns.contains(c) {
+            return Err(missing("tolerance", c));
+        }
+    }
+    for n in &table.normalize {
+        if !columns.contains(&n.column) {
+            return Err(missing("normalize", &n.column));
+        }
+    }
+    for c in &table.validate.not_null {
+        if !columns.contains(c) {
+            return Err(missing("validate.not_null", c));
+        }
+    }
+    for c in &table.partition_by {
+        if !columns.contains(c) {
+            return Err(missing("partition_by", c));
+        }
+    }
+    if let TableMode::Incremental { watermark } = &table.mode
+        && !columns.contains(watermark)
+    {
+        return Err(missing("watermark", watermark));
+    }
+    for r in &table.references {
+        if !columns.contains(&r.column) {
+            return Err(missing("references", &r.column));
+        }
+    }
+    let cc = &table.change_columns;
+    for output in &table.outputs {
+        for c in output.columns.iter().flatten() {
+            if !columns.contains(c) && *c != cc.type_column && *c != cc.reason_column {
+                let mut available = columns.to_vec();
+                available.extend([cc.type_column.clone(), cc.reason_column.clone()]);
+                return Err(Error::MissingColumn {
+                    table: table.name.clone(),
+                    column: c.clone(),
+                    setting: "output.columns".into(),
+                    origin: "the delta".into(),
+                    available,
+                });
+            }
+        }
+    }
+    for (c, _) in &table.source.columns {
+        if !source_columns.contains(c) {
+            return Err(Error::MissingColumn {
+                table: table.name.clone(),
+                column: c.clone(),
+                setting: "source.columns".into(),
+                origin: source_origin.to_string(),
+                available: source_columns.to_vec(),
+            });
+        }
     }
     Ok(())
 }

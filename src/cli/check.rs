@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result, exit_code};
-use crate::run::load_snapshot;
+use crate::pipeline::load::load_snapshot;
 use crate::spec;
 use crate::store::Store;
 
@@ -52,12 +52,12 @@ pub(super) async fn execute(args: CheckArgs, store: Option<&str>) -> Result<u8> 
                     worst = worst.max(exit_code::INVALID);
                     continue;
                 }
-                let files: Vec<&str> = loaded.files.iter().map(|f| f.path.as_str()).collect();
+                let files: Vec<&str> = loaded.facts.files.iter().map(|f| f.path.as_str()).collect();
                 println!(
                     "{}: ok — {} ({} columns, key {})",
                     table.name,
                     files.join(", "),
-                    loaded.columns.len(),
+                    loaded.facts.columns.len(),
                     table.key.join(", ")
                 );
             }

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::OutputFormat;
+use crate::diff::files::diff as diff_files;
 use crate::error::{Error, Result, exit_code};
-use crate::run::diff_files;
 use crate::source::{SheetRef, SourceFormat, SourceOptions};
 use crate::spec::{ChangeColumns, ChangeKind, CompareColumns, Duplicates, TablePlan};
 
@@ -186,7 +186,7 @@ async fn versions(args: &DiffArgs, from: u64, store: Option<&str>) -> Result<u8>
         .collect();
     let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
     let (schema, batches) =
-        crate::run::shape_batches(table, &delta, &include, None, &types).await?;
+        crate::sink::shape::shape_batches(table, &delta, &include, None, &types).await?;
     let format = OutputFormat::choose(args.format, args.output.as_deref(), OutputFormat::Csv);
     super::query::emit(&schema, &batches, format, args.output.as_deref())?;
     let c = delta.counts;

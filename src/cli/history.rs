@@ -6,6 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
+use crate::engine;
 use crate::error::{Error, Result, exit_code};
 use crate::store::{CommitKind, Store};
 use crate::{query, spec};
@@ -92,7 +93,7 @@ pub(super) async fn execute(args: HistoryArgs, store: Option<&str>) -> Result<u8
     let schema = Arc::new(Schema::new(fields));
     let batch = query::rows_to_batch(schema, &rows)?;
     let text = pretty_format_batches(&[batch])
-        .map_err(|e| Error::engine("formatting history", e.into()))?;
+        .map_err(|e| engine::error("formatting history", e.into()))?;
     println!("{text}");
     Ok(exit_code::OK)
 }

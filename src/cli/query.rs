@@ -9,6 +9,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 
 use super::OutputFormat;
+use crate::engine;
 use crate::error::{Error, Result, exit_code};
 use crate::source::SourceFormat;
 use crate::store::Store;
@@ -59,7 +60,7 @@ async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<Reco
     let batches = frame
         .collect()
         .await
-        .map_err(|e| Error::engine("running the query", e))?;
+        .map_err(|e| engine::error("running the query", e))?;
     Ok((schema, batches))
 }
 
@@ -177,7 +178,7 @@ pub fn emit(
     let as_source = match format {
         OutputFormat::Table => {
             let text = pretty_format_batches(batches)
-                .map_err(|e| Error::engine("formatting the result", e.into()))?;
+                .map_err(|e| engine::error("formatting the result", e.into()))?;
             let text = if batches.is_empty() {
                 header_only(schema)
             } else {

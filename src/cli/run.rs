@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::error::{Error, Result, exit_code};
-use crate::run::{PipelineRun, RunOptions, TableRun, TableStatus, run_pipeline};
+use crate::pipeline::{PipelineRun, RunOptions, TableRun, TableStatus, run_pipeline};
 use crate::source::SourceFormat;
 use crate::{sink, spec};
 
@@ -39,6 +39,15 @@ pub struct RunArgs {
     /// Also write the machine-readable run report (JSON).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
+    /// For tests: the fastest comparison strategy to take (streamed, matching or join).
+    #[arg(long, hide = true, value_name = "STRATEGY")]
+    pub strategy: Option<crate::diff::strategy::Strategy>,
+    /// For tests: read a streamed CSV file in pieces of this many bytes.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub piece_bytes: Option<usize>,
+    /// For tests: after matching by position, join the full rows as a digest collision would.
+    #[arg(long, hide = true)]
+    pub fall_back_to_join: bool,
 }
 
 pub(super) async fn execute(args: RunArgs, global: &super::GlobalArgs) -> Result<u8> {
@@ -161,10 +170,13 @@ async fn run_file(
         unsafe_single_writer: global.unsafe_single_writer,
         jobs: args.jobs,
         fail_fast: args.fail_fast,
+        strategy: args.strategy,
+        piece_bytes: args.piece_bytes,
+        fall_back_to_join: args.fall_back_to_join,
         atomic_run: None,
     };
     run_pipeline(&plan, &options, |t| {
-        crate::run::above_progress(|| {
+        crate::pipeline::above_progress(|| {
             println!("{}", summary_line(t));
             for p in &t.partitions {
                 let c = &p.counts;

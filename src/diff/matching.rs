@@ -30,6 +30,7 @@ use datafusion::parquet::file::metadata::PageIndexPolicy;
 use std::ops::Range;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
 
+use crate::engine;
 use crate::error::{Error, Result};
 
 /// Bits of the digest that choose an entry's part; parts are sorted and matched one per core.
@@ -138,7 +139,7 @@ fn digestible(columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
         .iter()
         .map(|c| match c.data_type() {
             DataType::LargeUtf8 | DataType::Utf8View => {
-                cast(c, &DataType::Utf8).map_err(|e| Error::engine("matching keys", e.into()))
+                cast(c, &DataType::Utf8).map_err(|e| engine::error("matching keys", e.into()))
             }
             _ => Ok(c.clone()),
         })
@@ -152,7 +153,7 @@ fn converter(columns: &[ArrayRef]) -> Result<RowConverter> {
             .map(|c| SortField::new(c.data_type().clone()))
             .collect(),
     )
-    .map_err(|e| Error::engine("matching keys", e.into()))
+    .map_err(|e| engine::error("matching keys", e.into()))
 }
 
 /// Call `found(row, digest)` for each row of `batch`, its key's digest read from the `key`
@@ -179,7 +180,7 @@ fn each_digest(
         _ => {
             let rows = converter(&columns)?
                 .convert_columns(&columns)
-                .map_err(|e| Error::engine("matching keys", e.into()))?;
+                .map_err(|e| engine::error("matching keys", e.into()))?;
             for (i, row) in rows.iter().enumerate() {
                 found(i, xxh3_128(row.as_ref()));
             }
@@ -455,7 +456,7 @@ impl ParquetRows {
 }
 
 fn internal(message: impl Into<String>) -> Error {
-    Error::engine(
+    engine::error(
         "matching keys",
         datafusion::error::DataFusionError::Internal(message.into()),
     )
@@ -846,7 +847,7 @@ pub fn take_rows(batches: &[RecordBatch], positions: &[u32]) -> Result<Vec<Recor
                 .collect();
             out.push(
                 take_record_batch(batch, &indexes)
-                    .map_err(|e| Error::engine("taking rows", e.into()))?,
+                    .map_err(|e| engine::error("taking rows", e.into()))?,
             );
         }
         at = to;

@@ -26,6 +26,7 @@ use datafusion::prelude::SessionContext;
 
 use super::matching::Matched;
 use super::{CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings};
+use crate::engine;
 use crate::error::{Error, Result};
 use crate::spec::ChangeKind;
 
@@ -276,9 +277,9 @@ async fn planned_schema(
     settings: &DiffSettings,
     rows: usize,
 ) -> Result<SchemaRef> {
-    let plan = |what: &'static str| move |e| Error::engine(what, e);
+    let plan = |what: &'static str| move |e| engine::error(what, e);
     let classified = ctx
-        .sql(&super::classify_sql(settings))
+        .sql(&super::sql::classify_sql(settings))
         .await
         .map_err(plan("planning the classification"))?
         .create_physical_plan()
@@ -292,7 +293,7 @@ async fn planned_schema(
     ctx.register_table("classified", Arc::new(empty))
         .map_err(plan("registering tables"))?;
     let delta = ctx
-        .sql(&super::delta_sql(settings))
+        .sql(&super::sql::delta_sql(settings))
         .await
         .map_err(plan("planning the delta"))?;
     let logical: SchemaRef = Arc::new(delta.schema().as_arrow().clone());
@@ -409,5 +410,5 @@ fn shown(text: &StringArray, i: usize) -> &str {
 }
 
 fn arrow_error(e: datafusion::arrow::error::ArrowError) -> Error {
-    Error::engine("building the delta", e.into())
+    engine::error("building the delta", e.into())
 }

@@ -2,6 +2,9 @@
 //! name and renamed into place so a consumer never reads half a file; and the Parquet encoding
 //! the store uses for snapshots and change rows.
 
+pub mod background;
+pub mod shape;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use object_store::PutPayload;
 
+use crate::engine;
 use crate::error::{Error, Result};
 use crate::source::SourceFormat;
 
@@ -145,7 +149,7 @@ pub fn streamed_parquet<W: Write + Send>(
     use datafusion::parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
     use datafusion::parquet::file::writer::SerializedFileWriter;
     if schema.fields().iter().any(|f| f.data_type().is_nested()) {
-        return Err(Error::engine(
+        return Err(engine::error(
             "writing Parquet",
             datafusion::error::DataFusionError::NotImplemented(
                 "a nested column in a streamed snapshot".into(),
@@ -180,7 +184,7 @@ pub fn streamed_parquet<W: Write + Send>(
 }
 
 fn parquet_error(e: datafusion::parquet::errors::ParquetError) -> Error {
-    Error::engine("writing Parquet", e.into())
+    engine::error("writing Parquet", e.into())
 }
 
 /// Encodes row groups of a [`streamed_parquet`] file; shared by the threads that do.
@@ -242,7 +246,7 @@ impl<W: Write + Send> StreamedParquetFile<W> {
     pub fn finish(self) -> Result<W> {
         let out = self.writer.into_inner().map_err(parquet_error)?;
         out.into_inner()
-            .map_err(|e| Error::engine("writing Parquet", std::io::Error::from(e).into()))
+            .map_err(|e| engine::error("writing Parquet", std::io::Error::from(e).into()))
     }
 }
 
@@ -313,7 +317,7 @@ fn encode_parquet_in_parallel(
     use datafusion::parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
     use datafusion::parquet::file::writer::SerializedFileWriter;
     let fail =
-        |e: datafusion::parquet::errors::ParquetError| Error::engine("writing Parquet", e.into());
+        |e: datafusion::parquet::errors::ParquetError| engine::error("writing Parquet", e.into());
     let parquet_schema = ArrowSchemaConverter::new()
         .with_coerce_types(props.coerce_types())
         .convert(schema)
@@ -387,7 +391,7 @@ fn write_parquet(
     props: Option<WriterProperties>,
 ) -> Result<()> {
     let fail =
-        |e: datafusion::parquet::errors::ParquetError| Error::engine("writing Parquet", e.into());
+        |e: datafusion::parquet::errors::ParquetError| engine::error("writing Parquet", e.into());
     let mut writer = ArrowWriter::try_new(w, schema.clone(), props).map_err(fail)?;
     for batch in batches {
         writer.write(batch).map_err(fail)?;
@@ -404,7 +408,7 @@ pub fn write_to(
     batches: &[RecordBatch],
 ) -> Result<()> {
     let fail =
-        |e: datafusion::arrow::error::ArrowError| Error::engine("writing the delta", e.into());
+        |e: datafusion::arrow::error::ArrowError| engine::error("writing the delta", e.into());
     match format {
         SourceFormat::Csv => {
             let mut w = w;
@@ -454,9 +458,9 @@ fn write_formatted(
             let mut out = Vec::new();
             format(batch, &mut out).map(|()| out)
         }) {
-            let text = text.map_err(|e| Error::engine("writing the delta", e.into()))?;
+            let text = text.map_err(|e| engine::error("writing the delta", e.into()))?;
             w.write_all(&text)
-                .map_err(|e| Error::engine("writing the delta", ArrowError::from(e).into()))?;
+                .map_err(|e| engine::error("writing the delta", ArrowError::from(e).into()))?;
         }
     }
     Ok(())

@@ -28,6 +28,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use super::types::{parse_text_column, type_name};
 use super::{CellError, FileRead, FileRows};
 use super::{SheetRef, SourceOptions};
+use crate::engine;
 use crate::error::{Error, Result};
 
 /// Integers up to this magnitude survive a trip through f64, which is how Excel stores numbers.
@@ -1138,7 +1139,7 @@ impl Table {
         let options = RecordBatchOptions::new().with_row_count(Some(self.row_numbers.len()));
         let batch =
             RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
-                .map_err(|e| Error::engine("building the Excel sheet's columns", e.into()))?;
+                .map_err(|e| engine::error("building the Excel sheet's columns", e.into()))?;
         self.cell_errors.sort_by_key(|e| e.row);
         Ok(FileRead {
             batches: vec![batch],

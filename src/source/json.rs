@@ -14,6 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::types::parse_text_column;
 use super::{CellError, FileRead, FileRows, SourceOptions};
+use crate::engine;
 use crate::error::{Error, Result};
 
 /// Read a JSON-lines file into one record batch; values that do not fit a declared type are
@@ -55,7 +56,7 @@ pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> 
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| malformed(&e))?;
     let batch =
-        concat_batches(&schema, &batches).map_err(|e| Error::engine("reading JSON", e.into()))?;
+        concat_batches(&schema, &batches).map_err(|e| engine::error("reading JSON", e.into()))?;
     let (batch, cell_errors) = apply_declared(batch, options)?;
     Ok(FileRead {
         batches: vec![batch],
@@ -179,7 +180,7 @@ fn apply_declared(
                 // Through text, as CSV columns are parsed: 4.5 is no int64 (a cast would cut it
                 // to 4) and "abc" no number; each such value rejects its row.
                 let text = cast(values, &DataType::Utf8)
-                    .map_err(|e| Error::engine("reading JSON", e.into()))?;
+                    .map_err(|e| engine::error("reading JSON", e.into()))?;
                 let (parsed, mut misfits) = parse_text_column(field.name(), &text, t)?;
                 errors.append(&mut misfits);
                 fields.push(Field::new(field.name(), t.clone(), true));
@@ -192,7 +193,7 @@ fn apply_declared(
         }
     }
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| Error::engine("reading JSON", e.into()))?;
+        .map_err(|e| engine::error("reading JSON", e.into()))?;
     errors.sort_by_key(|e| e.row);
     Ok((batch, errors))
 }

@@ -423,6 +423,11 @@ impl FileToRead {
     }
 }
 
+/// The names of a schema's columns, in order.
+pub fn column_names(schema: &datafusion::arrow::datatypes::Schema) -> Vec<String> {
+    schema.fields().iter().map(|f| f.name().clone()).collect()
+}
+
 /// Load every file of a table's local source into Arrow (`allow_empty`: see [`load_files`]).
 pub fn load(
     table: &str,

@@ -13,6 +13,26 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::{FileSelection, FileToRead};
 use crate::error::{Error, Result};
 
+/// Load a table's source files, local or on S3 (downloaded to a temporary folder first).
+pub async fn load_anywhere(
+    table: &str,
+    pattern: &str,
+    selection: FileSelection,
+    options: &super::SourceOptions,
+    allow_empty: bool,
+    progress: &dyn super::LoadProgress,
+) -> Result<super::LoadedSource> {
+    if !crate::cloud::is_url(pattern) {
+        return super::load(table, pattern, selection, options, allow_empty, progress);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tidemark-source-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let files = fetch(table, pattern, selection, dir.path()).await?;
+    super::load_files(&files, options, allow_empty, progress)
+}
+
 /// Download the objects `pattern` (an `s3://` URL, possibly with a glob in its key) names into
 /// `dir`.
 pub async fn fetch(

@@ -15,6 +15,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{FormatOptions, array_value_to_string};
 
 use super::CellError;
+use crate::engine;
 use crate::error::{Error, Result};
 
 /// Parse a type name as written in a pipeline file's `columns:`.
@@ -179,14 +180,14 @@ fn plain_decimals(
 /// fill the values the integer parse left null where the text is such a number.
 fn integral_numbers(text: &ArrayRef, parsed: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
     let floats = cast_with_options(text, &DataType::Float64, &lenient())
-        .map_err(|e| Error::engine("reading integers", e.into()))?;
+        .map_err(|e| engine::error("reading integers", e.into()))?;
     let floats = floats.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
     let whole = |i: usize| {
         let v = floats.value(i);
         (v.fract() == 0.0 && v.abs() < 9.0e15).then_some(v as i64)
     };
     let parsed = cast_with_options(parsed, &DataType::Int64, &lenient())
-        .map_err(|e| Error::engine("reading integers", e.into()))?;
+        .map_err(|e| engine::error("reading integers", e.into()))?;
     let parsed = parsed.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
     let merged: datafusion::arrow::array::Int64Array = (0..parsed.len())
         .map(|i| {
@@ -200,7 +201,7 @@ fn integral_numbers(text: &ArrayRef, parsed: &ArrayRef, target: &DataType) -> Re
         })
         .collect();
     cast_with_options(&(Arc::new(merged) as ArrayRef), target, &lenient())
-        .map_err(|e| Error::engine("reading integers", e.into()))
+        .map_err(|e| engine::error("reading integers", e.into()))
 }
 
 /// A snapshot column read as the type the baseline pinned for it.
@@ -265,9 +266,9 @@ pub fn pin_column(
     // Numbers must survive the cast unchanged: 5.5 must not become 5.
     if values.data_type().is_numeric() {
         let back = cast_with_options(&cast, values.data_type(), &lenient())
-            .map_err(|e| Error::engine("checking a cast", e.into()))?;
+            .map_err(|e| engine::error("checking a cast", e.into()))?;
         let differs =
-            distinct(&back, values).map_err(|e| Error::engine("checking a cast", e.into()))?;
+            distinct(&back, values).map_err(|e| engine::error("checking a cast", e.into()))?;
         for (i, m) in misfit.iter_mut().enumerate() {
             *m |= differs.value(i) && !values.is_null(i);
         }
@@ -314,7 +315,7 @@ pub fn pin_column(
     // Misfits the lenient cast turned into another value (5.5 -> 5) must be null, not that value.
     let misfit_mask = BooleanArray::from(misfit);
     let values_out = datafusion::arrow::compute::nullif(&cast, &misfit_mask)
-        .map_err(|e| Error::engine("checking a cast", e.into()))?;
+        .map_err(|e| engine::error("checking a cast", e.into()))?;
     Ok(Pinned::Fits {
         values: values_out,
         misfits,
@@ -489,7 +490,7 @@ pub fn parse_declared(
         }
     }
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| Error::engine("typing the source columns", e.into()))?;
+        .map_err(|e| engine::error("typing the source columns", e.into()))?;
     Ok((batch, errors))
 }
 
@@ -570,7 +571,7 @@ pub fn type_batch_as(
     ));
     RecordBatch::try_new(schema, columns)
         .map(Some)
-        .map_err(|e| Error::engine("typing the source columns", e.into()))
+        .map_err(|e| engine::error("typing the source columns", e.into()))
 }
 
 /// Type the batches of one file, read as text (declared columns may already be parsed by
@@ -646,7 +647,7 @@ pub fn type_text_batches(
                 }
             }
             *batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-                .map_err(|e| Error::engine("typing the source columns", e.into()))?;
+                .map_err(|e| engine::error("typing the source columns", e.into()))?;
         }
     }
     let batches = &batches[..];
@@ -687,7 +688,7 @@ pub fn type_text_batches(
         .into_iter()
         .map(|columns| RecordBatch::try_new(typed_schema.clone(), columns))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::engine("typing the source columns", e.into()))?;
+        .map_err(|e| engine::error("typing the source columns", e.into()))?;
     Ok((batches, errors))
 }
 
@@ -711,7 +712,7 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef, path: &Path) -> Result<R
         columns.push(cast);
     }
     RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| Error::engine("combining source files", e.into()))
+        .map_err(|e| engine::error("combining source files", e.into()))
 }
 
 #[cfg(test)]

@@ -137,9 +137,9 @@ async fn case(fail_at: usize, lose_response: bool) -> (bool, bool) {
     let pipeline = dir.path().join("items.yaml");
     std::fs::write(&pipeline, ITEMS_PIPELINE).unwrap();
     let plan = tidemark::spec::load(&pipeline, None).unwrap();
-    let options = tidemark::run::RunOptions::default();
+    let options = tidemark::pipeline::RunOptions::default();
     std::fs::write(dir.path().join("items.csv"), DAY1).unwrap();
-    tidemark::run::run_pipeline(&plan, &options, |_| {})
+    tidemark::pipeline::run_pipeline(&plan, &options, |_| {})
         .await
         .unwrap();
     let healthy = tidemark::store::Store::open(&plan.store, false).unwrap();
@@ -147,7 +147,7 @@ async fn case(fail_at: usize, lose_response: bool) -> (bool, bool) {
 
     let store = faulty_store(&plan, fail_at, lose_response, false);
     std::fs::write(dir.path().join("items.csv"), DAY2).unwrap();
-    let run = tidemark::run::run_pipeline_in(&plan, &store, &options, |_| {})
+    let run = tidemark::pipeline::run_pipeline_in(&plan, &store, &options, |_| {})
         .await
         .unwrap();
     let failed = run.tables[0].error.is_some();
@@ -170,7 +170,7 @@ async fn case(fail_at: usize, lose_response: bool) -> (bool, bool) {
     }
     // The next run works without clean-up and ends with day 2's rows.
     std::fs::write(dir.path().join("items.csv"), DAY2).unwrap();
-    let next = tidemark::run::run_pipeline(&plan, &options, |_| {})
+    let next = tidemark::pipeline::run_pipeline(&plan, &options, |_| {})
         .await
         .unwrap();
     assert!(
@@ -217,8 +217,8 @@ fn a_store_that_ignores_create_only_if_absent_is_refused() {
         let root = std::path::PathBuf::from(&plan.store);
         std::fs::create_dir_all(&root).unwrap();
         let careless = || faulty_store(&plan, 0, false, true).checking_put_if_absent();
-        let options = tidemark::run::RunOptions::default();
-        let refused = tidemark::run::run_pipeline_in(&plan, &careless(), &options, |_| {})
+        let options = tidemark::pipeline::RunOptions::default();
+        let refused = tidemark::pipeline::run_pipeline_in(&plan, &careless(), &options, |_| {})
             .await
             .unwrap();
         let error = refused.tables[0]
@@ -234,7 +234,7 @@ fn a_store_that_ignores_create_only_if_absent_is_refused() {
         assert!(!root.join("items").exists(), "nothing written");
 
         let store = careless().single_writer(true);
-        let run = tidemark::run::run_pipeline_in(&plan, &store, &options, |_| {})
+        let run = tidemark::pipeline::run_pipeline_in(&plan, &store, &options, |_| {})
             .await
             .unwrap();
         assert!(run.tables[0].error.is_none(), "{:?}", run.tables[0].error);
@@ -259,7 +259,7 @@ async fn atomic_case(fail_at: usize, lose_response: bool) -> bool {
     let pipeline = dir.path().join("p.yaml");
     std::fs::write(&pipeline, ATOMIC_PIPELINE).unwrap();
     let plan = tidemark::spec::load(&pipeline, None).unwrap();
-    let options = tidemark::run::RunOptions {
+    let options = tidemark::pipeline::RunOptions {
         jobs: 1,
         ..Default::default()
     };
@@ -268,7 +268,7 @@ async fn atomic_case(fail_at: usize, lose_response: bool) -> bool {
         std::fs::write(dir.path().join("prices.csv"), day).unwrap();
     };
     write_day(DAY1);
-    let first = tidemark::run::run_pipeline(&plan, &options, |_| {})
+    let first = tidemark::pipeline::run_pipeline(&plan, &options, |_| {})
         .await
         .unwrap();
     assert!(first.tables.iter().all(|t| t.error.is_none()));
@@ -276,7 +276,7 @@ async fn atomic_case(fail_at: usize, lose_response: bool) -> bool {
 
     let store = faulty_store(&plan, fail_at, lose_response, false);
     write_day(DAY2);
-    let run = tidemark::run::run_pipeline_in(&plan, &store, &options, |_| {})
+    let run = tidemark::pipeline::run_pipeline_in(&plan, &store, &options, |_| {})
         .await
         .unwrap();
     let all_ok = run.tables.iter().all(|t| t.error.is_none());
@@ -301,7 +301,7 @@ async fn atomic_case(fail_at: usize, lose_response: bool) -> bool {
 
     // The next run commits both, on top of whatever the failed run left.
     write_day("sku,qty\nA,1\nE,5\n");
-    let next = tidemark::run::run_pipeline(&plan, &options, |_| {})
+    let next = tidemark::pipeline::run_pipeline(&plan, &options, |_| {})
         .await
         .unwrap();
     assert!(

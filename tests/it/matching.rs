@@ -87,10 +87,9 @@ pub fn days() -> (String, String) {
 fn matching_positions_equals_joining_full_rows() {
     let (day1, day2) = days();
     let by_position = Workdir::new();
-    let by_join = Workdir::new().with_env(&[("TIDEMARK_FULL_JOIN".into(), "1".into())]);
+    let by_join = Workdir::new().with_run_args(&["--strategy", "join"]);
     // Matched, then joined after all (as when two keys shared a digest).
-    let by_both =
-        Workdir::new().with_env(&[("TIDEMARK_TEST_DISTRUST_MATCHING".into(), "1".into())]);
+    let by_both = Workdir::new().with_run_args(&["--fall-back-to-join"]);
     let mut summaries = Vec::new();
     let mut logs = Vec::new();
     for w in [&by_position, &by_join, &by_both] {

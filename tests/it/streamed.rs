@@ -6,13 +6,13 @@
 use crate::matching::{PIPELINE, days};
 use crate::workdir::{Workdir, assert_code, read_parquet, stderr, stdout, summary, without_time};
 
-/// The default (streamed) and the usual run (`TIDEMARK_IN_MEMORY`), each with tiny pieces so
+/// The default (streamed) and the usual run (`--strategy matching`), each with tiny pieces so
 /// that a file is many row groups.
 fn both_ways() -> [Workdir; 2] {
-    let small = ("TIDEMARK_TEST_PIECE_BYTES".to_string(), "4096".to_string());
+    let small = ["--piece-bytes", "4096"];
     [
-        Workdir::new().with_env(std::slice::from_ref(&small)),
-        Workdir::new().with_env(&[small, ("TIDEMARK_IN_MEMORY".into(), "1".into())]),
+        Workdir::new().with_run_args(&small),
+        Workdir::new().with_run_args(&[&small[..], &["--strategy", "matching"]].concat()),
     ]
 }
 

@@ -115,7 +115,7 @@ fn check_sequence(ops: &[Op]) {
         std::fs::write(&pipeline, ITEMS_PIPELINE).unwrap();
         let plan = tidemark::spec::load(&pipeline, None).unwrap();
         let table = plan.table("items").unwrap().clone();
-        let options = tidemark::run::RunOptions::default();
+        let options = tidemark::pipeline::RunOptions::default();
         let mut clock = chrono::Utc::now();
         let grace = chrono::Duration::hours(1);
         for op in ops {
@@ -127,7 +127,7 @@ fn check_sequence(ops: &[Op]) {
                         .collect();
                     std::fs::write(dir.path().join("items.csv"), format!("sku,qty\n{rows}"))
                         .unwrap();
-                    let run = tidemark::run::run_pipeline(&plan, &options, |_| {})
+                    let run = tidemark::pipeline::run_pipeline(&plan, &options, |_| {})
                         .await
                         .unwrap();
                     assert!(run.tables[0].error.is_none(), "{:?}", run.tables[0].error);

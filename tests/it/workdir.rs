@@ -12,6 +12,8 @@ pub struct Workdir {
     dir: tempfile::TempDir,
     /// Environment variables every run of the binary gets (an S3 endpoint, say).
     env: Vec<(String, String)>,
+    /// Arguments every `run` command gets (a comparison strategy, say).
+    run_args: Vec<String>,
 }
 
 impl Workdir {
@@ -19,7 +21,14 @@ impl Workdir {
         Workdir {
             dir: tempfile::tempdir().expect("a temp dir"),
             env: Vec::new(),
+            run_args: Vec::new(),
         }
+    }
+
+    /// Give every `tidemark run` in this folder these arguments too (after `run`).
+    pub fn with_run_args(mut self, args: &[&str]) -> Self {
+        self.run_args.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
     /// Give every run of the binary these environment variables.
@@ -61,6 +70,12 @@ impl Workdir {
 
     /// Run tidemark with `args` in this folder.
     pub fn run(&self, args: &[&str]) -> Output {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if let Some(verb) = args.iter().position(|a| !a.starts_with('-'))
+            && args[verb] == "run"
+        {
+            args.splice(verb + 1..verb + 1, self.run_args.iter().cloned());
+        }
         Command::from_std(self.command())
             .args(args)
             .output()

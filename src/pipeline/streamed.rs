@@ -1,6 +1,6 @@
 //! A table's run with its snapshot streamed through, never held in memory whole.
 //!
-//! The usual run (see [`super::execute`]) loads the whole snapshot, then types, validates,
+//! The usual run (the stages of [`super`]) loads the whole snapshot, then types, validates,
 //! hashes, compares and encodes it: at 10M rows that is 1.4 GB of Arrow arrays held from
 //! loading to the commit. Here, for the common daily job (one local CSV file against a
 //! baseline whose types, columns and hash definition it keeps):
@@ -30,22 +30,36 @@ use std::sync::Arc;
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
-use super::{
-    Concluding, HashViews, NewSnapshot, Partial, Progress, RunOptions, TableRun, classify_taken,
-    conclude, register_baseline, with_row_hash,
-};
+use super::compare::{HashViews, classify_taken};
+use super::conclude::{Concluding, NewSnapshot};
+use super::prepare::with_row_hash;
+use super::{Facts, Partial, RunOptions, TableJob, TableRun};
 use crate::diff::DiffSettings;
 use crate::diff::matching::{self, BaselineIndex, PieceMatch, PieceMatches};
-use crate::diff::row_hash::{HASH_VERSION, ROW_HASH_COLUMN};
+use crate::diff::row_hash::ROW_HASH_COLUMN;
+use crate::diff::strategy::{self, Situation, Strategy};
 use crate::engine;
 use crate::error::Result;
 use crate::normalize;
 use crate::sink::{self, EncodedGroup};
-use crate::source::{self, LoadProgress, SourceFile, SourceFormat};
-use crate::spec::Plan;
-use crate::spec::{ChangeKind, TableMode, TablePlan};
-use crate::store::{ColumnSchema, CommitRecord, HashSpec};
+use crate::source::{self, LoadProgress, RowLocator, SourceFile, SourceFormat};
+use crate::spec::{TableMode, TablePlan};
+use crate::store::{CommitRecord, HashSpec};
 use crate::validate;
+
+/// The file a streamed run reads, and what its rows must look like.
+pub(super) struct StreamSource {
+    pub path: PathBuf,
+    pub expected: Expected,
+}
+
+/// How a streamed run ended.
+pub(super) enum Streamed {
+    /// It ran to its end (committed, or failed as the usual run would have).
+    Done(Box<TableRun>),
+    /// The data needs the usual run (nothing stored, nothing committed), for this reason.
+    Declined(&'static str),
+}
 
 /// One piece of the snapshot, done: its row group encoded, its entries, and which columns
 /// hold a value in it.
@@ -59,7 +73,7 @@ struct Piece {
 
 /// What the snapshot must look like for the streamed run to type it alone: the baseline's
 /// columns, in its order, with its types, and the hash it stored.
-struct Expected {
+pub(super) struct Expected {
     columns: Vec<String>,
     types: Vec<DataType>,
     hashed: Vec<String>,
@@ -67,49 +81,59 @@ struct Expected {
     schema: SchemaRef,
 }
 
-/// Run `table` with its snapshot streamed, if this run is one the streamed path decides as the
-/// usual run would; `Ok(None)` (nothing stored, nothing committed) sends it to the usual run.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn run(
-    plan: &Plan,
-    table: &TablePlan,
-    store: &crate::store::Store,
-    options: &RunOptions,
-    started: std::time::Instant,
-    started_at: chrono::DateTime<chrono::Utc>,
-    run_id: &str,
-    progress: &Progress,
-    partial: &mut Partial,
-) -> Result<Option<TableRun>> {
-    let name = table.name.as_str();
-    let Some(source_path) = eligible_source(table, options)? else {
+/// Before loading: the source to stream, when the strategy chosen is the streamed one.
+pub(super) fn source_to_stream(
+    job: &TableJob<'_>,
+    baseline: Option<&CommitRecord>,
+) -> Result<Option<StreamSource>> {
+    let table = job.table;
+    let Some(baseline) = baseline else {
         return Ok(None);
     };
-    partial.sources = vec![source_path.display().to_string()];
-    let Some(baseline) = store.latest(name).await? else {
-        return Ok(None);
+    let source = local_csv_source(table, job.options)?;
+    let expected = expected_snapshot(table, baseline);
+    let keys_matchable = expected
+        .as_ref()
+        .is_some_and(|e| e.keys_matchable(&table.key));
+    let situation = Situation {
+        fastest_allowed: job.options.strategy,
+        has_baseline: true,
+        streamable: source.is_some() && row_by_row(table) && !job.options.dry_run,
+        stored_hashes_apply: expected.is_some(),
+        keys_matchable,
+        tolerance: !table.tolerance.is_empty(),
+        unchanged_wanted: super::compare::wants_unchanged(table),
     };
-    let Some(expected) = expected_snapshot(table, &baseline) else {
-        tracing::debug!(
-            "{name}: the baseline's columns, types or hash differ from today's settings; loading the snapshot whole"
-        );
-        return Ok(None);
-    };
-    let key_types: Vec<&DataType> = table
-        .key
-        .iter()
-        .map(|k| &expected.types[expected.columns.iter().position(|c| c == k).unwrap_or(0)])
-        .collect();
-    if !table.key.iter().all(|k| expected.columns.contains(k))
-        || !matching::key_types_supported(&key_types)
-    {
+    if strategy::choose(&situation) != Strategy::Streamed {
         return Ok(None);
     }
-    let size = std::fs::metadata(&source_path)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    tracing::info!(
+        "{}: comparing by the {} strategy",
+        job.name(),
+        Strategy::Streamed
+    );
+    Ok(source
+        .zip(expected)
+        .map(|(path, expected)| StreamSource { path, expected }))
+}
+
+/// Run the table with its snapshot streamed. [`Streamed::Declined`] (nothing stored, nothing
+/// committed) sends it to the usual run.
+pub(super) async fn run(
+    job: &TableJob<'_>,
+    baseline: Option<&CommitRecord>,
+    source: &StreamSource,
+    partial: &mut Partial,
+) -> Result<Streamed> {
+    let (table, store, progress, name) = (job.table, job.store, job.progress, job.name());
+    let source_path = &source.path;
+    let Some(baseline) = baseline else {
+        return Ok(Streamed::Declined("no baseline"));
+    };
+    partial.sources = vec![source_path.display().to_string()];
+    let size = std::fs::metadata(source_path).map(|m| m.len()).unwrap_or(0);
     if size == 0 {
-        return Ok(None);
+        return Ok(Streamed::Declined("an empty file"));
     }
     progress.phase("reading the baseline's keys");
     let old_rows = matching::ParquetRows::open(
@@ -117,16 +141,41 @@ pub(super) async fn run(
         &store.file_url(name, &baseline.snapshot.path),
     )?;
     let Some(index) = BaselineIndex::read(&old_rows, &table.key, ROW_HASH_COLUMN)? else {
-        tracing::debug!("{name}: the baseline repeats a key digest; loading the snapshot whole");
-        return Ok(None);
+        return Ok(Streamed::Declined("the baseline repeats a key digest"));
     };
-    tracing::debug!(
-        "{name}: read the baseline's keys ({:.2} s)",
-        started.elapsed().as_secs_f64()
-    );
+    job.log_step("read the baseline's keys");
+    let pieces = match stream_pieces(job, source, &index, &old_rows, size)? {
+        Ok(pieces) => pieces,
+        Err(why) => return Ok(Streamed::Declined(why)),
+    };
+    conclude_streamed(job, baseline, source, pieces, (index, old_rows), partial).await
+}
+
+/// What the streamed pieces left: the new snapshot's file, written; each row's match; the
+/// NEW and CHANGED rows.
+struct Pieces {
+    spool: crate::store::Spool,
+    matches: PieceMatches,
+    taken_new: Vec<datafusion::arrow::array::RecordBatch>,
+    rows: u64,
+    size: u64,
+}
+
+/// Read the file in pieces (on every core), each typed, hashed, looked up in the index and
+/// encoded as a row group of the new snapshot's file; `Err` with the reason when a piece (or
+/// the whole) needs the usual run.
+fn stream_pieces(
+    job: &TableJob<'_>,
+    source: &StreamSource,
+    index: &BaselineIndex,
+    old_rows: &matching::ParquetRows,
+    size: u64,
+) -> Result<std::result::Result<Pieces, &'static str>> {
+    let (table, store, progress, name) = (job.table, job.store, job.progress, job.name());
+    let (source_path, expected) = (&source.path, &source.expected);
     progress.phase("loading the source");
     progress.total_bytes(size);
-    let mut spool = store.spool(name, run_id)?;
+    let mut spool = store.spool(name, job.run_id)?;
     let file = spool.take_writer().expect("a new spool has its file");
     let plain = sink::columns_without_dictionary(old_rows.parquet_metadata());
     let (encoder, mut writer) = sink::streamed_parquet(file, &expected.schema, &plain)?;
@@ -201,16 +250,12 @@ pub(super) async fn run(
     let origin = source_path.display().to_string();
     let mut same_header = |names: &[String]| {
         Ok(names == expected.columns.as_slice()
-            && super::check_columns(table, names, &origin, names, &origin).is_ok())
+            && validate::check_columns(table, names, &origin, names, &origin).is_ok())
     };
-    // TIDEMARK_TEST_PIECE_BYTES: small pieces, so that the tests see many row groups.
-    let piece_bytes = std::env::var("TIDEMARK_TEST_PIECE_BYTES")
-        .ok()
-        .and_then(|b| b.parse().ok());
     let streamed = source::csv::stream_csv_pieces(
-        &source_path,
+        source_path,
         &table.source,
-        piece_bytes,
+        job.options.piece_bytes,
         progress,
         &mut same_header,
         &work,
@@ -232,23 +277,47 @@ pub(super) async fn run(
         None
     };
     if let Some(why) = why_not {
-        tracing::debug!("{name}: not streamed: {why}; loading the snapshot whole");
-        return Ok(None);
+        return Ok(Err(why));
     }
     spool.written(writer.finish()?);
     tracing::info!(
         "{name}: loaded, typed, hashed and wrote {rows} rows ({:.2} s)",
-        started.elapsed().as_secs_f64()
+        job.started.elapsed().as_secs_f64()
     );
+    Ok(Ok(Pieces {
+        spool,
+        matches,
+        taken_new,
+        rows,
+        size,
+    }))
+}
 
-    progress.phase("comparing with the baseline");
+/// The streamed pieces' rows classified against the baseline, and the run concluded.
+async fn conclude_streamed(
+    job: &TableJob<'_>,
+    baseline: &CommitRecord,
+    source: &StreamSource,
+    streamed: Pieces,
+    (index, old_rows): (BaselineIndex, matching::ParquetRows),
+    partial: &mut Partial,
+) -> Result<Streamed> {
+    let (table, store, name) = (job.table, job.store, job.name());
+    let (source_path, expected) = (&source.path, &source.expected);
+    let Pieces {
+        spool,
+        matches,
+        taken_new,
+        rows,
+        size,
+    } = streamed;
+    job.progress.phase("comparing with the baseline");
     let Some(matched) = index.finish(matches) else {
-        tracing::debug!("{name}: a key digest repeats; loading the snapshot whole");
-        return Ok(None);
+        return Ok(Streamed::Declined("a key digest repeats"));
     };
     tracing::debug!(
         "{name}: matched keys by position: {matched} ({:.2} s)",
-        started.elapsed().as_secs_f64()
+        job.started.elapsed().as_secs_f64()
     );
     let old_positions = matched.baseline_rows();
     let taken_old = old_rows.take(&old_positions)?;
@@ -257,7 +326,7 @@ pub(super) async fn run(
         "{name}: kept {} snapshot rows, read {} baseline rows ({:.2} s)",
         taken_new.iter().map(|b| b.num_rows()).sum::<usize>(),
         old_positions.len(),
-        started.elapsed().as_secs_f64()
+        job.started.elapsed().as_secs_f64()
     );
 
     let column_types: HashMap<String, DataType> = expected
@@ -267,7 +336,7 @@ pub(super) async fn run(
         .zip(expected.types.iter().cloned())
         .collect();
     let ctx = engine::session();
-    register_baseline(&ctx, store, table, &baseline, &column_types).await?;
+    crate::diff::baseline::register(&ctx, store, table, baseline, &column_types).await?;
     let compared = table.compare.resolve(&expected.columns, &table.key);
     let compared: Vec<String> = compared
         .into_iter()
@@ -296,75 +365,62 @@ pub(super) async fn run(
         &settings,
         &hash_views,
         rows,
+        job.options.fall_back_to_join,
     )
     .await?
     else {
-        return Ok(None);
+        return Ok(Streamed::Declined(
+            "the keys matched by position pair otherwise",
+        ));
     };
     tracing::info!(
         "{name}: classified against the baseline ({:.2} s)",
-        started.elapsed().as_secs_f64()
+        job.started.elapsed().as_secs_f64()
     );
     let source = source_path.display().to_string();
-    let version = store.next_version(name).await?;
-    let mut notes = Vec::new();
-    super::schema_notes(&baseline, &expected.columns, &[], &mut notes);
-    let run = conclude(
-        Concluding {
-            plan,
-            table,
-            store,
-            options,
-            started,
-            started_at,
-            run_id,
-            progress,
-            baseline: Some(&baseline),
-            version,
-            held: 0,
-            kept: 0,
-            rejected: 0,
-            partitions: Vec::new(),
-            notes,
-            source_files: vec![SourceFile { path: source, size }],
-            columns: expected.columns,
-            column_types,
-            empty_today: Vec::new(),
-            hash_spec: expected.hash_spec,
-            watermark: None,
-            snapshot: NewSnapshot::Spooled(spool),
-        },
+    let mut facts = Facts::new(
+        expected.columns.clone(),
+        expected.columns.clone(),
+        vec![SourceFile {
+            path: source.clone(),
+            size,
+        }],
+        source,
+        RowLocator::single(source_path.display().to_string(), source::FileRows::From(2)),
+        false,
+    );
+    facts.version = store.next_version(name).await?;
+    super::prepare::schema_notes(baseline, &expected.columns, &[], &mut facts.notes);
+    let concluding = Concluding {
+        facts,
         delta,
-        partial,
-    )
-    .await?;
-    Ok(Some(run))
+        held: 0,
+        kept: 0,
+        partitions: Vec::new(),
+        column_types,
+        empty_today: Vec::new(),
+        hash_spec: expected.hash_spec.clone(),
+        watermark: None,
+        snapshot: NewSnapshot::Spooled(spool),
+    };
+    let run = super::conclude::conclude(job, concluding, Some(baseline), partial).await?;
+    Ok(Streamed::Done(Box::new(run)))
 }
 
-/// The local CSV file this table reads (named as the usual run names it), when its run is one
-/// the streamed path can take: no transform, no rule that looks at other rows or tables, no
-/// partitions or increments, no tolerance, no output of UNCHANGED rows, not a dry run (which
-/// writes nothing to the store, not even a spooled file).
-fn eligible_source(table: &TablePlan, options: &RunOptions) -> Result<Option<PathBuf>> {
-    let eligible = !options.dry_run
-        && table.transform.is_none()
+/// Whether the table's rows can be decided one piece at a time: no transform, no rule that
+/// looks at other rows or tables, no partitions or increments.
+pub(super) fn row_by_row(table: &TablePlan) -> bool {
+    table.transform.is_none()
         && table.depends_on.is_empty()
         && table.references.is_empty()
         && table.validate.rules.is_empty()
         && table.partition_by.is_empty()
         && matches!(table.mode, TableMode::Snapshot | TableMode::Full)
-        && table.tolerance.is_empty()
-        && !table
-            .outputs
-            .iter()
-            .any(|o| o.include.contains(&ChangeKind::Unchanged))
-        // TIDEMARK_IN_MEMORY, TIDEMARK_FULL_JOIN: the usual run, to compare the ways (see
-        // docs/performance.md).
-        && std::env::var_os("TIDEMARK_IN_MEMORY").is_none()
-        && std::env::var_os("TIDEMARK_FULL_JOIN").is_none();
-    if !eligible {
-        return Ok(None);
-    }
+}
+
+/// The one local CSV file this table reads today (named as the usual run names it), if it
+/// reads one.
+pub(super) fn local_csv_source(table: &TablePlan, options: &RunOptions) -> Result<Option<PathBuf>> {
     // As `load_snapshot` resolves it: a file given with --source by its absolute path and its
     // own extension.
     let (pattern, format) = match options.source_overrides.get(&table.name) {
@@ -393,7 +449,7 @@ fn eligible_source(table: &TablePlan, options: &RunOptions) -> Result<Option<Pat
 
 /// Today's snapshot as the baseline pins it, if today's settings keep what it stored: every
 /// column's type (a declared type equal to it), and the hash's columns, types and clean-ups.
-fn expected_snapshot(table: &TablePlan, baseline: &CommitRecord) -> Option<Expected> {
+pub(super) fn expected_snapshot(table: &TablePlan, baseline: &CommitRecord) -> Option<Expected> {
     let columns: Vec<String> = baseline.schema.iter().map(|c| c.name.clone()).collect();
     let mut types = Vec::with_capacity(columns.len());
     for column in &baseline.schema {
@@ -419,20 +475,8 @@ fn expected_snapshot(table: &TablePlan, baseline: &CommitRecord) -> Option<Expec
         .into_iter()
         .filter(|c| !empty_in_baseline.contains(&c))
         .collect();
-    let type_of =
-        |c: &String| types[columns.iter().position(|n| n == c).expect("a column")].clone();
-    let hash_spec = HashSpec {
-        version: HASH_VERSION,
-        columns: hashed
-            .iter()
-            .map(|c| ColumnSchema {
-                name: c.clone(),
-                data_type: type_of(c).to_string(),
-                empty: false,
-            })
-            .collect(),
-        normalize: table.normalize.clone(),
-    };
+    let type_of = |c: &str| &types[columns.iter().position(|n| n == c).expect("a column")];
+    let hash_spec = HashSpec::today(&hashed, |c| type_of(c).to_string(), &table.normalize);
     if hash_spec != baseline.hash {
         return None;
     }
@@ -453,4 +497,20 @@ fn expected_snapshot(table: &TablePlan, baseline: &CommitRecord) -> Option<Expec
         hashed,
         hash_spec,
     })
+}
+
+impl Expected {
+    /// Whether the key columns are of types the index can digest.
+    pub(super) fn keys_matchable(&self, key: &[String]) -> bool {
+        let types: Option<Vec<&DataType>> = key
+            .iter()
+            .map(|k| {
+                self.columns
+                    .iter()
+                    .position(|c| c == k)
+                    .map(|i| &self.types[i])
+            })
+            .collect();
+        types.is_some_and(|t| matching::key_types_supported(&t))
+    }
 }

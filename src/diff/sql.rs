@@ -1,0 +1,318 @@
+//! The SQL join strategy: the classification and the delta as the queries in `sql/` state
+//! them, a full outer join of the new snapshot and the baseline on the key and a CASE on the
+//! row hashes. It is the readable specification of the semantics, and the oracle the faster
+//! strategies are tested against.
+//!
+//! Callers register four tables on the session before calling [`classify`]:
+//! `incoming` and `baseline` (all columns) and `incoming_hashes` and `baseline_hashes` (key
+//! columns and `_row_hash`, computed over the same compared columns on both sides; see
+//! [`register_hash_views`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use super::row_hash::{ROW_HASH_COLUMN, ROW_HASH_UDF};
+use super::{
+    CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings, ident, ident_list, key_equal, literal,
+    qualified,
+};
+use crate::engine;
+use crate::error::Result;
+use crate::spec::{ChangeKind, TablePlan, Tolerance};
+
+const CLASSIFY_SQL: &str = include_str!("../../sql/classify.sql");
+const DELTA_SQL: &str = include_str!("../../sql/delta.sql");
+
+/// SQL that is true when column `c` moved by more than its tolerance between the two sides
+/// (or became null, or stopped being null). The small slack absorbs floating-point noise, so
+/// a change of exactly the tolerance counts as none.
+fn beyond_tolerance(column: &str, tolerance: Tolerance, old_side: &str, new_side: &str) -> String {
+    let old = format!("CAST({} AS DOUBLE)", qualified(old_side, column));
+    let new = format!("CAST({} AS DOUBLE)", qualified(new_side, column));
+    let allowed = match tolerance {
+        Tolerance::Absolute(t) => format!("{t:?}"),
+        Tolerance::Relative(r) => format!("{r:?} * abs({old})"),
+    };
+    format!(
+        "(({old} IS NULL) <> ({new} IS NULL) OR abs({new} - {old}) > {allowed} * (1 + 1e-9) + 1e-12)"
+    )
+}
+
+/// Fill the classification query's placeholders.
+pub fn classify_sql(settings: &DiffSettings) -> String {
+    let key_columns = settings
+        .key
+        .iter()
+        .map(|k| {
+            format!(
+                "coalesce({}, {}) AS {}",
+                qualified("incoming", k),
+                qualified("baseline", k),
+                ident(k)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",\n    ");
+    let mut content_differs = vec!["baseline._row_hash <> incoming._row_hash".to_string()];
+    content_differs.extend(
+        settings
+            .tolerance
+            .iter()
+            .map(|(c, t)| beyond_tolerance(c, *t, "baseline", "incoming")),
+    );
+    let content_differs = content_differs.join("\n            OR ");
+    let row_filter = if settings.include_unchanged {
+        "TRUE".to_string()
+    } else {
+        format!("baseline._row_hash IS NULL OR incoming._row_hash IS NULL OR {content_differs}")
+    };
+    CLASSIFY_SQL
+        .replace("{key_columns}", &key_columns)
+        .replace(
+            "{key_join}",
+            &key_equal(&settings.key, "baseline", "incoming"),
+        )
+        .replace("{content_differs}", &content_differs)
+        .replace("{row_filter}", &row_filter)
+}
+
+/// Fill the delta query's placeholders.
+pub fn delta_sql(settings: &DiffSettings) -> String {
+    let values = settings
+        .columns
+        .iter()
+        .map(|c| {
+            if settings.key.contains(c) {
+                format!("{} AS {}", qualified("classified", c), ident(c))
+            } else if settings.baseline_columns.contains(c) {
+                format!(
+                    "CASE WHEN classified._change_type = 'DELETED' THEN {} ELSE {} END AS {}",
+                    qualified("baseline", c),
+                    qualified("incoming", c),
+                    ident(c)
+                )
+            } else {
+                format!("{} AS {}", qualified("incoming", c), ident(c))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",\n    ");
+    let changes: Vec<String> = settings
+        .compared
+        .iter()
+        .map(|c| {
+            let (old, new) = (qualified("baseline", c), qualified("incoming", c));
+            let differs = match settings.tolerance.iter().find(|(t, _)| t == c) {
+                Some((_, t)) => beyond_tolerance(c, *t, "baseline", "incoming"),
+                None => format!("{old} IS DISTINCT FROM {new}"),
+            };
+            format!(
+                "CASE WHEN {differs} THEN {} || coalesce(CAST({old} AS VARCHAR), 'null') || ' to ' || coalesce(CAST({new} AS VARCHAR), 'null') END",
+                literal(&format!("{c} changed from "))
+            )
+        })
+        .collect();
+    let column_changes = if changes.is_empty() {
+        "''".to_string()
+    } else {
+        format!(
+            "concat_ws('; ',\n            {})",
+            changes.join(",\n            ")
+        )
+    };
+    let key_order = settings
+        .key
+        .iter()
+        .map(|k| qualified("classified", k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    DELTA_SQL
+        .replace("{values}", &values)
+        .replace("{column_changes}", &column_changes)
+        .replace(
+            "{incoming_join}",
+            &key_equal(&settings.key, "classified", "incoming"),
+        )
+        .replace(
+            "{baseline_join}",
+            &key_equal(&settings.key, "classified", "baseline"),
+        )
+        .replace("{key_order}", &key_order)
+}
+
+/// Classify and build the delta. `rows_in` is the number of rows of `incoming`.
+pub async fn classify(
+    ctx: &SessionContext,
+    settings: &DiffSettings,
+    rows_in: u64,
+) -> Result<Delta> {
+    let classified = ctx
+        .sql(&classify_sql(settings))
+        .await
+        .map_err(|e| engine::error("planning the classification", e))?;
+    let schema: SchemaRef = Arc::new(classified.schema().as_arrow().clone());
+    let batches = classified
+        .collect()
+        .await
+        .map_err(|e| engine::error("classifying rows", e))?;
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+
+    let mut by_kind: BTreeMap<ChangeKind, u64> = BTreeMap::new();
+    for batch in &batches {
+        let kinds = batch
+            .column_by_name(CHANGE_TYPE_COLUMN)
+            .expect("the classification query returns _change_type");
+        for kind in [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted] {
+            let label = StringArray::new_scalar(kind.canonical());
+            let matches =
+                eq(kinds, &label).map_err(|e| engine::error("counting changes", e.into()))?;
+            *by_kind.entry(kind).or_default() += matches.true_count() as u64;
+        }
+    }
+    let count = |k: ChangeKind| by_kind.get(&k).copied().unwrap_or(0);
+    let counts = Counts {
+        rows_in,
+        new: count(ChangeKind::New),
+        changed: count(ChangeKind::Changed),
+        deleted: count(ChangeKind::Deleted),
+        unchanged: rows_in - count(ChangeKind::New) - count(ChangeKind::Changed),
+    };
+
+    tracing::debug!(
+        "classified the keys: {} new, {} changed, {} deleted",
+        counts.new,
+        counts.changed,
+        counts.deleted
+    );
+    let table = MemTable::try_new(schema, vec![batches])
+        .map_err(|e| engine::error("holding the classified keys", e))?;
+    ctx.deregister_table("classified")
+        .map_err(|e| engine::error("registering tables", e))?;
+    ctx.register_table("classified", Arc::new(table))
+        .map_err(|e| engine::error("registering tables", e))?;
+    let delta = ctx
+        .sql(&delta_sql(settings))
+        .await
+        .map_err(|e| engine::error("planning the delta", e))?;
+    let schema: SchemaRef = Arc::new(delta.schema().as_arrow().clone());
+    let batches = delta
+        .collect()
+        .await
+        .map_err(|e| engine::error("building the delta", e))?;
+    // The batches' own schema is the exact one (nullability can differ from the plan's).
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+    Ok(Delta {
+        schema,
+        batches,
+        counts,
+    })
+}
+
+/// `incoming_hashes` and `baseline_hashes`: the stored hashes when they cover the same columns
+/// the same way, else both re-hashed over the compared columns they share; plus the `carried`
+/// columns that are compared outside the hash (tolerances).
+pub(crate) async fn register_hash_views(
+    ctx: &SessionContext,
+    table: &TablePlan,
+    shared_compared: &[String],
+    carried: &[String],
+    types: &HashMap<String, DataType>,
+    stored_hashes_apply: bool,
+) -> Result<()> {
+    let keys = ident_list(&table.key);
+    let (incoming_hash, baseline_hash) = if stored_hashes_apply {
+        (ROW_HASH_COLUMN.to_string(), ROW_HASH_COLUMN.to_string())
+    } else {
+        let args = |cast_to_incoming: bool| {
+            shared_compared
+                .iter()
+                .map(|c| {
+                    if cast_to_incoming {
+                        format!("CAST({} AS {})", ident(c), sql_type(&types[c]))
+                    } else {
+                        ident(c)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        (
+            format!("{}({})", ROW_HASH_UDF, args(false)),
+            format!("{}({})", ROW_HASH_UDF, args(true)),
+        )
+    };
+    for (view, source, hash) in [
+        ("incoming_hashes", "incoming", incoming_hash),
+        ("baseline_hashes", "baseline", baseline_hash),
+    ] {
+        let extra: String = carried.iter().map(|c| format!(", {}", ident(c))).collect();
+        let sql = format!("SELECT {keys}, {hash} AS {ROW_HASH_COLUMN}{extra} FROM {source}");
+        let frame = ctx
+            .sql(&sql)
+            .await
+            .map_err(crate::engine::context(&table.name, "hashing rows"))?;
+        ctx.register_table(view, frame.into_view())
+            .map_err(crate::engine::context(&table.name, "hashing rows"))?;
+    }
+    Ok(())
+}
+
+/// The SQL name of an Arrow type, for casts in generated SQL.
+pub(crate) fn sql_type(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(_, _) => "TIMESTAMP".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(tolerance: Vec<(String, Tolerance)>) -> DiffSettings {
+        DiffSettings {
+            key: vec!["sku".into()],
+            compared: vec!["price".into()],
+            columns: vec!["sku".into(), "price".into()],
+            baseline_columns: vec!["sku".into(), "price".into()],
+            include_unchanged: false,
+            tolerance,
+        }
+    }
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        for tolerance in [
+            vec![],
+            vec![("price".to_string(), Tolerance::Relative(0.01))],
+        ] {
+            let s = settings(tolerance);
+            for sql in [classify_sql(&s), delta_sql(&s)] {
+                let body: String = sql.lines().filter(|l| !l.starts_with("--")).collect();
+                assert!(!body.contains('{'), "{sql}");
+            }
+        }
+    }
+
+    #[test]
+    fn tolerance_columns_are_compared_outside_the_hash() {
+        let sql = classify_sql(&settings(vec![(
+            "price".into(),
+            Tolerance::Absolute(0.005),
+        )]));
+        assert!(sql.contains("abs(CAST(incoming.\"price\" AS DOUBLE) - CAST(baseline.\"price\" AS DOUBLE)) > 0.005"), "{sql}");
+    }
+}

@@ -1,0 +1,311 @@
+//! The validated pipeline: the types every other module reads (resolved paths, parsed types,
+//! tables in dependency order), made from the file by [`super::load`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::raw::{Case, Duplicates, OnInvalid, YamlScalar};
+use crate::source::{FileSelection, SourceOptions};
+
+/// The kind of a row after classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum ChangeKind {
+    /// Key only in the new snapshot.
+    New,
+    /// Key in both, content differs.
+    Changed,
+    /// Key only in the baseline.
+    Deleted,
+    /// Key in both, same content.
+    Unchanged,
+}
+
+impl ChangeKind {
+    /// The label stored in the baseline's change rows and used by the classification SQL.
+    pub fn canonical(self) -> &'static str {
+        match self {
+            ChangeKind::New => "NEW",
+            ChangeKind::Changed => "CHANGED",
+            ChangeKind::Deleted => "DELETED",
+            ChangeKind::Unchanged => "UNCHANGED",
+        }
+    }
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The pipeline file.
+    pub path: PathBuf,
+    /// Its folder: relative paths resolve against it.
+    pub dir: PathBuf,
+    /// `name`, or the file's stem.
+    pub name: String,
+    /// Where the baselines live: a local folder (absolute) or a URL.
+    pub store: String,
+    /// Tables in dependency order.
+    pub tables: Vec<TablePlan>,
+    /// xxh3 of the file's bytes, recorded in every commit.
+    pub file_hash: String,
+    /// `atomic: true`: every table's new version becomes visible together, or none does.
+    pub atomic: bool,
+    /// `memory_limit:` in bytes: the engine spills beyond it (`--memory-limit` overrides).
+    pub memory_limit: Option<u64>,
+}
+
+impl Plan {
+    /// A table by name.
+    pub fn table(&self, name: &str) -> Option<&TablePlan> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+/// One table's validated settings.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    /// Table name.
+    pub name: String,
+    /// Path or glob of the source files, absolute (or a URL).
+    pub source_path: String,
+    /// `files:`.
+    pub files: FileSelection,
+    /// How to read the files.
+    pub source: SourceOptions,
+    /// Optional SQL over `source`.
+    pub transform: Option<String>,
+    /// Key columns.
+    pub key: Vec<String>,
+    /// Which non-key columns make a row CHANGED.
+    pub compare: CompareColumns,
+    /// What to do with a repeated key.
+    pub duplicates: Duplicates,
+    /// Tables that run before this one: those its transform reads and those it references.
+    pub depends_on: Vec<String>,
+    /// Foreign keys checked against the parent's new snapshot (`references:`).
+    pub references: Vec<Reference>,
+    /// How a run's rows relate to the baseline.
+    pub mode: TableMode,
+    /// `partition_by`: a run can delete rows only in the partitions it holds.
+    pub partition_by: Vec<String>,
+    /// Whether DELETED rows go to the delta.
+    pub emit_deleted: bool,
+    /// Values DELETED rows carry in the delta.
+    pub delete_set: Vec<(String, YamlScalar)>,
+    /// Delta files to write.
+    pub outputs: Vec<OutputPlan>,
+    /// Names of the bookkeeping columns and labels.
+    pub change_columns: ChangeColumns,
+    /// Limits that refuse a run (exit 3) unless `--force`.
+    pub guard: Guard,
+    /// Numeric columns whose small changes are no change, in table order of declaration.
+    pub tolerance: Vec<(String, Tolerance)>,
+    /// Row checks; failing rows are rejected.
+    pub validate: Validation,
+    /// Per-column clean-ups applied before hashing and comparing, in declaration order.
+    pub normalize: Vec<Normalize>,
+}
+
+/// `mode:` (with its watermark).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TableMode {
+    /// The source is the whole table (within the partitions it holds): a key it lacks is
+    /// DELETED.
+    #[default]
+    Snapshot,
+    /// The source is the whole table, rebuilt every day (an export); partitions do not apply.
+    Full,
+    /// The source holds the rows changed since the last run (or more): rows at or below the
+    /// stored watermark are ignored, nothing is DELETED, the baseline is upserted.
+    Incremental {
+        /// The column that grows with every change.
+        watermark: String,
+    },
+}
+
+/// One `references:` entry: every non-null value of `column` must be a value of
+/// `parent_column` in table `parent`'s new snapshot; a row whose value is not is rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The column of this table.
+    pub column: String,
+    /// The parent table.
+    pub parent: String,
+    /// The parent's column (usually its key).
+    pub parent_column: String,
+}
+
+/// `validate:`: which rows are invalid and what happens to them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Validation {
+    /// Columns that must hold a value.
+    pub not_null: Vec<String>,
+    /// Named SQL conditions every row must meet (a NULL result passes, as SQL CHECK does).
+    pub rules: Vec<Rule>,
+    /// Reject invalid rows, or refuse the run.
+    pub on_invalid: OnInvalid,
+    /// Most invalid rows a run may reject (count, or percent of the rows read) before it is
+    /// refused.
+    pub max_invalid: Option<Limit>,
+    /// Path template of the rejects file (absolute); `None`: in the store, beside the table.
+    pub rejects_path: Option<String>,
+}
+
+/// One `validate.rules` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Its name, written to the rejects file's `_rule`.
+    pub name: String,
+    /// A SQL boolean expression over the snapshot's columns.
+    pub check: String,
+}
+
+/// One column's clean-up (`normalize:`), applied to the new snapshot before keys are matched
+/// and rows hashed, and to a baseline written without it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Normalize {
+    /// The column.
+    pub column: String,
+    /// Strip leading and trailing white space (spaces, tabs, line breaks, no-break spaces).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trim: bool,
+    /// Fold the case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<Case>,
+    /// Round numbers to this many decimal places.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+}
+
+/// How far a numeric value may move and still count as unchanged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    /// At most this much, either way.
+    Absolute(f64),
+    /// At most this fraction of the old value (`1%` is 0.01).
+    Relative(f64),
+}
+
+/// A count, or a percentage of the baseline's rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    /// An absolute number of rows.
+    Count(u64),
+    /// Percent of the baseline's rows.
+    Percent(f64),
+}
+
+impl Limit {
+    /// The limit in rows, for a baseline of `baseline_rows`.
+    pub fn rows(self, baseline_rows: u64) -> f64 {
+        match self {
+            Limit::Count(n) => n as f64,
+            Limit::Percent(p) => baseline_rows as f64 * p / 100.0,
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Count(n) => write!(f, "{n}"),
+            Limit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// `guard:`: refuse a run that would delete or change too much, or that holds too few rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Guard {
+    /// Most rows a run may delete.
+    pub max_deleted: Option<Limit>,
+    /// Most rows a run may change.
+    pub max_changed: Option<Limit>,
+    /// Fewest rows the new snapshot may hold.
+    pub min_rows: Option<Limit>,
+}
+
+/// `compare` / `ignore`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompareColumns {
+    /// Every non-key column.
+    All,
+    /// Only these.
+    Only(Vec<String>),
+    /// Every non-key column except these.
+    AllBut(Vec<String>),
+}
+
+impl CompareColumns {
+    /// The compared columns among `columns` (in table order), given the key.
+    pub fn resolve(&self, columns: &[String], key: &[String]) -> Vec<String> {
+        columns
+            .iter()
+            .filter(|c| !key.contains(c))
+            .filter(|c| match self {
+                CompareColumns::All => true,
+                CompareColumns::Only(only) => only.contains(c),
+                CompareColumns::AllBut(but) => !but.contains(c),
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The columns this setting names, with the setting's name.
+    pub fn named(&self) -> (&'static str, &[String]) {
+        match self {
+            CompareColumns::All => ("compare", &[]),
+            CompareColumns::Only(c) => ("compare", c),
+            CompareColumns::AllBut(c) => ("ignore", c),
+        }
+    }
+}
+
+/// One delta file.
+#[derive(Debug, Clone)]
+pub struct OutputPlan {
+    /// Path template, absolute, with `{table}`, `{version}`, `{timestamp}`, `{date}`.
+    pub path: String,
+    /// Which change kinds go in.
+    pub include: Vec<ChangeKind>,
+    /// Optional projection and order.
+    pub columns: Option<Vec<String>>,
+}
+
+/// `change_columns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeColumns {
+    /// Name of the change type column.
+    pub type_column: String,
+    /// Name of the change reason column.
+    pub reason_column: String,
+    /// Labels for NEW, CHANGED, DELETED, UNCHANGED.
+    pub labels: BTreeMap<ChangeKind, String>,
+}
+
+impl Default for ChangeColumns {
+    fn default() -> Self {
+        ChangeColumns {
+            type_column: "change_type".into(),
+            reason_column: "change_reason".into(),
+            labels: [
+                ChangeKind::New,
+                ChangeKind::Changed,
+                ChangeKind::Deleted,
+                ChangeKind::Unchanged,
+            ]
+            .into_iter()
+            .map(|k| (k, k.canonical().to_string()))
+            .collect(),
+        }
+    }
+}
+
+impl ChangeColumns {
+    /// The configured label of a change kind.
+    pub fn label(&self, kind: ChangeKind) -> &str {
+        self.labels
+            .get(&kind)
+            .map(String::as_str)
+            .unwrap_or(kind.canonical())
+    }
+}
