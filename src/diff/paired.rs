@@ -193,44 +193,15 @@ pub async fn delta_by_position(
             _ => return Ok(None),
         }
     }
-    // A CHANGED pair names one key on both sides, or the matching erred (a digest collision):
-    // the query then finds otherwise, and the caller joins the full rows.
-    let (changed_new, changed_old) = (
-        changed_rows(&rows, |r| r.new),
-        changed_rows(&rows, |r| r.old),
-    );
-    for k in &settings.key {
-        let (Some(new), Some(old)) = (new_side.column(k), old_side.column(k)) else {
-            return Ok(None);
-        };
-        let (new, old) = (
-            gather(&new, &new_side, &changed_new)?,
-            gather(&old, &old_side, &changed_old)?,
-        );
-        if new.data_type() != old.data_type()
-            || distinct(&new, &old).map_err(arrow_error)?.true_count() > 0
-        {
-            return Ok(None);
-        }
+    if !changed_keys_agree(settings, &rows, &new_side, &old_side)? {
+        return Ok(None);
     }
     let kinds: StringArray = rows.iter().map(|r| Some(r.kind.canonical())).collect();
     columns.push(Arc::new(kinds));
-    // The rows cut into a run per core: writing values out as text is most of the work.
-    let runs: Vec<&[Row]> = rows
-        .chunks(rows.len().div_ceil(crate::parallel::cores()).max(1))
-        .collect();
-    let mut reasons_by_run = Vec::with_capacity(runs.len());
-    for run in crate::parallel::map(&runs, |run| reasons(settings, run, &new_side, &old_side)) {
-        match run? {
-            Some(reasons) => reasons_by_run.push(reasons),
-            None => return Ok(None),
-        }
-    }
-    let reasons: Vec<&dyn Array> = reasons_by_run.iter().map(|r| r as &dyn Array).collect();
-    columns.push(match reasons.is_empty() {
-        true => Arc::new(StringArray::from(Vec::<&str>::new())),
-        false => concat(&reasons).map_err(arrow_error)?,
-    });
+    let Some(reasons) = reason_column(settings, &rows, &new_side, &old_side)? else {
+        return Ok(None);
+    };
+    columns.push(reasons);
     let n = settings.columns.len();
     for (at, name) in [(n, CHANGE_TYPE_COLUMN), (n + 1, CHANGE_REASON_COLUMN)] {
         let Some(field) = schema.fields().get(at).filter(|f| f.name() == name) else {
@@ -248,6 +219,11 @@ pub async fn delta_by_position(
         return Ok(None);
     };
     tracing::debug!("built the delta of the rows matched by position");
+    Ok(Some(as_delta(schema, &delta, matched, rows_in)))
+}
+
+/// The delta's rows in batches of [`BATCH_ROWS`], with the matching's counts.
+fn as_delta(schema: SchemaRef, delta: &RecordBatch, matched: &Matched, rows_in: u64) -> Delta {
     let batches = (0..delta.num_rows())
         .step_by(BATCH_ROWS)
         .map(|start| delta.slice(start, BATCH_ROWS.min(delta.num_rows() - start)))
@@ -257,7 +233,7 @@ pub async fn delta_by_position(
         matched.changed.len() as u64,
         matched.deleted.len() as u64,
     );
-    Ok(Some(Delta {
+    Delta {
         schema,
         batches,
         counts: Counts {
@@ -267,6 +243,57 @@ pub async fn delta_by_position(
             deleted,
             unchanged: rows_in - new - changed,
         },
+    }
+}
+
+/// A CHANGED pair names one key on both sides, or the matching erred (a digest collision):
+/// the query then finds otherwise, and the caller joins the full rows.
+fn changed_keys_agree(
+    settings: &DiffSettings,
+    rows: &[Row],
+    new_side: &Side<'_>,
+    old_side: &Side<'_>,
+) -> Result<bool> {
+    let (changed_new, changed_old) = (changed_rows(rows, |r| r.new), changed_rows(rows, |r| r.old));
+    for k in &settings.key {
+        let (Some(new), Some(old)) = (new_side.column(k), old_side.column(k)) else {
+            return Ok(false);
+        };
+        let (new, old) = (
+            gather(&new, new_side, &changed_new)?,
+            gather(&old, old_side, &changed_old)?,
+        );
+        if new.data_type() != old.data_type()
+            || distinct(&new, &old).map_err(arrow_error)?.true_count() > 0
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The reasons of `rows`, made a run of rows per core (writing values out as text is most of
+/// the work); None when the query must say them.
+fn reason_column(
+    settings: &DiffSettings,
+    rows: &[Row],
+    new_side: &Side<'_>,
+    old_side: &Side<'_>,
+) -> Result<Option<ArrayRef>> {
+    let runs: Vec<&[Row]> = rows
+        .chunks(rows.len().div_ceil(crate::parallel::cores()).max(1))
+        .collect();
+    let mut reasons_by_run = Vec::with_capacity(runs.len());
+    for run in crate::parallel::map(&runs, |run| reasons(settings, run, new_side, old_side)) {
+        match run? {
+            Some(reasons) => reasons_by_run.push(reasons),
+            None => return Ok(None),
+        }
+    }
+    let reasons: Vec<&dyn Array> = reasons_by_run.iter().map(|r| r as &dyn Array).collect();
+    Ok(Some(match reasons.is_empty() {
+        true => Arc::new(StringArray::from(Vec::<&str>::new())),
+        false => concat(&reasons).map_err(arrow_error)?,
     }))
 }
 
