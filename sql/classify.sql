@@ -6,7 +6,7 @@
 -- CHANGED when the row hashes differ (or a column compared with a tolerance moved by more than
 -- it), else UNCHANGED.
 --
--- Placeholders (the braces in the query below), filled with quoted column lists by diff/mod.rs:
+-- Placeholders (the braces in the query below), filled with quoted column lists by diff/sql.rs:
 --   <key_columns>  the key columns, each taken from whichever side has the row
 --   <key_join>     equality of every key column between the two sides
 --   <content_differs> the hashes differ, or a tolerance column moved beyond its tolerance

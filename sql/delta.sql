@@ -5,7 +5,7 @@
 --   CHANGED  -> '<column> changed from <old> to <new>' for each changed column, in table
 --               order, joined by '; ', with null written as 'null'.
 --
--- Placeholders (the braces in the query below), filled by diff/mod.rs:
+-- Placeholders (the braces in the query below), filled by diff/sql.rs:
 --   <values>          one CASE per output column choosing the new or the baseline value
 --   <column_changes>  one '... changed from ... to ...' expression per compared column
 --   <incoming_join> / <baseline_join>   key equality with the classified keys

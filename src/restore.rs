@@ -86,7 +86,7 @@ pub async fn diff_versions(
         .collect();
     register_hash_views(
         &ctx,
-        &prepared,
+        (&prepared.name, &prepared.key),
         &compared,
         &[],
         &types,

@@ -120,7 +120,7 @@ pub async fn diff(
         .into_iter()
         .filter(|c| old_columns.contains(c))
         .collect();
-    sql::register_hash_views(&ctx, table, &compared, &[], &types, false).await?;
+    sql::register_hash_views(&ctx, (name, &table.key), &compared, &[], &types, false).await?;
     let settings = DiffSettings {
         key: table.key.clone(),
         compared,

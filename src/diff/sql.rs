@@ -24,7 +24,7 @@ use super::{
 };
 use crate::engine;
 use crate::error::Result;
-use crate::spec::{ChangeKind, TablePlan, Tolerance};
+use crate::spec::{ChangeKind, Tolerance};
 
 const CLASSIFY_SQL: &str = include_str!("../../sql/classify.sql");
 const DELTA_SQL: &str = include_str!("../../sql/delta.sql");
@@ -217,15 +217,15 @@ pub async fn classify(
 /// `incoming_hashes` and `baseline_hashes`: the stored hashes when they cover the same columns
 /// the same way, else both re-hashed over the compared columns they share; plus the `carried`
 /// columns that are compared outside the hash (tolerances).
-pub(crate) async fn register_hash_views(
+pub async fn register_hash_views(
     ctx: &SessionContext,
-    table: &TablePlan,
+    (table, key): (&str, &[String]),
     shared_compared: &[String],
     carried: &[String],
     types: &HashMap<String, DataType>,
     stored_hashes_apply: bool,
 ) -> Result<()> {
-    let keys = ident_list(&table.key);
+    let keys = ident_list(key);
     let (incoming_hash, baseline_hash) = if stored_hashes_apply {
         (ROW_HASH_COLUMN.to_string(), ROW_HASH_COLUMN.to_string())
     } else {
@@ -256,9 +256,9 @@ pub(crate) async fn register_hash_views(
         let frame = ctx
             .sql(&sql)
             .await
-            .map_err(crate::engine::context(&table.name, "hashing rows"))?;
+            .map_err(crate::engine::context(table, "hashing rows"))?;
         ctx.register_table(view, frame.into_view())
-            .map_err(crate::engine::context(&table.name, "hashing rows"))?;
+            .map_err(crate::engine::context(table, "hashing rows"))?;
     }
     Ok(())
 }

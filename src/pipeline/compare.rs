@@ -147,11 +147,12 @@ pub(super) async fn compare(
         }
         _ => None,
     };
-    let delta = match by_position {
-        Some(delta) => delta,
+    let (delta, strategy) = match by_position {
+        Some(delta) => (delta, Strategy::Matching),
         None => {
             hash_views.register(ctx, table).await?;
-            diff::sql::classify(ctx, &settings, rows_in).await?
+            let delta = diff::sql::classify(ctx, &settings, rows_in).await?;
+            (delta, Strategy::Join)
         }
     };
     tracing::info!(
@@ -170,6 +171,7 @@ pub(super) async fn compare(
         hash_spec,
         watermark,
         snapshot,
+        strategy,
     })
 }
 
@@ -185,7 +187,7 @@ impl HashViews<'_> {
     pub async fn register(&self, ctx: &SessionContext, table: &TablePlan) -> Result<()> {
         diff::sql::register_hash_views(
             ctx,
-            table,
+            (&table.name, &table.key),
             self.shared_hashed,
             self.carried,
             self.column_types,

@@ -13,6 +13,7 @@ use super::progress::{Counting, Progress};
 use super::report::{PendingCommit, record_run};
 use super::scope::{PartitionRows, count_partitions};
 use super::{Facts, Partial, TableJob, TableRun, TableStatus};
+use crate::diff::strategy::Strategy;
 use crate::diff::{Counts, Delta};
 use crate::error::{Error, Result};
 use crate::sink;
@@ -120,6 +121,8 @@ pub(crate) struct Concluding {
     pub hash_spec: HashSpec,
     pub watermark: Option<store::Watermark>,
     pub snapshot: NewSnapshot,
+    /// The strategy that classified the rows.
+    pub strategy: Strategy,
 }
 
 /// The new snapshot, on its way to the store.
@@ -194,6 +197,7 @@ pub(super) async fn conclude(
         preview: None,
         partitions,
         pending: None,
+        strategy: Some(concluding.strategy),
     };
     if job.options.dry_run {
         let preview = match shaped.into_iter().next() {

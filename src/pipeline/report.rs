@@ -6,6 +6,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::diff::Counts;
+use crate::diff::strategy::Strategy;
 use crate::error::Error;
 use crate::spec::{Plan, TablePlan};
 use crate::store::{CommitRecord, RunRecord, Store};
@@ -61,6 +62,8 @@ pub struct TableRun {
     pub partitions: Vec<PartitionCounts>,
     /// An atomic pipeline's prepared version, committed with the others at the end.
     pub pending: Option<Box<PendingCommit>>,
+    /// The comparison strategy that classified the rows (none when the run ended before).
+    pub strategy: Option<Strategy>,
 }
 
 /// The outcome of a pipeline run.
@@ -128,6 +131,7 @@ pub(crate) fn not_started(table: &str) -> TableRun {
         preview: None,
         partitions: Vec::new(),
         pending: None,
+        strategy: None,
     }
 }
 

@@ -402,6 +402,7 @@ async fn conclude_streamed(
         hash_spec: expected.hash_spec.clone(),
         watermark: None,
         snapshot: NewSnapshot::Spooled(spool),
+        strategy: Strategy::Streamed,
     };
     let run = super::conclude::conclude(job, concluding, Some(baseline), partial).await?;
     Ok(Streamed::Done(Box::new(run)))
