@@ -103,11 +103,13 @@ pub enum Error {
 
     /// Two rows of the new snapshot share a key.
     #[error(
-        "table {table}: key {key} appears {count} times in the new snapshot ({origin} rows {first_row} and {second_row}). Fix the source, or set `duplicates: keep_first` or `keep_last`. Nothing was committed."
+        "table {table}: key {key} appears {count} times in {snapshot} ({origin} rows {first_row} and {second_row}). Fix the source, or set `duplicates: keep_first` or `keep_last`. Nothing was committed."
     )]
     DuplicateKey {
         /// Table name.
         table: String,
+        /// Which side repeats it: the new snapshot, or the old file of an ad-hoc diff.
+        snapshot: &'static str,
         /// The key, rendered as column=value pairs.
         key: String,
         /// How often it occurs.

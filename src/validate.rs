@@ -615,6 +615,18 @@ pub fn check_columns(
             ),
         });
     }
+    let cc = &table.change_columns;
+    if let Some(c) = columns
+        .iter()
+        .find(|c| **c == cc.type_column || **c == cc.reason_column)
+    {
+        return Err(Error::Usage {
+            message: format!(
+                "table {}: {origin} has a column \"{c}\", the name the delta gives its change type or reason; rename it in `transform`, or give the delta's columns other names with `change_columns: {{type: ..., reason: ...}}`.",
+                table.name
+            ),
+        });
+    }
     for k in &table.key {
         if !columns.contains(k) {
             return Err(missing("key", k));
@@ -661,7 +673,6 @@ pub fn check_columns(
             return Err(missing("references", &r.column));
         }
     }
-    let cc = &table.change_columns;
     for output in &table.outputs {
         for c in output.columns.iter().flatten() {
             if !columns.contains(c) && *c != cc.type_column && *c != cc.reason_column {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::logical_expr::cast;
 use datafusion::prelude::ident;
 
@@ -27,26 +27,38 @@ pub async fn diff(
 ) -> Result<(SchemaRef, Vec<RecordBatch>, Counts)> {
     let name = table.name.as_str();
     let ctx = engine::session();
-    // An ad-hoc diff has no rejects file: a cell that does not fit is an error.
-    let old_loaded = source::load(
-        name,
-        &old.display().to_string(),
-        source::FileSelection::Newest,
-        old_options,
-        false,
-        &source::Unobserved,
-    )?
-    .strict()?;
-    let loaded = source::remote::load_anywhere(
-        name,
-        &table.source_path,
-        table.files,
-        &table.source,
-        false,
-        &source::Unobserved,
-    )
-    .await?
-    .strict()?;
+    let (mut old_loaded, mut loaded) = load_both(old, old_options, table, &[]).await?;
+    // Files that are deltas themselves hold columns named as the delta's change columns: the
+    // delta's take names neither file uses.
+    let mut table = table.clone();
+    let taken = |c: &str| {
+        old_loaded.schema.field_with_name(c).is_ok() || loaded.schema.field_with_name(c).is_ok()
+    };
+    let cc = &mut table.change_columns;
+    cc.type_column = free_name(&cc.type_column, taken);
+    cc.reason_column = free_name(&cc.reason_column, taken);
+    let table = &table;
+    // A column the two files hold in types that cannot both be read as the other's: read again
+    // as written, as text (`0012` and `12` differ; `abc` against `5` is a change, not an error).
+    let as_text: Vec<String> = shared_types(&old_loaded.schema, &loaded.schema)
+        .filter(|(_, o, n)| !(o.is_numeric() && n.is_numeric()))
+        .map(|(c, _, _)| c)
+        .collect();
+    if !as_text.is_empty() {
+        (old_loaded, loaded) = load_both(old, old_options, table, &as_text).await?;
+    }
+    // Numbers of two kinds (an integer column against a decimal one) compare as floats.
+    let as_float: Vec<String> = shared_types(&old_loaded.schema, &loaded.schema)
+        .map(|(c, _, _)| c)
+        .collect();
+    if !as_float.is_empty() {
+        loaded.batches = as_floats(&ctx, &loaded.batches, &as_float)
+            .await
+            .map_err(engine::context(name, "reading the new file"))?;
+        if let Some(first) = loaded.batches.first() {
+            loaded.schema = first.schema();
+        }
+    }
     let origin = loaded.origin();
     let columns: Vec<String> = source::column_names(&loaded.schema);
     validate::check_columns(table, &columns, &origin, &columns, &origin)?;
@@ -62,9 +74,15 @@ pub async fn diff(
             });
         }
     }
+    check_null_keys(
+        table,
+        &old_loaded.batches,
+        &old_loaded.origin(),
+        &old_loaded.rows,
+    )?;
     deduplicate(
         &ctx,
-        table,
+        (table, "the old file"),
         &old_loaded.batches,
         &old_loaded.origin(),
         &old_loaded.rows,
@@ -85,10 +103,17 @@ pub async fn diff(
         loaded.batches.clone(),
     )?;
     // With `duplicates: error` (the ad-hoc diff's setting) this only ever reports a repeat.
-    deduplicate(&ctx, table, &loaded.batches, &origin, &rows).await?;
+    deduplicate(
+        &ctx,
+        (table, "the new file"),
+        &loaded.batches,
+        &origin,
+        &rows,
+    )
+    .await?;
     let rows_in = loaded.num_rows() as u64;
-    // The old file's shared columns are read as the new file's types, so that a column inferred
-    // differently on the two days compares by value.
+    // The old file's shared columns are read as the new file's types (floats, where the new
+    // file's were made floats above).
     let mut casts = Vec::new();
     for f in old_loaded.schema.fields() {
         match types.get(f.name()) {
@@ -137,4 +162,95 @@ pub async fn diff(
         .await
         .map_err(engine::context(name, "shaping the delta"))?;
     Ok((schema, batches, delta.counts))
+}
+
+/// Load the old file and the new one (a cell that does not fit is an error: an ad-hoc diff has
+/// no rejects file), reading the columns `as_text` as text.
+async fn load_both(
+    old: &std::path::Path,
+    old_options: &source::SourceOptions,
+    table: &TablePlan,
+    as_text: &[String],
+) -> Result<(source::LoadedSource, source::LoadedSource)> {
+    let name = table.name.as_str();
+    let with_text = |options: &source::SourceOptions| {
+        let mut options = options.clone();
+        for c in as_text {
+            options.columns.retain(|(declared, _)| declared != c);
+            options.columns.push((c.clone(), DataType::Utf8));
+        }
+        options
+    };
+    let old_loaded = source::load(
+        name,
+        &old.display().to_string(),
+        source::FileSelection::Newest,
+        &with_text(old_options),
+        false,
+        &source::Unobserved,
+    )?
+    .strict()?;
+    let loaded = source::remote::load_anywhere(
+        name,
+        &table.source_path,
+        table.files,
+        &with_text(&table.source),
+        false,
+        &source::Unobserved,
+    )
+    .await?
+    .strict()?;
+    Ok((old_loaded, loaded))
+}
+
+/// The columns both schemas hold in different types: name, old type, new type.
+fn shared_types<'a>(
+    old: &'a Schema,
+    new: &'a Schema,
+) -> impl Iterator<Item = (String, DataType, DataType)> + 'a {
+    old.fields().iter().filter_map(|o| {
+        let n = new.field_with_name(o.name()).ok()?;
+        (o.data_type() != n.data_type()).then(|| {
+            (
+                o.name().clone(),
+                o.data_type().clone(),
+                n.data_type().clone(),
+            )
+        })
+    })
+}
+
+/// `batches` with the `columns` cast to float64.
+async fn as_floats(
+    ctx: &datafusion::prelude::SessionContext,
+    batches: &[RecordBatch],
+    columns: &[String],
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let exprs: Vec<_> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match columns.contains(f.name()) {
+            true => cast(ident(f.name()), DataType::Float64).alias(f.name()),
+            false => ident(f.name()),
+        })
+        .collect();
+    ctx.read_batches(batches.to_vec())?
+        .select(exprs)?
+        .collect()
+        .await
+}
+
+/// `wanted`, or `diff_<wanted>` (then with a number) when `taken` says a file uses it.
+fn free_name(wanted: &str, taken: impl Fn(&str) -> bool) -> String {
+    std::iter::once(wanted.to_string())
+        .chain((1..).map(|n| match n {
+            1 => format!("diff_{wanted}"),
+            n => format!("diff_{wanted}_{n}"),
+        }))
+        .find(|name| !taken(name))
+        .expect("some name is free")
 }

@@ -43,7 +43,7 @@ pub fn check_null_keys(
 /// and "last" mean file order whatever the engine's partitioning.
 pub async fn deduplicate(
     ctx: &SessionContext,
-    table: &TablePlan,
+    (table, snapshot): (&TablePlan, &'static str),
     rows: &[RecordBatch],
     origin: &str,
     locator: &source::RowLocator,
@@ -105,6 +105,7 @@ pub async fn deduplicate(
                 .unwrap_or(first);
             Err(Error::DuplicateKey {
                 table: name.to_string(),
+                snapshot,
                 key: key_text,
                 count: as_u64(count),
                 origin: origin.to_string(),

@@ -242,10 +242,17 @@ pub async fn register_hash_views(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        (
-            format!("{}({})", ROW_HASH_UDF, args(false)),
-            format!("{}({})", ROW_HASH_UDF, args(true)),
-        )
+        match shared_compared.is_empty() {
+            // Nothing to compare (every column is a key): rows compare by key alone.
+            true => (
+                "arrow_cast(0, 'UInt64')".to_string(),
+                "arrow_cast(0, 'UInt64')".to_string(),
+            ),
+            false => (
+                format!("{}({})", ROW_HASH_UDF, args(false)),
+                format!("{}({})", ROW_HASH_UDF, args(true)),
+            ),
+        }
     };
     for (view, source, hash) in [
         ("incoming_hashes", "incoming", incoming_hash),

@@ -432,7 +432,15 @@ pub(super) async fn hash_rows(
                 .collect(),
         )
     };
-    if let Some(batches) = deduplicate(ctx, table, &rows, &facts.origin, &valid_locator).await? {
+    if let Some(batches) = deduplicate(
+        ctx,
+        (table, "the new snapshot"),
+        &rows,
+        &facts.origin,
+        &valid_locator,
+    )
+    .await?
+    {
         rows = batches;
         ctx.deregister_table("incoming")
             .map_err(engine::context(name, "registering tables"))?;

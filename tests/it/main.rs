@@ -3,6 +3,7 @@
 mod bad_input;
 mod composite_keys;
 mod corpus;
+mod exact_diff;
 mod faults;
 mod guards;
 mod inventory;
