@@ -3,7 +3,8 @@
 --   NEW      -> 'new row'
 --   DELETED  -> 'row removed'
 --   CHANGED  -> '<column> changed from <old> to <new>' for each changed column, in table
---               order, joined by '; ', with null written as 'null'.
+--               order, joined by '; ', with null written as 'null' (and the text 'null'
+--               as '"null"', so that the two are told apart).
 --
 -- Placeholders (the braces in the query below), filled by diff/sql.rs:
 --   <values>          one CASE per output column choosing the new or the baseline value

@@ -27,7 +27,7 @@ pub async fn diff(
 ) -> Result<(SchemaRef, Vec<RecordBatch>, Counts)> {
     let name = table.name.as_str();
     let ctx = engine::session();
-    let (mut old_loaded, mut loaded) = load_both(old, old_options, table, &[]).await?;
+    let (old_loaded, loaded) = load_in_common_types(&ctx, old, old_options, table).await?;
     // Files that are deltas themselves hold columns named as the delta's change columns: the
     // delta's take names neither file uses.
     let mut table = table.clone();
@@ -38,27 +38,6 @@ pub async fn diff(
     cc.type_column = free_name(&cc.type_column, taken);
     cc.reason_column = free_name(&cc.reason_column, taken);
     let table = &table;
-    // A column the two files hold in types that cannot both be read as the other's: read again
-    // as written, as text (`0012` and `12` differ; `abc` against `5` is a change, not an error).
-    let as_text: Vec<String> = shared_types(&old_loaded.schema, &loaded.schema)
-        .filter(|(_, o, n)| !(o.is_numeric() && n.is_numeric()))
-        .map(|(c, _, _)| c)
-        .collect();
-    if !as_text.is_empty() {
-        (old_loaded, loaded) = load_both(old, old_options, table, &as_text).await?;
-    }
-    // Numbers of two kinds (an integer column against a decimal one) compare as floats.
-    let as_float: Vec<String> = shared_types(&old_loaded.schema, &loaded.schema)
-        .map(|(c, _, _)| c)
-        .collect();
-    if !as_float.is_empty() {
-        loaded.batches = as_floats(&ctx, &loaded.batches, &as_float)
-            .await
-            .map_err(engine::context(name, "reading the new file"))?;
-        if let Some(first) = loaded.batches.first() {
-            loaded.schema = first.schema();
-        }
-    }
     let origin = loaded.origin();
     let columns: Vec<String> = source::column_names(&loaded.schema);
     validate::check_columns(table, &columns, &origin, &columns, &origin)?;
@@ -164,6 +143,46 @@ pub async fn diff(
     Ok((schema, batches, delta.counts))
 }
 
+/// Load both files, each column both hold in one type for both: as loaded when the types agree,
+/// else as written (text) when either side is not a number, else as floats.
+async fn load_in_common_types(
+    ctx: &datafusion::prelude::SessionContext,
+    old: &std::path::Path,
+    old_options: &source::SourceOptions,
+    table: &TablePlan,
+) -> Result<(source::LoadedSource, source::LoadedSource)> {
+    let name = table.name.as_str();
+    let (mut old_loaded, mut loaded) = load_both(old, old_options, table, &[]).await?;
+    for side in [&mut old_loaded, &mut loaded] {
+        comparable_side(side)?;
+    }
+    // A column the two files hold in types that cannot both be read as the other's: read again
+    // as written, as text (`0012` and `12` differ; `abc` against `5` is a change, not an error).
+    let as_text: Vec<String> = shared_types(&old_loaded.schema, &loaded.schema)
+        .filter(|(_, o, n)| !(o.is_numeric() && n.is_numeric()))
+        .map(|(c, _, _)| c)
+        .collect();
+    if !as_text.is_empty() {
+        (old_loaded, loaded) = load_both(old, old_options, table, &as_text).await?;
+        for side in [&mut old_loaded, &mut loaded] {
+            comparable_side(side)?;
+        }
+    }
+    // Numbers of two kinds (an integer column against a decimal one) compare as floats.
+    let as_float: Vec<String> = shared_types(&old_loaded.schema, &loaded.schema)
+        .map(|(c, _, _)| c)
+        .collect();
+    if !as_float.is_empty() {
+        loaded.batches = as_floats(ctx, &loaded.batches, &as_float)
+            .await
+            .map_err(engine::context(name, "reading the new file"))?;
+        if let Some(first) = loaded.batches.first() {
+            loaded.schema = first.schema();
+        }
+    }
+    Ok((old_loaded, loaded))
+}
+
 /// Load the old file and the new one (a cell that does not fit is an error: an ad-hoc diff has
 /// no rejects file), reading the columns `as_text` as text.
 async fn load_both(
@@ -253,4 +272,15 @@ fn free_name(wanted: &str, taken: impl Fn(&str) -> bool) -> String {
         }))
         .find(|name| !taken(name))
         .expect("some name is free")
+}
+
+/// A loaded file's values in the form they are compared in (see [`super::comparable`]).
+fn comparable_side(side: &mut source::LoadedSource) -> Result<()> {
+    side.batches = side
+        .batches
+        .iter()
+        .map(super::comparable::comparable_batch)
+        .collect::<Result<Vec<_>>>()?;
+    side.schema = super::comparable::comparable_schema(&side.schema);
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! columns and `_row_hash`, computed over the same compared columns on both sides).
 
 pub mod baseline;
+pub mod comparable;
 pub mod files;
 pub mod keys;
 pub mod matching;

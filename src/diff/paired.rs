@@ -427,10 +427,12 @@ fn reasons(
     Ok(Some(built.finish()))
 }
 
-/// A value as the query writes it in a reason: null as `null`.
+/// A value as the query writes it in a reason: null as `null`, the text `null` as `"null"`.
 fn shown(text: &StringArray, i: usize) -> &str {
     if text.is_null(i) {
         "null"
+    } else if text.value(i) == "null" {
+        "\"null\""
     } else {
         text.value(i)
     }

@@ -82,6 +82,14 @@ pub fn classify_sql(settings: &DiffSettings) -> String {
         .replace("{row_filter}", &row_filter)
 }
 
+/// SQL writing a value as a reason shows it: null as `null`, and the text `null` as `"null"`,
+/// so that the two are told apart.
+fn shown(value: &str) -> String {
+    format!(
+        "CASE WHEN {value} IS NULL THEN 'null' WHEN CAST({value} AS VARCHAR) = 'null' THEN '\"null\"' ELSE CAST({value} AS VARCHAR) END"
+    )
+}
+
 /// Fill the delta query's placeholders.
 pub fn delta_sql(settings: &DiffSettings) -> String {
     let values = settings
@@ -113,8 +121,10 @@ pub fn delta_sql(settings: &DiffSettings) -> String {
                 None => format!("{old} IS DISTINCT FROM {new}"),
             };
             format!(
-                "CASE WHEN {differs} THEN {} || coalesce(CAST({old} AS VARCHAR), 'null') || ' to ' || coalesce(CAST({new} AS VARCHAR), 'null') END",
-                literal(&format!("{c} changed from "))
+                "CASE WHEN {differs} THEN {} || {} || ' to ' || {} END",
+                literal(&format!("{c} changed from ")),
+                shown(&old),
+                shown(&new)
             )
         })
         .collect();

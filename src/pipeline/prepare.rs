@@ -14,6 +14,7 @@ use datafusion::prelude::SessionContext;
 use super::load::LoadedSnapshot;
 use super::progress::Counting;
 use super::{Facts, Partial, TableJob};
+use crate::diff::comparable;
 use crate::diff::keys::deduplicate;
 use crate::diff::row_hash::{self, ROW_HASH_COLUMN};
 use crate::engine::{self, register_batches};
@@ -94,6 +95,12 @@ pub(super) async fn type_rows(
         raw_schema = Arc::new(Schema::new(fields));
         facts.rows = facts.rows.through(source_rows);
     }
+    // Nested, binary, small-integer and float32 values in the form they are compared in.
+    let raw = raw
+        .iter()
+        .map(comparable::comparable_batch)
+        .collect::<Result<Vec<_>>>()?;
+    let raw_schema = comparable::comparable_schema(&raw_schema);
     let mut targets: Vec<Option<DataType>> = Vec::with_capacity(raw_schema.fields().len());
     for field in raw_schema.fields() {
         let declared = table.source.declared_type(field.name());

@@ -199,3 +199,115 @@ fn r17_two_deltas_diff_into_a_delta_with_its_own_change_columns() {
         "id,v,change_type,change_reason,diff_change_type,diff_change_reason\n1,b,CHANGED,v changed from a to b,CHANGED,v changed from a to b\n"
     );
 }
+
+#[test]
+fn r17_the_text_null_and_a_null_value_are_told_apart_in_reasons() {
+    let (code, out) = diff("id,v\n1,null\n2,\n", "id,v\n1,\n2,null\n", "id");
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "id,v,change_type,change_reason\n1,,CHANGED,\"v changed from \"\"null\"\" to null\"\n2,null,CHANGED,\"v changed from null to \"\"null\"\"\"\n"
+    );
+}
+
+const NESTED_PIPELINE: &str = "tables:
+  items:
+    source: {path: items.json}
+    key: id
+    output:
+      - path: out/items-{version}.csv
+";
+
+#[test]
+fn r17_nested_json_values_compare_by_their_canonical_json() {
+    let w = Workdir::new();
+    w.write("p.yaml", NESTED_PIPELINE);
+    w.write(
+        "items.json",
+        "{\"id\":1,\"tags\":[\"a\",\"b\"],\"dims\":{\"w\":1,\"h\":2}}\n{\"id\":2,\"tags\":[\"c\"],\"dims\":{\"w\":3,\"h\":4}}\n",
+    );
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 0);
+    // Day 2 writes the fields in another order; only item 2's values changed.
+    w.write(
+        "items.json",
+        "{\"id\":1,\"dims\":{\"h\":2,\"w\":1},\"tags\":[\"a\",\"b\"]}\n{\"id\":2,\"dims\":{\"h\":5,\"w\":3},\"tags\":[\"c\",\"d\"]}\n",
+    );
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("2 rows: 0 new, 1 changed, 0 deleted, 1 unchanged"),
+        "{}",
+        stdout(&o)
+    );
+    let delta = w.read("out/items-2.csv");
+    assert!(
+        delta.contains(
+            r#"dims changed from {""h"":4,""w"":3} to {""h"":5,""w"":3}; tags changed from [""c""] to [""c"",""d""]"#
+        ),
+        "{delta}"
+    );
+    // The ad-hoc diff reads them alike.
+    w.write("old.json", "{\"id\":2,\"tags\":[\"c\"]}\n");
+    w.write("new.json", "{\"id\":2,\"tags\":[\"c\",\"d\"]}\n");
+    let o = w.run(&["diff", "old.json", "new.json", "--key", "id"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "id,tags,change_type,change_reason\n2,\"[\"\"c\"\",\"\"d\"\"]\",CHANGED,\"tags changed from [\"\"c\"\"] to [\"\"c\"\",\"\"d\"\"]\"\n"
+    );
+}
+
+/// A Parquet file of binary, fixed-size binary, 8-bit, unsigned 64-bit and float32 columns.
+fn odd_types_parquet(path: &std::path::Path, small: i8, bytes: &[u8]) {
+    use datafusion::arrow::array::{
+        BinaryArray, FixedSizeBinaryArray, Float32Array, Int8Array, Int64Array, RecordBatch,
+        UInt64Array,
+    };
+    use std::sync::Arc;
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from(vec![1, 2])) as _),
+        (
+            "b",
+            Arc::new(BinaryArray::from(vec![bytes, &[1u8][..]])) as _,
+        ),
+        (
+            "fb",
+            Arc::new(
+                FixedSizeBinaryArray::try_from_iter(vec![vec![0u8, 1], vec![2, 3]].into_iter())
+                    .unwrap(),
+            ) as _,
+        ),
+        ("small", Arc::new(Int8Array::from(vec![small, 5])) as _),
+        ("big", Arc::new(UInt64Array::from(vec![u64::MAX, 7])) as _),
+        ("f", Arc::new(Float32Array::from(vec![0.5f32, 1.25])) as _),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn r17_binary_small_unsigned_and_float32_values_are_hashed_compared_and_shown() {
+    let w = Workdir::new();
+    w.write(
+        "p.yaml",
+        "tables:\n  items:\n    source: {path: items.parquet}\n    key: id\n    output:\n      - path: out/items-{version}.csv\n",
+    );
+    odd_types_parquet(&w.path("items.parquet"), -3, &[0, 255]);
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("0 changed"), "{}", stdout(&o));
+    odd_types_parquet(&w.path("items.parquet"), 4, &[0, 254]);
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("1 changed"), "{}", stdout(&o));
+    assert_eq!(
+        w.read("out/items-3.csv"),
+        "id,b,fb,small,big,f,change_type,change_reason\n1,00fe,0001,4,18446744073709551615,0.5,CHANGED,b changed from 00ff to 00fe; small changed from -3 to 4\n"
+    );
+}
