@@ -43,19 +43,19 @@ pub fn comparable_type(data_type: &DataType) -> Option<DataType> {
     }
 }
 
-/// `schema` with every column of a type [`comparable_type`] changes in its comparable type.
-pub fn comparable_schema(schema: &SchemaRef) -> SchemaRef {
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| comparable_type(f.data_type()).is_some())
-    {
+/// `schema` with every column of a type [`comparable_type`] changes in its comparable type,
+/// but those `kept` names (a baseline that stored the type as it is keeps comparing it so).
+pub fn comparable_schema(schema: &SchemaRef, kept: &[&str]) -> SchemaRef {
+    let changes = |f: &FieldRef| {
+        comparable_type(f.data_type()).filter(|_| !kept.contains(&f.name().as_str()))
+    };
+    if !schema.fields().iter().any(|f| changes(f).is_some()) {
         return schema.clone();
     }
     let fields: Vec<FieldRef> = schema
         .fields()
         .iter()
-        .map(|f| match comparable_type(f.data_type()) {
+        .map(|f| match changes(f) {
             Some(t) => Arc::new(Field::new(f.name(), t, true)),
             None => f.clone(),
         })
@@ -63,16 +63,23 @@ pub fn comparable_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// `batch` with every column in its comparable type.
-pub fn comparable_batch(batch: &RecordBatch) -> Result<RecordBatch> {
-    let schema = comparable_schema(&batch.schema());
+/// `batch` with every column in its comparable type, but those `kept` (see
+/// [`comparable_schema`]).
+pub fn comparable_batch(batch: &RecordBatch, kept: &[&str]) -> Result<RecordBatch> {
+    let schema = comparable_schema(&batch.schema(), kept);
     if Arc::ptr_eq(&schema, &batch.schema()) {
         return Ok(batch.clone());
     }
     let columns = batch
         .columns()
         .iter()
-        .map(comparable_column)
+        .zip(batch.schema().fields())
+        .map(
+            |(column, field)| match kept.contains(&field.name().as_str()) {
+                true => Ok(column.clone()),
+                false => comparable_column(column),
+            },
+        )
         .collect::<Result<Vec<_>>>()?;
     RecordBatch::try_new(schema, columns)
         .map_err(|e| engine::error("making values comparable", e.into()))
@@ -93,6 +100,10 @@ fn comparable_column(column: &ArrayRef) -> Result<ArrayRef> {
             _,
         ) => Ok(hex_column(column)),
         (_, Some(DataType::Utf8)) => json_column(column),
+        // A float32 by the value it shows (0.1, not 0.10000000149011612).
+        (DataType::Float16 | DataType::Float32, Some(to)) => cast(column, &DataType::Utf8)
+            .and_then(|text| cast(&text, &to))
+            .map_err(fail),
         (_, Some(to)) => cast(column, &to).map_err(fail),
     }
 }

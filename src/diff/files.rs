@@ -144,7 +144,7 @@ pub async fn diff(
 }
 
 /// Load both files, each column both hold in one type for both: as loaded when the types agree,
-/// else as written (text) when either side is not a number, else as floats.
+/// else as written (text) when either side is not a number, else a number type that holds both.
 async fn load_in_common_types(
     ctx: &datafusion::prelude::SessionContext,
     old: &std::path::Path,
@@ -168,12 +168,14 @@ async fn load_in_common_types(
             comparable_side(side)?;
         }
     }
-    // Numbers of two kinds (an integer column against a decimal one) compare as floats.
-    let as_float: Vec<String> = shared_types(&old_loaded.schema, &loaded.schema)
-        .map(|(c, _, _)| c)
+    // Numbers of two kinds compare in one type that holds both: a wide decimal for integers and
+    // decimals (no integer above 2^53 rounded), else float64.
+    let numbers: Vec<(String, DataType)> = shared_types(&old_loaded.schema, &loaded.schema)
+        .filter(|(_, o, n)| o.is_numeric() && n.is_numeric())
+        .map(|(c, o, n)| (c, common_number(&o, &n)))
         .collect();
-    if !as_float.is_empty() {
-        loaded.batches = as_floats(ctx, &loaded.batches, &as_float)
+    if !numbers.is_empty() {
+        loaded.batches = cast_columns(ctx, &loaded.batches, &numbers)
             .await
             .map_err(engine::context(name, "reading the new file"))?;
         if let Some(first) = loaded.batches.first() {
@@ -239,11 +241,25 @@ fn shared_types<'a>(
     })
 }
 
-/// `batches` with the `columns` cast to float64.
-async fn as_floats(
+/// The type two numeric types compare in: decimal(38, the larger scale) when both are integers
+/// or decimals, else float64.
+fn common_number(a: &DataType, b: &DataType) -> DataType {
+    let exact = |t: &DataType| match t {
+        DataType::Decimal128(_, scale) => Some(*scale),
+        t if t.is_integer() => Some(0),
+        _ => None,
+    };
+    match (exact(a), exact(b)) {
+        (Some(x), Some(y)) => DataType::Decimal128(38, x.max(y)),
+        _ => DataType::Float64,
+    }
+}
+
+/// `batches` with each of `columns` cast to its type.
+async fn cast_columns(
     ctx: &datafusion::prelude::SessionContext,
     batches: &[RecordBatch],
-    columns: &[String],
+    columns: &[(String, DataType)],
 ) -> datafusion::error::Result<Vec<RecordBatch>> {
     let Some(first) = batches.first() else {
         return Ok(Vec::new());
@@ -252,9 +268,9 @@ async fn as_floats(
         .schema()
         .fields()
         .iter()
-        .map(|f| match columns.contains(f.name()) {
-            true => cast(ident(f.name()), DataType::Float64).alias(f.name()),
-            false => ident(f.name()),
+        .map(|f| match columns.iter().find(|(c, _)| c == f.name()) {
+            Some((_, to)) => cast(ident(f.name()), to.clone()).alias(f.name()),
+            None => ident(f.name()),
         })
         .collect();
     ctx.read_batches(batches.to_vec())?
@@ -279,8 +295,22 @@ fn comparable_side(side: &mut source::LoadedSource) -> Result<()> {
     side.batches = side
         .batches
         .iter()
-        .map(super::comparable::comparable_batch)
+        .map(|b| super::comparable::comparable_batch(b, &[]))
         .collect::<Result<Vec<_>>>()?;
-    side.schema = super::comparable::comparable_schema(&side.schema);
+    side.schema = super::comparable::comparable_schema(&side.schema, &[]);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_of_two_kinds_compare_in_a_type_that_holds_both() {
+        use DataType::*;
+        assert_eq!(common_number(&Int64, &Decimal128(12, 2)), Decimal128(38, 2));
+        assert_eq!(common_number(&Decimal128(20, 0), &Int64), Decimal128(38, 0));
+        assert_eq!(common_number(&Int64, &Float64), Float64);
+        assert_eq!(common_number(&Decimal128(12, 2), &Float64), Float64);
+    }
 }

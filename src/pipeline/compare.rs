@@ -128,7 +128,7 @@ pub(super) async fn compare(
         unchanged_wanted: include_unchanged,
     };
     let strategy = strategy::choose(&situation);
-    tracing::info!("{name}: comparing by the {strategy} strategy");
+    tracing::debug!("{name}: the {strategy} strategy chosen for the loaded rows");
     let by_position = match (strategy, baseline) {
         (Strategy::Matching, Some(record)) => {
             classify_by_position(

@@ -161,6 +161,8 @@ pub(super) async fn conclude(
         ..delta.counts
     };
     partial.counts = reported;
+    // The strategy that decided, once any hand-over happened (logged at -v).
+    tracing::info!("{name}: classified by the {} strategy", concluding.strategy);
     let partitions = count_partitions(table, delta, partitions);
     if !job.options.force {
         let baseline_rows = baseline.map_or(0, |b| b.counts.rows_in);

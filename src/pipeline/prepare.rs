@@ -95,12 +95,19 @@ pub(super) async fn type_rows(
         raw_schema = Arc::new(Schema::new(fields));
         facts.rows = facts.rows.through(source_rows);
     }
-    // Nested, binary, small-integer and float32 values in the form they are compared in.
+    // Nested, binary, small-integer and float32 values in the form they are compared in, but
+    // where the baseline stored such a column in its own type (before tidemark compared them so).
+    let kept: Vec<&str> = raw_schema
+        .fields()
+        .iter()
+        .filter(|f| pinned.get(f.name().as_str()) == Some(&f.data_type().to_string().as_str()))
+        .map(|f| f.name().as_str())
+        .collect();
     let raw = raw
         .iter()
-        .map(comparable::comparable_batch)
+        .map(|b| comparable::comparable_batch(b, &kept))
         .collect::<Result<Vec<_>>>()?;
-    let raw_schema = comparable::comparable_schema(&raw_schema);
+    let raw_schema = comparable::comparable_schema(&raw_schema, &kept);
     let mut targets: Vec<Option<DataType>> = Vec::with_capacity(raw_schema.fields().len());
     for field in raw_schema.fields() {
         let declared = table.source.declared_type(field.name());

@@ -92,6 +92,12 @@ pub(super) fn source_to_stream(
     };
     let source = local_csv_source(table, job.options)?;
     let expected = expected_snapshot(table, baseline);
+    if expected.is_none() {
+        tracing::debug!(
+            "{}: the baseline's columns, types or hash differ from today's settings; loading the snapshot whole",
+            job.name()
+        );
+    }
     let keys_matchable = expected
         .as_ref()
         .is_some_and(|e| e.keys_matchable(&table.key));
@@ -104,14 +110,14 @@ pub(super) fn source_to_stream(
         tolerance: !table.tolerance.is_empty(),
         unchanged_wanted: super::compare::wants_unchanged(table),
     };
-    if strategy::choose(&situation) != Strategy::Streamed {
+    let strategy = strategy::choose(&situation);
+    tracing::debug!(
+        "{}: the {strategy} strategy chosen before loading",
+        job.name()
+    );
+    if strategy != Strategy::Streamed {
         return Ok(None);
     }
-    tracing::info!(
-        "{}: comparing by the {} strategy",
-        job.name(),
-        Strategy::Streamed
-    );
     Ok(source
         .zip(expected)
         .map(|(path, expected)| StreamSource { path, expected }))

@@ -3,7 +3,7 @@
 //! change rows, over a composite key of several types, shuffled rows, nulls and text that
 //! needs quoting.
 
-use crate::workdir::{Workdir, assert_code, read_parquet, stderr, stdout, without_time};
+use crate::workdir::{Lcg, Workdir, assert_code, read_parquet, stderr, stdout, without_time};
 
 pub const PIPELINE: &str = "tables:
   lines:
@@ -19,19 +19,6 @@ pub const PIPELINE: &str = "tables:
       - path: out/lines-{version}.csv
       - path: out/lines-{version}.parquet
 ";
-
-/// A small deterministic generator (no test data is committed).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
 
 fn row(region: usize, id: u64, day: u64, version: u64) -> String {
     let note = match (id + version) % 7 {

@@ -14,35 +14,10 @@ use std::path::Path;
 use tidemark::diff::strategy::Strategy;
 use tidemark::pipeline::{RunOptions, TableRun, run_pipeline};
 
-use crate::workdir::read_parquet;
+use crate::workdir::{Lcg, read_parquet};
 
 /// How many random cases the test runs (each: day 1 and day 2, once per strategy).
 const CASES: u64 = 500;
-
-/// A small deterministic generator (no test data is committed).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// The kinds of value column a case may hold.
 #[derive(Clone, Copy, PartialEq)]

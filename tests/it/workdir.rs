@@ -124,3 +124,28 @@ pub fn read_parquet(path: &Path) -> datafusion::arrow::array::RecordBatch {
     let batches: Vec<_> = builder.build().unwrap().map(|b| b.unwrap()).collect();
     datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap()
 }
+
+/// A small deterministic generator (no test data is committed).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
