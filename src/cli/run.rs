@@ -289,6 +289,7 @@ fn report_json(run: &PipelineRun) -> serde_json::Value {
                 "unchanged": t.counts.unchanged,
                 "rejected": t.rejected,
                 "duration_ms": t.duration_ms,
+                "strategy": t.strategy.map(|s| s.name()),
                 "delta_files": t.delta_files,
                 "rejects_file": t.rejects_file,
                 "notes": t.notes,

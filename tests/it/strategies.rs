@@ -426,3 +426,20 @@ fn every_strategy_gives_the_same_answer_on_random_tables() {
     assert!(count("matching->matching") * 100 >= 30 * CASES, "{took:?}");
     assert_eq!(count("join->join") + count("join->none"), CASES, "{took:?}");
 }
+
+#[test]
+fn the_report_names_the_strategy_that_classified_the_rows() {
+    let w = crate::workdir::Workdir::new();
+    w.write("items.yaml", crate::workdir::ITEMS_PIPELINE);
+    let strategy_of = |day: &str| {
+        w.write("items.csv", day);
+        let o = w.run(&["run", "items.yaml", "--report", "report.json"]);
+        crate::workdir::assert_code(&o, 0);
+        let report: serde_json::Value = serde_json::from_str(&w.read("report.json")).unwrap();
+        report["tables"][0]["strategy"].clone()
+    };
+    assert_eq!(strategy_of("sku,qty\nA,1\nB,2\n"), "join");
+    assert_eq!(strategy_of("sku,qty\nA,1\nB,3\n"), "streamed");
+    // A rejected cell: the streamed run hands the run to the matching one.
+    assert_eq!(strategy_of("sku,qty\nA,x\nB,3\n"), "matching");
+}
