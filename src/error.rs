@@ -53,6 +53,107 @@ pub enum Error {
         message: String,
     },
 
+    /// `--table` or `--source` names a table the pipeline does not have.
+    #[error("the pipeline has no table `{table}`; its tables are: {}.", known.join(", "))]
+    UnknownTable {
+        /// The name given.
+        table: String,
+        /// The pipeline's tables.
+        known: Vec<String>,
+    },
+
+    /// A selected table depends on one that has no baseline and is not selected.
+    #[error(
+        "table {table} depends on {dependency}, which has no baseline yet and is not selected; add --table {dependency}."
+    )]
+    DependencyNotSelected {
+        /// Table name.
+        table: String,
+        /// The table it depends on.
+        dependency: String,
+    },
+
+    /// A table depends on one that has no baseline yet.
+    #[error(
+        "table {table} depends on {dependency}, which has no baseline yet; run {dependency} first."
+    )]
+    DependencyWithoutBaseline {
+        /// Table name.
+        table: String,
+        /// The table it depends on.
+        dependency: String,
+    },
+
+    /// `tolerance` names a column that is not a number.
+    #[error(
+        "table {table}: `tolerance` names \"{column}\", which is {found}, not a number. Tolerances apply to numeric columns."
+    )]
+    ToleranceNotNumeric {
+        /// Table name.
+        table: String,
+        /// The column.
+        column: String,
+        /// Its type, in words.
+        found: String,
+    },
+
+    /// The watermark column's type does not sort by time.
+    #[error(
+        "table {table}: the watermark column {column} is read as {found}, which does not sort by time; declare its type under source.columns (timestamp, date or int64), e.g. columns: {{{column}: timestamp}}."
+    )]
+    WatermarkNotOrdered {
+        /// Table name.
+        table: String,
+        /// The watermark column.
+        column: String,
+        /// Its type, in words.
+        found: String,
+    },
+
+    /// The stored watermark cannot be read as today's type of its column.
+    #[error(
+        "table {}: the stored watermark {} = {} cannot be read as {} ({}); the column's type changed? `tidemark reset --table {}` starts over.",
+        .0.table, .0.column, .0.value, .0.found, .0.reason, .0.table
+    )]
+    WatermarkUnreadable(Box<WatermarkProblem>),
+
+    /// `normalize` makes several baseline rows one key.
+    #[error(
+        "table {table}: `normalize` makes several rows of baseline v{version} one key ({key}), so they cannot be compared. Start the table afresh with `tidemark reset --table {table}` (the next run sees every row as NEW), or leave the key columns out of `normalize`."
+    )]
+    NormalizeMergesKeys {
+        /// Table name.
+        table: String,
+        /// The baseline version.
+        version: u64,
+        /// The key, rendered as column=value pairs.
+        key: String,
+    },
+
+    /// The rows hold a column whose name tidemark uses itself.
+    #[error(
+        "table {table}: the column name {column} is reserved for tidemark's row hash; rename it in `transform`."
+    )]
+    ReservedColumn {
+        /// Table name.
+        table: String,
+        /// The column.
+        column: String,
+    },
+
+    /// The rows hold a column named as the delta's change type or reason column.
+    #[error(
+        "table {table}: {origin} has a column \"{column}\", the name the delta gives its change type or reason; rename it in `transform`, or give the delta's columns other names with `change_columns: {{type: ..., reason: ...}}`."
+    )]
+    ChangeColumnTaken {
+        /// Table name.
+        table: String,
+        /// Where the column is (a file or "the transform's result").
+        origin: String,
+        /// The column.
+        column: String,
+    },
+
     /// A table's source file (or glob) matches nothing.
     #[error(
         "table {table}: source {pattern} matches no file. Check `source.path` in the pipeline file, or pass today's file with --source {table}=PATH."
@@ -228,6 +329,21 @@ pub enum Error {
     },
 }
 
+/// What [`Error::WatermarkUnreadable`] says (boxed: the error stays small).
+#[derive(Debug)]
+pub struct WatermarkProblem {
+    /// Table name.
+    pub table: String,
+    /// The watermark column.
+    pub column: String,
+    /// The stored value.
+    pub value: String,
+    /// Today's type of the column, in words.
+    pub found: String,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
 fn location_suffix(row: Option<u64>, column: Option<&str>) -> String {
     match (row, column) {
         (Some(r), Some(c)) => format!(", row {r}, column \"{c}\""),
@@ -241,9 +357,18 @@ impl Error {
     /// The exit code of SPEC section 1 for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::PipelineSyntax { .. } | Error::PipelineInvalid { .. } | Error::Usage { .. } => {
-                exit_code::INVALID
-            }
+            Error::PipelineSyntax { .. }
+            | Error::PipelineInvalid { .. }
+            | Error::Usage { .. }
+            | Error::UnknownTable { .. }
+            | Error::DependencyNotSelected { .. }
+            | Error::DependencyWithoutBaseline { .. }
+            | Error::ToleranceNotNumeric { .. }
+            | Error::WatermarkNotOrdered { .. }
+            | Error::WatermarkUnreadable(_)
+            | Error::NormalizeMergesKeys { .. }
+            | Error::ReservedColumn { .. }
+            | Error::ChangeColumnTaken { .. } => exit_code::INVALID,
             Error::Conflict { .. } => exit_code::CONFLICT,
             Error::Refused { .. } => exit_code::REFUSED,
             Error::TablesFailed { code, .. } => *code,

@@ -608,11 +608,9 @@ pub fn check_columns(
         available: columns.to_vec(),
     };
     if columns.iter().any(|c| c == ROW_HASH_COLUMN) {
-        return Err(Error::Usage {
-            message: format!(
-                "table {}: the column name {ROW_HASH_COLUMN} is reserved for tidemark's row hash; rename it in `transform`.",
-                table.name
-            ),
+        return Err(Error::ReservedColumn {
+            table: table.name.clone(),
+            column: ROW_HASH_COLUMN.to_string(),
         });
     }
     let cc = &table.change_columns;
@@ -620,11 +618,10 @@ pub fn check_columns(
         .iter()
         .find(|c| **c == cc.type_column || **c == cc.reason_column)
     {
-        return Err(Error::Usage {
-            message: format!(
-                "table {}: {origin} has a column \"{c}\", the name the delta gives its change type or reason; rename it in `transform`, or give the delta's columns other names with `change_columns: {{type: ..., reason: ...}}`.",
-                table.name
-            ),
+        return Err(Error::ChangeColumnTaken {
+            table: table.name.clone(),
+            origin: origin.to_string(),
+            column: c.clone(),
         });
     }
     for k in &table.key {

@@ -72,11 +72,10 @@ pub async fn register(
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(Error::Usage {
-                message: format!(
-                    "table {name}: `normalize` makes several rows of baseline v{} one key ({key}), so they cannot be compared. Start the table afresh with `tidemark reset --table {name}` (the next run sees every row as NEW), or leave the key columns out of `normalize`.",
-                    record.version
-                ),
+            return Err(Error::NormalizeMergesKeys {
+                table: name.to_string(),
+                version: record.version,
+                key,
             });
         }
     }

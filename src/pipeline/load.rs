@@ -77,11 +77,13 @@ pub async fn load_snapshot(
     let source_origin = loaded.origin();
     let files = loaded.files.clone();
     for dep in &table.depends_on {
-        let record = store.latest(dep).await?.ok_or_else(|| Error::Usage {
-            message: format!(
-                "table {name} depends on {dep}, which has no baseline yet; run {dep} first."
-            ),
-        })?;
+        let record = store
+            .latest(dep)
+            .await?
+            .ok_or_else(|| Error::DependencyWithoutBaseline {
+                table: name.to_string(),
+                dependency: dep.clone(),
+            })?;
         register_snapshot(ctx, store, dep, &record, dep).await?;
     }
     let Some(sql) = &table.transform else {

@@ -102,12 +102,9 @@ pub async fn run_pipeline_in(
 ) -> Result<PipelineRun> {
     for name in options.tables.iter().chain(options.source_overrides.keys()) {
         if plan.table(name).is_none() {
-            let known: Vec<&str> = plan.tables.iter().map(|t| t.name.as_str()).collect();
-            return Err(Error::Usage {
-                message: format!(
-                    "the pipeline has no table `{name}`; its tables are: {}.",
-                    known.join(", ")
-                ),
+            return Err(Error::UnknownTable {
+                table: name.clone(),
+                known: plan.tables.iter().map(|t| t.name.clone()).collect(),
             });
         }
     }
@@ -120,11 +117,9 @@ pub async fn run_pipeline_in(
     for t in &selected {
         for dep in &t.depends_on {
             if !selected_names.contains(dep.as_str()) && store.versions(dep).await?.is_empty() {
-                return Err(Error::Usage {
-                    message: format!(
-                        "table {} depends on {dep}, which has no baseline yet and is not selected; add --table {dep}.",
-                        t.name
-                    ),
+                return Err(Error::DependencyNotSelected {
+                    table: t.name.clone(),
+                    dependency: dep.clone(),
                 });
             }
         }

@@ -511,12 +511,10 @@ fn check_tolerance_types(
 ) -> Result<()> {
     for (c, _) in &job.table.tolerance {
         if !column_types[c].is_numeric() {
-            return Err(Error::Usage {
-                message: format!(
-                    "table {}: `tolerance` names \"{c}\", which is {}, not a number. Tolerances apply to numeric columns.",
-                    job.name(),
-                    source::types::type_name(&column_types[c])
-                ),
+            return Err(Error::ToleranceNotNumeric {
+                table: job.name().to_string(),
+                column: c.clone(),
+                found: source::types::type_name(&column_types[c]),
             });
         }
     }

@@ -345,13 +345,14 @@ fn above_watermark(
         .index_of(&stored.column)
         .map_err(|e| engine::error("comparing watermarks", e.into()))?;
     let data_type = schema.field(index).data_type();
-    let unreadable = |e: String| Error::Usage {
-        message: format!(
-            "table {name}: the stored watermark {} = {} cannot be read as {} ({e}); the column's type changed? `tidemark reset --table {name}` starts over.",
-            stored.column,
-            stored.value,
-            source::types::type_name(data_type)
-        ),
+    let unreadable = |reason: String| {
+        Error::WatermarkUnreadable(Box::new(crate::error::WatermarkProblem {
+            table: name.to_string(),
+            column: stored.column.clone(),
+            value: stored.value.clone(),
+            found: source::types::type_name(data_type),
+            reason,
+        }))
     };
     let threshold = datafusion::arrow::compute::kernels::cast::cast(
         &StringArray::from(vec![stored.value.as_str()]),
@@ -484,12 +485,10 @@ fn check_watermark_type(table: &TablePlan, watermark: &str, schema: &SchemaRef) 
     if data_type.is_numeric() || data_type.is_temporal() {
         return Ok(());
     }
-    Err(Error::Usage {
-        message: format!(
-            "table {}: the watermark column {watermark} is read as {}, which does not sort by time; declare its type under source.columns (timestamp, date or int64), e.g. columns: {{{watermark}: timestamp}}.",
-            table.name,
-            source::types::type_name(data_type)
-        ),
+    Err(Error::WatermarkNotOrdered {
+        table: table.name.clone(),
+        column: watermark.to_string(),
+        found: source::types::type_name(data_type),
     })
 }
 
