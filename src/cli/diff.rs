@@ -104,7 +104,13 @@ pub(super) async fn execute(args: DiffArgs, store: Option<&str>) -> Result<u8> {
             ),
         });
     }
-    if let Some(problem) = key_problem(&args.key) {
+    if let Some(problem) = crate::spec::KeyProblem::of(&args.key) {
+        let problem = match problem {
+            crate::spec::KeyProblem::Repeated(k) => {
+                format!("the key names \"{k}\" twice; name each key column once")
+            }
+            _ => "a key column name is empty; name the columns that identify a row, e.g. --key id or --key customer,po".to_string(),
+        };
         return Err(Error::Usage {
             message: format!("--key \"{}\": {problem}", args.key.join(",")),
         });
@@ -203,19 +209,4 @@ async fn versions(args: &DiffArgs, from: u64, store: Option<&str>) -> Result<u8>
         c.unchanged
     );
     Ok(exit_code::OK)
-}
-
-/// What is wrong with a key's column list, if anything: a name left empty, or one named twice.
-pub(crate) fn key_problem(key: &[String]) -> Option<String> {
-    if key.is_empty() || key.iter().any(|k| k.trim().is_empty()) {
-        return Some("a key column name is empty; name the columns that identify a row, e.g. --key id or --key customer,po".into());
-    }
-    let repeated = key
-        .iter()
-        .enumerate()
-        .find(|(i, k)| key[..*i].contains(k))
-        .map(|(_, k)| k)?;
-    Some(format!(
-        "the key names \"{repeated}\" twice; name each key column once"
-    ))
 }

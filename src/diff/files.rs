@@ -152,21 +152,27 @@ async fn load_in_common_types(
     table: &TablePlan,
 ) -> Result<(source::LoadedSource, source::LoadedSource)> {
     let name = table.name.as_str();
-    let (mut old_loaded, mut loaded) = load_both(old, old_options, table, &[]).await?;
-    for side in [&mut old_loaded, &mut loaded] {
-        comparable_side(side)?;
-    }
+    let mut old_loaded = load_old(old, old_options, table, &[])?;
+    let mut loaded = load_new(table, &[]).await?;
     // A column the two files hold in types that cannot both be read as the other's: read again
     // as written, as text (`0012` and `12` differ; `abc` against `5` is a change, not an error).
     let as_text: Vec<String> = shared_types(&old_loaded.schema, &loaded.schema)
         .filter(|(_, o, n)| !(o.is_numeric() && n.is_numeric()))
         .map(|(c, _, _)| c)
         .collect();
-    if !as_text.is_empty() {
-        (old_loaded, loaded) = load_both(old, old_options, table, &as_text).await?;
-        for side in [&mut old_loaded, &mut loaded] {
-            comparable_side(side)?;
-        }
+    // Only a file that did not read such a column as text already is read again.
+    let reads_all_as_text = |side: &source::LoadedSource| {
+        as_text.iter().all(|c| {
+            side.schema
+                .field_with_name(c)
+                .is_ok_and(|f| f.data_type() == &DataType::Utf8)
+        })
+    };
+    if !reads_all_as_text(&old_loaded) {
+        old_loaded = load_old(old, old_options, table, &as_text)?;
+    }
+    if !reads_all_as_text(&loaded) {
+        loaded = load_new(table, &as_text).await?;
     }
     // Numbers of two kinds compare in one type that holds both: a wide decimal for integers and
     // decimals (no integer above 2^53 rounded), else float64.
@@ -185,43 +191,51 @@ async fn load_in_common_types(
     Ok((old_loaded, loaded))
 }
 
-/// Load the old file and the new one (a cell that does not fit is an error: an ad-hoc diff has
-/// no rejects file), reading the columns `as_text` as text.
-async fn load_both(
+/// `options` with the columns `as_text` declared text.
+fn with_text(options: &source::SourceOptions, as_text: &[String]) -> source::SourceOptions {
+    let mut options = options.clone();
+    for c in as_text {
+        options.columns.retain(|(declared, _)| declared != c);
+        options.columns.push((c.clone(), DataType::Utf8));
+    }
+    options
+}
+
+/// Load the old file (a cell that does not fit is an error: an ad-hoc diff has no rejects
+/// file), reading the columns `as_text` as text; in the form values are compared in.
+fn load_old(
     old: &std::path::Path,
     old_options: &source::SourceOptions,
     table: &TablePlan,
     as_text: &[String],
-) -> Result<(source::LoadedSource, source::LoadedSource)> {
-    let name = table.name.as_str();
-    let with_text = |options: &source::SourceOptions| {
-        let mut options = options.clone();
-        for c in as_text {
-            options.columns.retain(|(declared, _)| declared != c);
-            options.columns.push((c.clone(), DataType::Utf8));
-        }
-        options
-    };
-    let old_loaded = source::load(
-        name,
+) -> Result<source::LoadedSource> {
+    let mut loaded = source::load(
+        &table.name,
         &old.display().to_string(),
         source::FileSelection::Newest,
-        &with_text(old_options),
+        &with_text(old_options, as_text),
         false,
         &source::Unobserved,
     )?
     .strict()?;
-    let loaded = source::remote::load_anywhere(
-        name,
+    comparable_side(&mut loaded)?;
+    Ok(loaded)
+}
+
+/// Load the new file (the table's source) as [`load_old`] loads the old one.
+async fn load_new(table: &TablePlan, as_text: &[String]) -> Result<source::LoadedSource> {
+    let mut loaded = source::remote::load_anywhere(
+        &table.name,
         &table.source_path,
         table.files,
-        &with_text(&table.source),
+        &with_text(&table.source, as_text),
         false,
         &source::Unobserved,
     )
     .await?
     .strict()?;
-    Ok((old_loaded, loaded))
+    comparable_side(&mut loaded)?;
+    Ok(loaded)
 }
 
 /// The columns both schemas hold in different types: name, old type, new type.

@@ -17,7 +17,7 @@ pub fn above_progress<R>(print: impl FnOnce() -> R) -> R {
 /// A table's line on the terminal: a bar while the amount of work is known (bytes loaded, rows
 /// hashed, rows written), else a spinner naming the phase. Draws nothing when stderr is not a
 /// terminal or with `--quiet`.
-pub struct Progress(pub(crate) Option<indicatif::ProgressBar>);
+pub struct Progress(Option<indicatif::ProgressBar>);
 
 /// What a progress bar counts.
 #[derive(Clone, Copy)]

@@ -90,7 +90,11 @@ pub(super) fn source_to_stream(
     let Some(baseline) = baseline else {
         return Ok(None);
     };
-    let source = local_csv_source(table, job.options)?;
+    // The file is looked for (a folder listed, a glob matched) only for a run that could stream.
+    let source = match row_by_row(table) && !job.options.dry_run {
+        true => local_csv_source(table, job.options)?,
+        false => None,
+    };
     let expected = expected_snapshot(table, baseline);
     if expected.is_none() {
         tracing::debug!(
@@ -104,7 +108,7 @@ pub(super) fn source_to_stream(
     let situation = Situation {
         fastest_allowed: job.options.strategy,
         has_baseline: true,
-        streamable: source.is_some() && row_by_row(table) && !job.options.dry_run,
+        streamable: source.is_some(),
         stored_hashes_apply: expected.is_some(),
         keys_matchable,
         tolerance: !table.tolerance.is_empty(),

@@ -712,23 +712,17 @@ fn table_plan(
     let source = source_options(name, &src, problems);
     let key_line = raw.key.referenced.line();
     let key = raw.key.value.into_vec();
-    if key.is_empty() {
-        problems.push(format!(
+    match KeyProblem::of(&key) {
+        None => {}
+        Some(KeyProblem::NoColumn) => problems.push(format!(
             "line {key_line}: table {name}: `key` names no column."
-        ));
-    } else if key.iter().any(|k| k.trim().is_empty()) {
-        problems.push(format!(
+        )),
+        Some(KeyProblem::EmptyName) => problems.push(format!(
             "line {key_line}: table {name}: `key` names an empty column name; name the columns that identify a row."
-        ));
-    } else if let Some(k) = key
-        .iter()
-        .enumerate()
-        .find(|(i, k)| key[..*i].contains(k))
-        .map(|(_, k)| k)
-    {
-        problems.push(format!(
+        )),
+        Some(KeyProblem::Repeated(k)) => problems.push(format!(
             "line {key_line}: table {name}: `key` names \"{k}\" twice; name each key column once."
-        ));
+        )),
     }
     let compare = compare_columns(name, raw.compare, raw.ignore, &key, problems);
     let (depends_on, references) = dependencies(

@@ -309,3 +309,30 @@ impl ChangeColumns {
             .unwrap_or(kind.canonical())
     }
 }
+
+/// What is wrong with a key's list of columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// It names no column.
+    NoColumn,
+    /// A name is empty.
+    EmptyName,
+    /// A column is named twice.
+    Repeated(String),
+}
+
+impl KeyProblem {
+    /// The problem of `key`, if any (the pipeline file's `key:` and `diff --key` alike).
+    pub fn of(key: &[String]) -> Option<KeyProblem> {
+        if key.is_empty() {
+            return Some(KeyProblem::NoColumn);
+        }
+        if key.iter().any(|k| k.trim().is_empty()) {
+            return Some(KeyProblem::EmptyName);
+        }
+        key.iter()
+            .enumerate()
+            .find(|(i, k)| key[..*i].contains(k))
+            .map(|(_, k)| KeyProblem::Repeated(k.clone()))
+    }
+}

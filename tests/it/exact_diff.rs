@@ -1,14 +1,22 @@
 //! `tidemark diff OLD NEW` reads a column the two files type differently in a common type that
 //! loses nothing (issue "One comparison core", point 4): text against text as written, numbers
-//! of two kinds as floats; never a cast error, never a change lost by rounding.
+//! of two kinds in a number type that holds both; never a cast error, never a change lost by
+//! rounding.
 
-use crate::workdir::{Workdir, assert_code, stdout};
+use std::process::Output;
 
-fn diff(old: &str, new: &str, key: &str) -> (i32, String) {
+use crate::workdir::{Workdir, assert_code, stderr, stdout};
+
+/// `tidemark diff old.csv new.csv ARGS...` of these two files, in a folder of its own.
+fn diff_run(old: &str, new: &str, args: &[&str]) -> Output {
     let w = Workdir::new();
     w.write("old.csv", old);
     w.write("new.csv", new);
-    let o = w.run(&["diff", "old.csv", "new.csv", "--key", key]);
+    w.run(&[&["diff", "old.csv", "new.csv"], args].concat())
+}
+
+fn diff(old: &str, new: &str, key: &str) -> (i32, String) {
+    let o = diff_run(old, new, &["--key", key]);
     (o.status.code().unwrap_or(-1), stdout(&o))
 }
 
@@ -73,13 +81,11 @@ fn r17_a_date_that_became_an_integer_shows_the_date() {
 
 #[test]
 fn r17_files_of_the_same_types_diff_as_before() {
-    let w = Workdir::new();
-    w.write("old.csv", "id,qty,at\n1,5,2024-01-01\n2,6,2024-01-02\n");
-    w.write(
-        "new.csv",
+    let o = diff_run(
+        "id,qty,at\n1,5,2024-01-01\n2,6,2024-01-02\n",
         "id,qty,at\n1,5,2024-01-01\n2,7,2024-01-02\n3,1,2024-01-03\n",
+        &["--key", "id"],
     );
-    let o = w.run(&["diff", "old.csv", "new.csv", "--key", "id"]);
     assert_code(&o, 0);
     assert_eq!(
         stdout(&o),
@@ -94,15 +100,15 @@ fn r17_a_key_named_twice_or_left_empty_is_a_usage_error() {
     let o = w.run(&["diff", "a.csv", "a.csv", "--key", "id,id"]);
     assert_code(&o, 2);
     assert_eq!(
-        crate::workdir::stderr(&o),
+        stderr(&o),
         "error: --key \"id,id\": the key names \"id\" twice; name each key column once\n"
     );
     let o = w.run(&["diff", "a.csv", "a.csv", "--key", ""]);
     assert_code(&o, 2);
     assert!(
-        crate::workdir::stderr(&o).contains("a key column name is empty"),
+        stderr(&o).contains("a key column name is empty"),
         "{}",
-        crate::workdir::stderr(&o)
+        stderr(&o)
     );
     w.write(
         "p.yaml",
@@ -111,9 +117,9 @@ fn r17_a_key_named_twice_or_left_empty_is_a_usage_error() {
     let o = w.run(&["check", "p.yaml"]);
     assert_code(&o, 2);
     assert!(
-        crate::workdir::stderr(&o).contains("line 4: table t: `key` names \"id\" twice"),
+        stderr(&o).contains("line 4: table t: `key` names \"id\" twice"),
         "{}",
-        crate::workdir::stderr(&o)
+        stderr(&o)
     );
 }
 
@@ -122,18 +128,11 @@ fn r17_with_nothing_left_to_compare_rows_compare_by_key() {
     let (code, out) = diff("id,v\n1,a\n2,b\n", "id,v\n2,c\n3,d\n", "id");
     assert_eq!(code, 0);
     assert!(out.contains("CHANGED"), "{out}");
-    let w = Workdir::new();
-    w.write("old.csv", "id,v\n1,a\n2,b\n");
-    w.write("new.csv", "id,v\n2,c\n3,d\n");
-    let o = w.run(&[
-        "diff",
-        "old.csv",
-        "new.csv",
-        "--key",
-        "id",
-        "--compare",
-        "id",
-    ]);
+    let o = diff_run(
+        "id,v\n1,a\n2,b\n",
+        "id,v\n2,c\n3,d\n",
+        &["--key", "id", "--compare", "id"],
+    );
     assert_code(&o, 0);
     assert_eq!(
         stdout(&o),
@@ -152,47 +151,29 @@ fn r17_with_nothing_left_to_compare_rows_compare_by_key() {
 fn r17_a_null_or_repeated_key_in_the_old_file_is_named_there() {
     let (code, _) = diff("id,v\n,a\n", "id,v\n1,a\n", "id");
     assert_eq!(code, 1);
-    let w = Workdir::new();
-    w.write("old.csv", "id,v\n1,a\n,b\n");
-    w.write("new.csv", "id,v\n1,a\n");
-    let o = w.run(&["diff", "old.csv", "new.csv", "--key", "id"]);
+    let o = diff_run("id,v\n1,a\n,b\n", "id,v\n1,a\n", &["--key", "id"]);
     assert_code(&o, 1);
     assert!(
-        crate::workdir::stderr(&o).contains("key column \"id\" is empty at old.csv row 3"),
+        stderr(&o).contains("key column \"id\" is empty at old.csv row 3"),
         "{}",
-        crate::workdir::stderr(&o)
+        stderr(&o)
     );
-    w.write("old.csv", "id,v\n1,a\n1,b\n");
-    let o = w.run(&["diff", "old.csv", "new.csv", "--key", "id"]);
+    let o = diff_run("id,v\n1,a\n1,b\n", "id,v\n1,a\n", &["--key", "id"]);
     assert_code(&o, 1);
     assert!(
-        crate::workdir::stderr(&o)
-            .contains("appears 2 times in the old file (old.csv rows 2 and 3)"),
+        stderr(&o).contains("appears 2 times in the old file (old.csv rows 2 and 3)"),
         "{}",
-        crate::workdir::stderr(&o)
+        stderr(&o)
     );
 }
 
 #[test]
 fn r17_two_deltas_diff_into_a_delta_with_its_own_change_columns() {
-    let w = Workdir::new();
-    w.write(
-        "old.csv",
+    let o = diff_run(
         "id,v,change_type,change_reason\n1,a,NEW,new row\n",
-    );
-    w.write(
-        "new.csv",
         "id,v,change_type,change_reason\n1,b,CHANGED,v changed from a to b\n",
+        &["--key", "id", "--compare", "v"],
     );
-    let o = w.run(&[
-        "diff",
-        "old.csv",
-        "new.csv",
-        "--key",
-        "id",
-        "--compare",
-        "v",
-    ]);
     assert_code(&o, 0);
     assert_eq!(
         stdout(&o),
