@@ -6,15 +6,15 @@
 //! baseline, all columns, to keep 6% of it. Here each side's keys are reduced to entries of
 //! (key digest, row hash, row position), sorted on every core and walked together. What comes
 //! out are positions: the few rows a delta needs are then taken from the snapshot in memory and
-//! read from the baseline's Parquet file by row selection, and the delta query runs over them
-//! alone.
+//! read from the baseline's Parquet file by row selection, and the delta is built from them
+//! alone ([`super::delta`]).
 //!
 //! Keys are matched by a 96-bit digest (xxh3-128 of the key's row encoding, which is exact per
 //! type). A repeated digest on one side (two keys, or one key twice) is never guessed at:
-//! [`match_positions`] says so and the caller falls back to the SQL join. The caller also runs
-//! the SQL classification over the rows taken, which pairs them by their key values: a NEW key
-//! and a DELETED key that shared a digest would come out as such, not as one CHANGED key, and
-//! the counts would tell. What no check sees is two different keys sharing a digest *and* a
+//! [`match_positions`] says so and the caller falls back to the SQL join. The caller also
+//! checks that each CHANGED pair names one key on both sides
+//! ([`super::delta::Pairs::changed_keys_agree`]): a NEW key and a DELETED key that shared a
+//! digest would be paired as one CHANGED key, and the check tells. What no check sees is two different keys sharing a digest *and* a
 //! row hash, which would pass for one unchanged key: with 10M keys a side, about one run in
 //! 10^14 (the row hash alone already decides CHANGED by 64 bits).
 

@@ -7,10 +7,10 @@
 
 pub mod baseline;
 pub mod comparable;
+pub mod delta;
 pub mod files;
 pub mod keys;
 pub mod matching;
-pub mod paired;
 pub mod row_hash;
 pub mod sql;
 pub mod strategy;

@@ -1,7 +1,8 @@
-//! The SQL join strategy: the classification and the delta as the queries in `sql/` state
-//! them, a full outer join of the new snapshot and the baseline on the key and a CASE on the
-//! row hashes. It is the readable specification of the semantics, and the oracle the faster
-//! strategies are tested against.
+//! The SQL join strategy: the classification as `sql/classify.sql` states it, a full outer join
+//! of the new snapshot and the baseline on the key and a CASE on the row hashes, then each
+//! classified row's values fetched from both sides for the one delta builder
+//! ([`super::delta`]). `sql/delta.sql` states the delta the builder makes; [`delta_by_query`]
+//! runs it, as the oracle the builder is tested against.
 //!
 //! Callers register four tables on the session before calling [`classify`]:
 //! `incoming` and `baseline` (all columns) and `incoming_hashes` and `baseline_hashes` (key
@@ -11,12 +12,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::StringArray;
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::cmp::eq;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
+use super::delta::{Pair, Pairs};
 use super::row_hash::{ROW_HASH_COLUMN, ROW_HASH_UDF};
 use super::{
     CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings, ident, ident_list, key_equal, literal,
@@ -156,12 +159,13 @@ pub fn delta_sql(settings: &DiffSettings) -> String {
         .replace("{key_order}", &key_order)
 }
 
-/// Classify and build the delta. `rows_in` is the number of rows of `incoming`.
-pub async fn classify(
+/// Classify every key by `sql/classify.sql` and hold the result as the table `classified`;
+/// returns the counts. `rows_in` is the number of rows of `incoming`.
+async fn register_classified(
     ctx: &SessionContext,
     settings: &DiffSettings,
     rows_in: u64,
-) -> Result<Delta> {
+) -> Result<Counts> {
     let classified = ctx
         .sql(&classify_sql(settings))
         .await
@@ -193,7 +197,6 @@ pub async fn classify(
         deleted: count(ChangeKind::Deleted),
         unchanged: rows_in - count(ChangeKind::New) - count(ChangeKind::Changed),
     };
-
     tracing::debug!(
         "classified the keys: {} new, {} changed, {} deleted",
         counts.new,
@@ -206,6 +209,103 @@ pub async fn classify(
         .map_err(|e| engine::error("registering tables", e))?;
     ctx.register_table("classified", Arc::new(table))
         .map_err(|e| engine::error("registering tables", e))?;
+    Ok(counts)
+}
+
+/// The join strategy: classify every key by the full outer join, then fetch the values of
+/// each classified row from both sides, for [`super::delta::build`].
+pub async fn pairs(ctx: &SessionContext, settings: &DiffSettings, rows_in: u64) -> Result<Pairs> {
+    let counts = register_classified(ctx, settings, rows_in).await?;
+    let fail = |what: &'static str| move |e| engine::error(what, e);
+    let incoming = ctx
+        .table("incoming")
+        .await
+        .map_err(fail("reading the snapshot"))?;
+    let new_schema: SchemaRef = Arc::new(incoming.schema().as_arrow().clone());
+    let old_columns: Vec<&String> = (settings.columns.iter())
+        .filter(|c| settings.baseline_columns.contains(c))
+        .collect();
+    let mut selected = vec![qualified("classified", CHANGE_TYPE_COLUMN)];
+    for (i, c) in settings.columns.iter().enumerate() {
+        selected.push(format!("{} AS _new_{i}", qualified("incoming", c)));
+    }
+    for (i, c) in old_columns.iter().enumerate() {
+        selected.push(format!("{} AS _old_{i}", qualified("baseline", c)));
+    }
+    let sql = format!(
+        "SELECT {}\nFROM classified\nLEFT JOIN incoming ON {}\nLEFT JOIN baseline ON {}",
+        selected.join(", "),
+        key_equal(&settings.key, "classified", "incoming"),
+        key_equal(&settings.key, "classified", "baseline"),
+    );
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(fail("planning the delta"))?
+        .collect()
+        .await
+        .map_err(fail("fetching the changed rows"))?;
+    let side = |names: &[&String], batch: &RecordBatch, from: usize| -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = (from..from + names.len())
+            .map(|i| batch.column(i).clone())
+            .collect();
+        let fields: Vec<Field> = (names.iter())
+            .zip(&columns)
+            .map(|(name, column)| Field::new(name.as_str(), column.data_type().clone(), true))
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
+            .map_err(|e| engine::error("fetching the changed rows", e.into()))
+    };
+    let new_names: Vec<&String> = settings.columns.iter().collect();
+    let (mut new_rows, mut old_rows, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    for batch in &batches {
+        let kinds = cast(batch.column(0), &DataType::Utf8)
+            .map_err(|e| engine::error("fetching the changed rows", e.into()))?;
+        let kinds = kinds.as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            let at = rows.len();
+            let kind = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted]
+                .into_iter()
+                .find(|k| k.canonical() == kinds.value(i))
+                .unwrap_or(ChangeKind::Unchanged);
+            rows.push(Pair {
+                kind,
+                new: (kind != ChangeKind::Deleted).then_some(at),
+                old: (kind != ChangeKind::New).then_some(at),
+            });
+        }
+        new_rows.push(side(&new_names, batch, 1)?);
+        old_rows.push(side(&old_columns, batch, 1 + new_names.len())?);
+    }
+    Ok(Pairs {
+        new_schema,
+        new_rows,
+        old_rows,
+        rows,
+        counts,
+    })
+}
+
+/// Classify and build the delta by the join strategy. `rows_in` is the number of rows of
+/// `incoming`.
+pub async fn classify(
+    ctx: &SessionContext,
+    settings: &DiffSettings,
+    rows_in: u64,
+) -> Result<Delta> {
+    let pairs = pairs(ctx, settings, rows_in).await?;
+    super::delta::build(settings, &pairs)
+}
+
+/// The delta as `sql/delta.sql` states it: the oracle [`super::delta::build`] is tested
+/// against (the same tables registered as for [`classify`]).
+pub async fn delta_by_query(
+    ctx: &SessionContext,
+    settings: &DiffSettings,
+    rows_in: u64,
+) -> Result<Delta> {
+    let counts = register_classified(ctx, settings, rows_in).await?;
     let delta = ctx
         .sql(&delta_sql(settings))
         .await

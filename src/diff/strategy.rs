@@ -8,7 +8,7 @@
 //!   daily job, never holding the file whole).
 //! - [`Strategy::Matching`]: today's rows loaded whole, then matched with the baseline's keys by
 //!   row position (digests of the keys, sorted), only the rows the delta needs read back.
-//! - [`Strategy::Join`]: the SQL of `sql/classify.sql` and `sql/delta.sql`, a full outer join
+//! - [`Strategy::Join`]: the SQL of `sql/classify.sql`, a full outer join
 //!   on the key. It handles everything (tolerances, UNCHANGED rows in the delta, a hash that
 //!   must be computed again), and it is the specification the others are proved equal to.
 //!
@@ -17,6 +17,9 @@
 //! today's rows are typed (matching or join?). A strategy chosen can still hand the run to
 //! the next one when the data says so (a streamed piece whose values do not fit the pinned
 //! types, a key digest that repeats); the log at `-vv` names why.
+//!
+//! Each strategy yields the same [`super::delta::Pairs`] (the rows the delta needs and how
+//! they pair), and one builder, [`super::delta::build`], makes the delta from them.
 
 use std::fmt;
 
@@ -27,7 +30,7 @@ pub enum Strategy {
     Streamed,
     /// Today's rows loaded whole, matched with the baseline's keys by position.
     Matching,
-    /// The full outer join of `sql/classify.sql` and `sql/delta.sql`.
+    /// The full outer join of `sql/classify.sql`.
     Join,
 }
 

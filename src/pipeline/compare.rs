@@ -2,21 +2,19 @@
 //! [`diff::strategy::choose`] picks for the run (the streamed one is taken before loading; see
 //! [`super::streamed`]).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::prelude::SessionContext;
+use std::collections::HashMap;
 
 use super::TableJob;
 use super::conclude::{Concluding, NewSnapshot};
 use super::prepare::Hashed;
 use super::scope::Scoped;
+use crate::diff::delta::Pairs;
 use crate::diff::row_hash::ROW_HASH_COLUMN;
 use crate::diff::strategy::{self, Situation, Strategy};
 use crate::diff::{self, Delta, DiffSettings};
-use crate::engine::{self, register_batches};
 use crate::error::Result;
 use crate::sink::background::SideEncoding;
 use crate::spec::{ChangeKind, TablePlan};
@@ -132,14 +130,12 @@ pub(super) async fn compare(
     let by_position = match (strategy, baseline) {
         (Strategy::Matching, Some(record)) => {
             classify_by_position(
-                ctx,
                 job.store,
                 table,
                 record,
                 &incoming,
                 &incoming_schema,
                 &settings,
-                &hash_views,
                 rows_in,
                 job.options.fall_back_to_join,
             )
@@ -199,20 +195,17 @@ impl HashViews<'_> {
 
 /// Classify without joining full rows: match both sides' keys by row position (see
 /// [`diff::matching`]), take only the rows the delta needs (NEW and CHANGED from the snapshot,
-/// CHANGED and DELETED from the baseline's file), and run the usual classification and delta
-/// queries over those. `None`, with the full tables registered as before, when the matching
-/// cannot decide (a key digest repeats) or the queries pair the taken rows otherwise than the
-/// matching did: the caller then joins the full tables.
+/// CHANGED and DELETED from the baseline's file), and build the delta from them. `None` when
+/// the matching cannot decide (a key digest repeats, or two keys share one): the caller then
+/// joins the full tables.
 #[allow(clippy::too_many_arguments)]
 async fn classify_by_position(
-    ctx: &SessionContext,
     store: &Store,
     table: &TablePlan,
     record: &CommitRecord,
     incoming: &[RecordBatch],
     incoming_schema: &SchemaRef,
     settings: &DiffSettings,
-    hash_views: &HashViews<'_>,
     rows_in: u64,
     fall_back_to_join: bool,
 ) -> Result<Option<Delta>> {
@@ -239,117 +232,31 @@ async fn classify_by_position(
         new_positions.len(),
         old_positions.len()
     );
-    classify_taken(
-        ctx,
-        table,
-        (incoming_schema, taken_new),
-        taken_old,
+    let pairs = Pairs::of_matched(
         &matched,
-        settings,
-        hash_views,
+        incoming_schema.clone(),
+        (taken_new, taken_old),
         rows_in,
-        fall_back_to_join,
-    )
-    .await
+    );
+    delta_of_matched(name, settings, &pairs, fall_back_to_join)
 }
 
-/// Classify the rows taken by position (snapshot rows as `incoming`, baseline rows as read
-/// from its file) with the usual queries. `None`, with the tables registered before put
-/// back, when the queries pair them otherwise than `matched` did.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn classify_taken(
-    ctx: &SessionContext,
-    table: &TablePlan,
-    (incoming_schema, taken_new): (&SchemaRef, Vec<RecordBatch>),
-    taken_old: Vec<RecordBatch>,
-    matched: &diff::matching::Matched,
+/// The delta of rows matched by position, or `None` when a CHANGED pair names two keys (two
+/// keys share a digest) or the options ask to distrust the matching: the caller then joins
+/// the full rows.
+pub(super) fn delta_of_matched(
+    name: &str,
     settings: &DiffSettings,
-    hash_views: &HashViews<'_>,
-    rows_in: u64,
+    pairs: &Pairs,
     distrust: bool,
 ) -> Result<Option<Delta>> {
-    let name = table.name.as_str();
-    // The taken baseline rows stand in for the `baseline` view: same columns, same types (the
-    // view's casts, and the query engine's string type), so that the delta is the same.
-    let view = ctx
-        .table("baseline")
-        .await
-        .map_err(engine::context(name, "reading the baseline"))?;
-    let view_schema: SchemaRef = Arc::new(view.schema().as_arrow().clone());
-    let taken_old = taken_old
-        .iter()
-        .map(|batch| conform(batch, &view_schema))
-        .collect::<Result<Vec<_>>>()?;
-    let fail = engine::context(name, "registering tables");
-    // The full tables, set aside to be put back if the queries disagree with the matching.
-    let full = ["incoming", "baseline"]
-        .into_iter()
-        .map(|t| ctx.deregister_table(t).map(|provider| (t, provider)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(&fail)?;
-    let taken = (taken_new.clone(), taken_old.clone());
-    register_batches(ctx, "incoming", incoming_schema.clone(), taken_new)?;
-    register_batches(ctx, "baseline", view_schema, taken_old)?;
-    hash_views.register(ctx, table).await?;
-    if !distrust
-        && let Some(delta) =
-            diff::paired::delta_by_position(ctx, settings, (&taken.0, &taken.1), matched, rows_in)
-                .await?
-    {
-        return Ok(Some(delta));
+    if distrust || !pairs.changed_keys_agree(settings)? {
+        tracing::debug!(
+            "{name}: the keys matched by position pair otherwise; joining the full rows"
+        );
+        return Ok(None);
     }
-    let delta = diff::sql::classify(ctx, settings, rows_in).await?;
-    let counts = delta.counts;
-    if (counts.new, counts.changed, counts.deleted)
-        == (
-            matched.new.len() as u64,
-            matched.changed.len() as u64,
-            matched.deleted.len() as u64,
-        )
-        && !distrust
-    {
-        return Ok(Some(delta));
-    }
-    tracing::debug!("{name}: the keys matched by position pair otherwise; joining the full rows");
-    for t in ["incoming", "baseline", "incoming_hashes", "baseline_hashes"] {
-        ctx.deregister_table(t).map_err(&fail)?;
-    }
-    for (t, provider) in full {
-        if let Some(provider) = provider {
-            ctx.register_table(t, provider).map_err(&fail)?;
-        }
-    }
-    Ok(None)
-}
-
-/// `batch`'s columns named by `schema`, cast to its types.
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let fail =
-        |e: datafusion::arrow::error::ArrowError| engine::error("reading the baseline", e.into());
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|field| {
-            let column = batch.column_by_name(field.name()).ok_or_else(|| {
-                engine::error(
-                    "reading the baseline",
-                    datafusion::error::DataFusionError::Internal(format!(
-                        "the baseline file lacks column {}",
-                        field.name()
-                    )),
-                )
-            })?;
-            // Not `safe`: a value the type cannot hold fails, as the view's SQL cast does.
-            datafusion::arrow::compute::kernels::cast::cast_with_options(
-                column,
-                field.data_type(),
-                &datafusion::arrow::compute::CastOptions {
-                    safe: false,
-                    ..Default::default()
-                },
-            )
-            .map_err(fail)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(fail)
+    let delta = diff::delta::build(settings, pairs)?;
+    tracing::debug!("{name}: built the delta of the rows matched by position");
+    Ok(Some(delta))
 }

@@ -30,15 +30,15 @@ use std::sync::Arc;
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
-use super::compare::{HashViews, classify_taken};
+use super::compare::delta_of_matched;
 use super::conclude::{Concluding, NewSnapshot};
 use super::prepare::with_row_hash;
 use super::{Facts, Partial, RunOptions, TableJob, TableRun};
 use crate::diff::DiffSettings;
+use crate::diff::delta::Pairs;
 use crate::diff::matching::{self, BaselineIndex, PieceMatch, PieceMatches};
 use crate::diff::row_hash::ROW_HASH_COLUMN;
 use crate::diff::strategy::{self, Situation, Strategy};
-use crate::engine;
 use crate::error::Result;
 use crate::normalize;
 use crate::sink::{self, EncodedGroup};
@@ -345,8 +345,6 @@ async fn conclude_streamed(
         .cloned()
         .zip(expected.types.iter().cloned())
         .collect();
-    let ctx = engine::session();
-    crate::diff::baseline::register(&ctx, store, table, baseline, &column_types).await?;
     let compared = table.compare.resolve(&expected.columns, &table.key);
     let compared: Vec<String> = compared
         .into_iter()
@@ -360,25 +358,14 @@ async fn conclude_streamed(
         include_unchanged: false,
         tolerance: Vec::new(),
     };
-    let hash_views = HashViews {
-        shared_hashed: &expected.hashed,
-        carried: &[],
-        column_types: &column_types,
-        stored_hashes_apply: true,
-    };
-    let Some(delta) = classify_taken(
-        &ctx,
-        table,
-        (&expected.schema, taken_new),
-        taken_old,
+    let pairs = Pairs::of_matched(
         &matched,
-        &settings,
-        &hash_views,
+        expected.schema.clone(),
+        (taken_new, taken_old),
         rows,
-        job.options.fall_back_to_join,
-    )
-    .await?
-    else {
+    );
+    let fall_back = job.options.fall_back_to_join;
+    let Some(delta) = delta_of_matched(name, &settings, &pairs, fall_back)? else {
         return Ok(Streamed::Declined(
             "the keys matched by position pair otherwise",
         ));

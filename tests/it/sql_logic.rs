@@ -13,7 +13,9 @@
 //! both tables have); `tolerance` a column's allowed move; `unchanged` keeps UNCHANGED rows.
 //! Both tables are hashed over the compared columns (as a run whose stored hashes no longer
 //! apply), classified and shaped by the queries, and the delta's rows come back in key order,
-//! each value as text (`NULL` for null, `(empty)` for the empty string).
+//! each value as text (`NULL` for null, `(empty)` for the empty string). Each directive is
+//! answered twice, by the query and by the delta builder every strategy uses
+//! (`diff::delta::build`), and the two must agree row for row.
 
 use std::collections::HashMap;
 
@@ -39,6 +41,14 @@ fn failure(e: impl std::fmt::Display) -> Failure {
 
 fn rows_of(batches: &[RecordBatch]) -> DBOutput<DefaultColumnType> {
     let columns = batches.first().map_or(0, |b| b.num_columns());
+    DBOutput::Rows {
+        types: vec![DefaultColumnType::Any; columns],
+        rows: text_of(batches),
+    }
+}
+
+/// Every value as text: `NULL` for null, `(empty)` for the empty string.
+fn text_of(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     for batch in batches {
         for i in 0..batch.num_rows() {
@@ -57,10 +67,7 @@ fn rows_of(batches: &[RecordBatch]) -> DBOutput<DefaultColumnType> {
             );
         }
     }
-    DBOutput::Rows {
-        types: vec![DefaultColumnType::Any; columns],
-        rows,
-    }
+    rows
 }
 
 impl Engine {
@@ -155,10 +162,21 @@ impl Engine {
             .count()
             .await
             .map_err(failure)? as u64;
-        let delta = tidemark::diff::sql::classify(&self.ctx, &settings, rows_in)
+        // The query (`sql/delta.sql`) states the delta; the builder every strategy uses must
+        // give the same rows.
+        let by_query = tidemark::diff::sql::delta_by_query(&self.ctx, &settings, rows_in)
             .await
             .map_err(failure)?;
-        Ok(rows_of(&delta.batches))
+        let built = tidemark::diff::sql::classify(&self.ctx, &settings, rows_in)
+            .await
+            .map_err(failure)?;
+        let (by_query_rows, built_rows) = (text_of(&by_query.batches), text_of(&built.batches));
+        if by_query_rows != built_rows {
+            return Err(Failure(format!(
+                "the delta builder gives {built_rows:?}, the query {by_query_rows:?}"
+            )));
+        }
+        Ok(rows_of(&built.batches))
     }
 }
 
@@ -209,4 +227,100 @@ fn the_classification_sql_gives_what_the_slt_files_say() {
             }
         }
     });
+}
+
+/// One random pair of tables, as SQL: columns of every kind the query compares, nulls, the
+/// text `null` and the empty string, a column the baseline lacks, a tolerance, UNCHANGED rows.
+fn random_case(r: &mut crate::workdir::Lcg) -> (Vec<String>, String) {
+    let kinds: [(&str, &str, &[&str]); 5] = [
+        (
+            "n",
+            "BIGINT",
+            &["NULL", "0", "1", "-3", "9223372036854775807"],
+        ),
+        (
+            "x",
+            "DOUBLE",
+            &["NULL", "0.0", "0.5", "1.0", "1.25", "-2.5"],
+        ),
+        (
+            "t",
+            "VARCHAR",
+            &["NULL", "''", "'null'", "'a'", "'A'", "'a b'"],
+        ),
+        ("b", "BOOLEAN", &["NULL", "true", "false"]),
+        (
+            "d",
+            "DATE",
+            &["NULL", "DATE '2024-01-01'", "DATE '2024-02-29'"],
+        ),
+    ];
+    let baseline_lacks = r.chance(20).then(|| r.below(kinds.len() as u64) as usize);
+    let mut statements = Vec::new();
+    for (table, lacking) in [("baseline", baseline_lacks), ("incoming", None)] {
+        let columns: Vec<usize> = (0..kinds.len()).filter(|&i| Some(i) != lacking).collect();
+        let declared: Vec<String> = std::iter::once("k BIGINT".to_string())
+            .chain(
+                columns
+                    .iter()
+                    .map(|&i| format!("{} {}", kinds[i].0, kinds[i].1)),
+            )
+            .collect();
+        let mut rows: Vec<String> = Vec::new();
+        for key in 0..8 {
+            if r.chance(60) {
+                let values: Vec<&str> = columns.iter().map(|&i| *r.pick(kinds[i].2)).collect();
+                rows.push(format!("({key}, {})", values.join(", ")));
+            }
+        }
+        statements.push(format!("DROP TABLE IF EXISTS {table}"));
+        statements.push(match rows.is_empty() {
+            true => format!("CREATE TABLE {table} ({})", declared.join(", ")),
+            false => format!(
+                "CREATE TABLE {table} ({}) AS VALUES {}",
+                declared.join(", "),
+                rows.join(", ")
+            ),
+        });
+    }
+    let mut directive = "DELTA key=k".to_string();
+    if r.chance(25) && baseline_lacks.is_none() {
+        directive.push_str(" compare=t,x");
+    }
+    if r.chance(30) && baseline_lacks != Some(1) {
+        directive.push_str(&format!(" tolerance=x:{}", r.pick(&["0.25", "0.5", "1"])));
+    }
+    if r.chance(30) {
+        directive.push_str(" unchanged");
+    }
+    (statements, directive)
+}
+
+#[test]
+fn the_delta_builder_agrees_with_the_delta_query_on_random_tables() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut r = crate::workdir::Lcg(17);
+    let mut rows = 0;
+    runtime.block_on(async {
+        for case in 0..400 {
+            let (statements, directive) = random_case(&mut r);
+            let engine = Engine {
+                ctx: tidemark::engine::session(),
+            };
+            for sql in &statements {
+                engine.ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            }
+            // Engine::delta fails when the builder and the query disagree.
+            match engine.delta(directive.trim_start_matches("DELTA")).await {
+                Ok(DBOutput::Rows { rows: got, .. }) => rows += got.len(),
+                Ok(_) => unreachable!("a delta is rows"),
+                Err(e) => panic!("case {case}: {directive}\n{}\n{e}", statements.join(";\n")),
+            }
+        }
+    });
+    // The cases were not all empty.
+    assert!(rows > 1000, "{rows} delta rows");
 }

@@ -1,0 +1,494 @@
+//! The one delta builder: whichever strategy matched the rows, the delta is made here.
+//!
+//! Every strategy ends with [`Pairs`]: the rows of each side the delta needs and, per delta
+//! row, its kind and where its values are (a row of today's snapshot, of the baseline, or
+//! both). [`build`] puts each row's values side by side (the baseline's for a DELETED row,
+//! today's for the others), says what changed, and orders the rows by key.
+//!
+//! The semantics are those of `sql/delta.sql`, which stays as their readable statement and
+//! as the oracle the builder is tested against (`diff::sql::delta_by_query`): the same
+//! comparison (`IS DISTINCT FROM`, or beyond a column's tolerance), the same text for values
+//! (`CAST(... AS VARCHAR)`: the same Arrow kernels), the same order.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, StringBuilder,
+    UInt32Array, new_null_array,
+};
+use datafusion::arrow::compute::kernels::cmp::distinct;
+use datafusion::arrow::compute::{
+    CastOptions, SortColumn, SortOptions, cast_with_options, concat, interleave,
+    lexsort_to_indices, take,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::format::DEFAULT_CAST_OPTIONS;
+
+use super::matching::Matched;
+use super::{CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings};
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::spec::{ChangeKind, Tolerance};
+
+/// Rows of the delta per batch, as the query engine hands them out.
+const BATCH_ROWS: usize = 8192;
+
+/// One delta row: its kind, and its row among [`Pairs::new_rows`] and [`Pairs::old_rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    /// NEW, CHANGED, DELETED or UNCHANGED.
+    pub kind: ChangeKind,
+    /// Today's row (none for a DELETED row).
+    pub new: Option<usize>,
+    /// The baseline's row (none for a NEW row).
+    pub old: Option<usize>,
+}
+
+/// What every strategy yields: the rows the delta needs from each side, how they pair, and
+/// the counts of the whole comparison.
+#[derive(Debug, Clone)]
+pub struct Pairs {
+    /// Today's columns and their types: the delta's, in this order.
+    pub new_schema: SchemaRef,
+    /// Today's rows the delta needs.
+    pub new_rows: Vec<RecordBatch>,
+    /// The baseline's rows the delta needs (columns by name, cast to today's types here).
+    pub old_rows: Vec<RecordBatch>,
+    /// The delta's rows, in any order.
+    pub rows: Vec<Pair>,
+    /// Counts by kind over every row compared.
+    pub counts: Counts,
+}
+
+impl Pairs {
+    /// The pairs of rows matched by position: `new_rows` are the snapshot rows
+    /// [`Matched::snapshot_rows`] names, in that order; `old_rows` the baseline rows
+    /// [`Matched::baseline_rows`] names.
+    pub fn of_matched(
+        matched: &Matched,
+        new_schema: SchemaRef,
+        (new_rows, old_rows): (Vec<RecordBatch>, Vec<RecordBatch>),
+        rows_in: u64,
+    ) -> Self {
+        let snapshot_rows = matched.snapshot_rows();
+        let baseline_rows = matched.baseline_rows();
+        let new_at = |p: u32| snapshot_rows.binary_search(&p).ok();
+        let old_at = |p: u32| baseline_rows.binary_search(&p).ok();
+        let mut rows = Vec::with_capacity(snapshot_rows.len() + matched.deleted.len());
+        let pair = |kind, new, old| Pair { kind, new, old };
+        rows.extend((matched.new.iter()).map(|&p| pair(ChangeKind::New, new_at(p), None)));
+        rows.extend(
+            matched
+                .changed
+                .iter()
+                .map(|&(p, q)| pair(ChangeKind::Changed, new_at(p), old_at(q))),
+        );
+        rows.extend((matched.deleted.iter()).map(|&q| pair(ChangeKind::Deleted, None, old_at(q))));
+        let (new, changed, deleted) = (
+            matched.new.len() as u64,
+            matched.changed.len() as u64,
+            matched.deleted.len() as u64,
+        );
+        Pairs {
+            new_schema,
+            new_rows,
+            old_rows,
+            rows,
+            counts: Counts {
+                rows_in,
+                new,
+                changed,
+                deleted,
+                unchanged: rows_in - new - changed,
+            },
+        }
+    }
+
+    /// Whether every CHANGED pair names one key on both sides. Keys matched by digest pair
+    /// otherwise only when two keys share a digest: the caller then joins the full rows.
+    pub fn changed_keys_agree(&self, settings: &DiffSettings) -> Result<bool> {
+        let (new_side, old_side) = self.sides()?;
+        let changed = |side: fn(&Pair) -> Option<usize>| -> Option<Vec<usize>> {
+            (self.rows.iter())
+                .filter(|r| r.kind == ChangeKind::Changed)
+                .map(side)
+                .collect()
+        };
+        let (Some(changed_new), Some(changed_old)) = (changed(|r| r.new), changed(|r| r.old))
+        else {
+            return Ok(false);
+        };
+        if changed_new.is_empty() {
+            return Ok(true);
+        }
+        for k in &settings.key {
+            let (Some(new), Some(old)) = (new_side.column(k), old_side.column(k)) else {
+                return Ok(false);
+            };
+            let new = gather(&new, &new_side, &changed_new)?;
+            let old = gather(&old, &old_side, &changed_old)?;
+            if distinct(&new, &old).map_err(arrow_error)?.true_count() > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Both sides, the baseline's columns cast to today's types.
+    fn sides(&self) -> Result<(Side<'_>, Side<'static>)> {
+        let new_side = Side::new(&self.new_rows);
+        let old_rows = (self.old_rows.iter())
+            .map(|batch| conform(batch, &self.new_schema))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((new_side, Side::owned(old_rows)))
+    }
+}
+
+/// One side's rows, in the batches they were taken in: the `n`th row taken is found by its
+/// batch and its row there.
+struct Side<'a> {
+    batches: std::borrow::Cow<'a, [RecordBatch]>,
+    /// The first row of each batch, counted over the side.
+    starts: Vec<usize>,
+}
+
+impl<'a> Side<'a> {
+    fn new(batches: &'a [RecordBatch]) -> Self {
+        Self::of(std::borrow::Cow::Borrowed(batches))
+    }
+
+    fn owned(batches: Vec<RecordBatch>) -> Side<'static> {
+        Side::of(std::borrow::Cow::Owned(batches))
+    }
+
+    fn of(batches: std::borrow::Cow<'a, [RecordBatch]>) -> Self {
+        let starts = batches
+            .iter()
+            .scan(0, |start, b| {
+                let first = *start;
+                *start += b.num_rows();
+                Some(first)
+            })
+            .collect();
+        Side { batches, starts }
+    }
+
+    /// (batch, row) of the side's `n`th row.
+    fn locate(&self, n: usize) -> (usize, usize) {
+        let batch = self.starts.partition_point(|&s| s <= n) - 1;
+        (batch, n - self.starts[batch])
+    }
+
+    /// The side's column `name`, one array per batch; None when a batch lacks it.
+    fn column(&self, name: &str) -> Option<Vec<&ArrayRef>> {
+        self.batches
+            .iter()
+            .map(|b| b.column_by_name(name))
+            .collect()
+    }
+}
+
+/// The delta of `pairs`: today's columns, then `_change_type` and `_change_reason`, ordered by
+/// key.
+pub fn build(settings: &DiffSettings, pairs: &Pairs) -> Result<Delta> {
+    let (new_side, old_side) = pairs.sides()?;
+    let schema = &pairs.new_schema;
+    let value = |name: &str, rows: &[Pair]| {
+        value_column(settings, (schema, name), rows, &new_side, &old_side)
+    };
+
+    // Ordered by key, as the query's ORDER BY.
+    let keys = (settings.key.iter())
+        .map(|k| {
+            Ok(SortColumn {
+                values: value(k, &pairs.rows)?,
+                options: Some(SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                }),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rows: Vec<Pair> = match keys.is_empty() || pairs.rows.is_empty() {
+        true => pairs.rows.clone(),
+        false => {
+            let order = lexsort_to_indices(&keys, None).map_err(arrow_error)?;
+            order
+                .values()
+                .iter()
+                .map(|&i| pairs.rows[i as usize])
+                .collect()
+        }
+    };
+
+    // A column per core at a time.
+    let mut columns = crate::parallel::map(&settings.columns, |name| value(name, &rows))
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    let kinds: StringArray = rows.iter().map(|r| Some(r.kind.canonical())).collect();
+    columns.push(Arc::new(kinds));
+    columns.push(reason_column(settings, &rows, &new_side, &old_side)?);
+
+    let mut fields: Vec<Field> = (settings.columns.iter())
+        .zip(&columns)
+        .map(|(name, column)| Field::new(name, column.data_type().clone(), true))
+        .collect();
+    fields.push(Field::new(CHANGE_TYPE_COLUMN, DataType::Utf8, false));
+    fields.push(Field::new(CHANGE_REASON_COLUMN, DataType::Utf8, true));
+    let schema = Arc::new(Schema::new(fields));
+    let delta = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)?;
+    let batches = (0..delta.num_rows())
+        .step_by(BATCH_ROWS)
+        .map(|start| delta.slice(start, BATCH_ROWS.min(delta.num_rows() - start)))
+        .collect();
+    Ok(Delta {
+        schema,
+        batches,
+        counts: pairs.counts,
+    })
+}
+
+/// A delta column: the baseline's value for a DELETED row (null when the baseline lacks the
+/// column), today's for the others.
+fn value_column(
+    settings: &DiffSettings,
+    (schema, name): (&SchemaRef, &str),
+    rows: &[Pair],
+    new_side: &Side<'_>,
+    old_side: &Side<'_>,
+) -> Result<ArrayRef> {
+    let field = schema
+        .field_with_name(name)
+        .map_err(|_| missing_column(name))?;
+    let data_type = field.data_type();
+    let new = new_side.column(name).unwrap_or_default();
+    let old = match settings.baseline_columns.iter().any(|c| c == name) {
+        true => old_side.column(name).unwrap_or_default(),
+        false => Vec::new(),
+    };
+    let missing = new_null_array(data_type, 1);
+    let mut arrays: Vec<&dyn Array> = new.iter().map(|a| a.as_ref() as &dyn Array).collect();
+    let old_from = arrays.len();
+    arrays.extend(old.iter().map(|a| a.as_ref() as &dyn Array));
+    let null_at = arrays.len();
+    arrays.push(missing.as_ref());
+    let indices: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|row| match (row.kind, row.new, row.old) {
+            (ChangeKind::Deleted, _, Some(o)) if !old.is_empty() => {
+                let (b, r) = old_side.locate(o);
+                (old_from + b, r)
+            }
+            (ChangeKind::Deleted, _, _) => (null_at, 0),
+            (_, Some(n), _) if !new.is_empty() => new_side.locate(n),
+            _ => (null_at, 0),
+        })
+        .collect();
+    interleave(&arrays, &indices).map_err(arrow_error)
+}
+
+fn missing_column(name: &str) -> Error {
+    engine::error(
+        "building the delta",
+        datafusion::error::DataFusionError::Internal(format!("no column {name} to compare")),
+    )
+}
+
+/// `batch`'s columns named by `schema` (those it has), cast to its types.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let fail = |e| {
+        engine::error(
+            "reading the baseline",
+            datafusion::error::DataFusionError::from(e),
+        )
+    };
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for field in schema.fields() {
+        let Some(column) = batch.column_by_name(field.name()) else {
+            continue;
+        };
+        // Not `safe`: a value the type cannot hold fails, as an SQL cast does.
+        let options = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        columns.push(cast_with_options(column, field.data_type(), &options).map_err(fail)?);
+        fields.push(field.as_ref().clone().with_nullable(true));
+    }
+    let options =
+        datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
+        .map_err(fail)
+}
+
+/// A side's column at the side's rows `at`, as one array.
+fn gather(column: &[&ArrayRef], side: &Side, at: &[usize]) -> Result<ArrayRef> {
+    let arrays: Vec<&dyn Array> = column.iter().map(|a| a.as_ref() as &dyn Array).collect();
+    if arrays.is_empty() {
+        return Ok(new_null_array(&DataType::Null, 0));
+    }
+    let indices: Vec<(usize, usize)> = at.iter().map(|&n| side.locate(n)).collect();
+    interleave(&arrays, &indices).map_err(arrow_error)
+}
+
+/// The reasons of `rows`, made a run of rows per core (writing values out as text is most of
+/// the work).
+fn reason_column(
+    settings: &DiffSettings,
+    rows: &[Pair],
+    new_side: &Side<'_>,
+    old_side: &Side<'_>,
+) -> Result<ArrayRef> {
+    let runs: Vec<&[Pair]> = rows
+        .chunks(rows.len().div_ceil(crate::parallel::cores()).max(1))
+        .collect();
+    let reasons_by_run =
+        crate::parallel::map(&runs, |run| reasons(settings, run, new_side, old_side))
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+    let reasons: Vec<&dyn Array> = reasons_by_run.iter().map(|r| r as &dyn Array).collect();
+    Ok(match reasons.is_empty() {
+        true => Arc::new(StringArray::from(Vec::<&str>::new())),
+        false => concat(&reasons).map_err(arrow_error)?,
+    })
+}
+
+/// Where one compared column's values differ between the sides of the CHANGED rows: distinct
+/// values, or for a column with a tolerance, values that moved by more than it (or became
+/// null, or stopped being null). The small slack absorbs floating-point noise, so that a move
+/// of exactly the tolerance is none.
+fn differs(old: &ArrayRef, new: &ArrayRef, tolerance: Option<Tolerance>) -> Result<BooleanArray> {
+    let Some(tolerance) = tolerance else {
+        return distinct(old, new).map_err(arrow_error);
+    };
+    let as_numbers = |values: &ArrayRef| -> Result<Float64Array> {
+        let numbers = cast_with_options(
+            values,
+            &DataType::Float64,
+            &CastOptions {
+                safe: false,
+                ..Default::default()
+            },
+        )
+        .map_err(arrow_error)?;
+        Ok(numbers
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("a cast to Float64")
+            .clone())
+    };
+    let (old, new) = (as_numbers(old)?, as_numbers(new)?);
+    Ok((0..old.len())
+        .map(|i| {
+            Some(match (old.is_null(i), new.is_null(i)) {
+                (true, true) => false,
+                (false, false) => {
+                    let (o, n) = (old.value(i), new.value(i));
+                    let allowed = match tolerance {
+                        Tolerance::Absolute(t) => t,
+                        Tolerance::Relative(r) => r * o.abs(),
+                    };
+                    (n - o).abs() > allowed * (1.0 + 1e-9) + 1e-12
+                }
+                _ => true,
+            })
+        })
+        .collect())
+}
+
+/// The reasons: `new row`, `row removed`, and for a CHANGED row each compared column whose
+/// values differ, `<column> changed from <old> to <new>` (null as `null`), joined by `; `;
+/// none for an UNCHANGED row.
+fn reasons(settings: &DiffSettings, rows: &[Pair], new: &Side, old: &Side) -> Result<StringArray> {
+    let changed = |side: fn(&Pair) -> Option<usize>| -> Vec<usize> {
+        (rows.iter())
+            .filter(|r| r.kind == ChangeKind::Changed)
+            .filter_map(side)
+            .collect()
+    };
+    let (changed_new, changed_old) = (changed(|r| r.new), changed(|r| r.old));
+    let compared: &[String] = match changed_new.is_empty() {
+        true => &[],
+        false => &settings.compared,
+    };
+    // Per compared column, the CHANGED rows' old and new values as text, and which differ.
+    let mut changes = Vec::with_capacity(compared.len());
+    for c in compared {
+        let (Some(new_column), Some(old_column)) = (new.column(c), old.column(c)) else {
+            return Err(missing_column(c));
+        };
+        let new_values = gather(&new_column, new, &changed_new)?;
+        let old_values = gather(&old_column, old, &changed_old)?;
+        let tolerance = settings
+            .tolerance
+            .iter()
+            .find(|(t, _)| t == c)
+            .map(|(_, t)| *t);
+        let differs = differs(&old_values, &new_values, tolerance)?;
+        // Only the values that changed are written out (formatting is the costly part).
+        let at: UInt32Array = (0..differs.len() as u32)
+            .filter(|&i| differs.value(i as usize))
+            .collect();
+        let text = |values: &ArrayRef| -> Result<StringArray> {
+            let values = take(values, &at, None).map_err(arrow_error)?;
+            let text = cast_with_options(&values, &DataType::Utf8, &DEFAULT_CAST_OPTIONS)
+                .map_err(arrow_error)?;
+            Ok(text
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("a cast to Utf8 is a StringArray")
+                .clone())
+        };
+        changes.push((c, differs, text(&old_values)?, text(&new_values)?, 0usize));
+    }
+    let mut built = StringBuilder::with_capacity(rows.len(), rows.len() * 32);
+    let mut changed = 0;
+    let mut reason = String::new();
+    for row in rows {
+        match row.kind {
+            ChangeKind::New => built.append_value("new row"),
+            ChangeKind::Deleted => built.append_value("row removed"),
+            ChangeKind::Unchanged => built.append_null(),
+            ChangeKind::Changed => {
+                reason.clear();
+                for (c, differs, old, new, next) in changes.iter_mut() {
+                    if !differs.value(changed) {
+                        continue;
+                    }
+                    if !reason.is_empty() {
+                        reason.push_str("; ");
+                    }
+                    for part in [
+                        c.as_str(),
+                        " changed from ",
+                        shown(old, *next),
+                        " to ",
+                        shown(new, *next),
+                    ] {
+                        reason.push_str(part);
+                    }
+                    *next += 1;
+                }
+                built.append_value(&reason);
+                changed += 1;
+            }
+        }
+    }
+    Ok(built.finish())
+}
+
+/// A value as a reason writes it: null as `null`, the text `null` as `"null"`.
+fn shown(text: &StringArray, i: usize) -> &str {
+    if text.is_null(i) {
+        "null"
+    } else if text.value(i) == "null" {
+        "\"null\""
+    } else {
+        text.value(i)
+    }
+}
+
+fn arrow_error(e: datafusion::arrow::error::ArrowError) -> Error {
+    engine::error("building the delta", e.into())
+}
