@@ -52,8 +52,8 @@ pub struct Pairs {
     pub new_schema: SchemaRef,
     /// Today's rows the delta needs.
     pub new_rows: Vec<RecordBatch>,
-    /// The baseline's rows the delta needs (columns by name, cast to today's types here).
-    pub old_rows: Vec<RecordBatch>,
+    /// The baseline's rows the delta needs, their columns cast to today's types.
+    old_rows: Vec<RecordBatch>,
     /// The delta's rows, in any order.
     pub rows: Vec<Pair>,
     /// Counts by kind over every row compared.
@@ -61,6 +61,26 @@ pub struct Pairs {
 }
 
 impl Pairs {
+    /// The pairs of `rows`, the baseline's rows cast to today's types once, here (a value
+    /// the type cannot hold fails, as an SQL cast does).
+    pub fn new(
+        new_schema: SchemaRef,
+        (new_rows, old_rows): (Vec<RecordBatch>, Vec<RecordBatch>),
+        rows: Vec<Pair>,
+        counts: Counts,
+    ) -> Result<Self> {
+        let old_rows = (old_rows.iter())
+            .map(|batch| conform(batch, &new_schema))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Pairs {
+            new_schema,
+            new_rows,
+            old_rows,
+            rows,
+            counts,
+        })
+    }
+
     /// The pairs of rows matched by position: `new_rows` are the snapshot rows
     /// [`Matched::snapshot_rows`] names, in that order; `old_rows` the baseline rows
     /// [`Matched::baseline_rows`] names.
@@ -69,7 +89,7 @@ impl Pairs {
         new_schema: SchemaRef,
         (new_rows, old_rows): (Vec<RecordBatch>, Vec<RecordBatch>),
         rows_in: u64,
-    ) -> Self {
+    ) -> Result<Self> {
         let snapshot_rows = matched.snapshot_rows();
         let baseline_rows = matched.baseline_rows();
         let new_at = |p: u32| snapshot_rows.binary_search(&p).ok();
@@ -89,25 +109,20 @@ impl Pairs {
             matched.changed.len() as u64,
             matched.deleted.len() as u64,
         );
-        Pairs {
-            new_schema,
-            new_rows,
-            old_rows,
-            rows,
-            counts: Counts {
-                rows_in,
-                new,
-                changed,
-                deleted,
-                unchanged: rows_in - new - changed,
-            },
-        }
+        let counts = Counts {
+            rows_in,
+            new,
+            changed,
+            deleted,
+            unchanged: rows_in - new - changed,
+        };
+        Pairs::new(new_schema, (new_rows, old_rows), rows, counts)
     }
 
     /// Whether every CHANGED pair names one key on both sides. Keys matched by digest pair
     /// otherwise only when two keys share a digest: the caller then joins the full rows.
     pub fn changed_keys_agree(&self, settings: &DiffSettings) -> Result<bool> {
-        let (new_side, old_side) = self.sides()?;
+        let (new_side, old_side) = self.sides();
         let changed = |side: fn(&Pair) -> Option<usize>| -> Option<Vec<usize>> {
             (self.rows.iter())
                 .filter(|r| r.kind == ChangeKind::Changed)
@@ -134,34 +149,22 @@ impl Pairs {
         Ok(true)
     }
 
-    /// Both sides, the baseline's columns cast to today's types.
-    fn sides(&self) -> Result<(Side<'_>, Side<'static>)> {
-        let new_side = Side::new(&self.new_rows);
-        let old_rows = (self.old_rows.iter())
-            .map(|batch| conform(batch, &self.new_schema))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((new_side, Side::owned(old_rows)))
+    /// Today's side and the baseline's.
+    fn sides(&self) -> (Side<'_>, Side<'_>) {
+        (Side::new(&self.new_rows), Side::new(&self.old_rows))
     }
 }
 
 /// One side's rows, in the batches they were taken in: the `n`th row taken is found by its
 /// batch and its row there.
 struct Side<'a> {
-    batches: std::borrow::Cow<'a, [RecordBatch]>,
+    batches: &'a [RecordBatch],
     /// The first row of each batch, counted over the side.
     starts: Vec<usize>,
 }
 
 impl<'a> Side<'a> {
     fn new(batches: &'a [RecordBatch]) -> Self {
-        Self::of(std::borrow::Cow::Borrowed(batches))
-    }
-
-    fn owned(batches: Vec<RecordBatch>) -> Side<'static> {
-        Side::of(std::borrow::Cow::Owned(batches))
-    }
-
-    fn of(batches: std::borrow::Cow<'a, [RecordBatch]>) -> Self {
         let starts = batches
             .iter()
             .scan(0, |start, b| {
@@ -191,7 +194,7 @@ impl<'a> Side<'a> {
 /// The delta of `pairs`: today's columns, then `_change_type` and `_change_reason`, ordered by
 /// key.
 pub fn build(settings: &DiffSettings, pairs: &Pairs) -> Result<Delta> {
-    let (new_side, old_side) = pairs.sides()?;
+    let (new_side, old_side) = pairs.sides();
     let schema = &pairs.new_schema;
     let value = |name: &str, rows: &[Pair]| {
         value_column(settings, (schema, name), rows, &new_side, &old_side)

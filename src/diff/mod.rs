@@ -1,9 +1,11 @@
-//! The diff core: the row hash UDF and the classification of every key as NEW, CHANGED,
-//! DELETED or UNCHANGED, with a reason, by the SQL in `sql/`.
+//! The diff core: how two sets of rows are told apart. Each key is NEW, CHANGED, DELETED or
+//! UNCHANGED (with `renames`, a DELETED and a NEW row of the same content are one RENAMED
+//! row), with a reason.
 //!
-//! Callers register four tables on the session before calling [`classify`]:
-//! `incoming` and `baseline` (all columns) and `incoming_hashes` and `baseline_hashes` (key
-//! columns and `_row_hash`, computed over the same compared columns on both sides).
+//! [`strategy`] chooses how the rows are matched (a streamed index over the baseline file,
+//! in-memory matching by position in [`matching`], or the SQL join in [`sql`]); each yields
+//! [`delta::Pairs`], and [`delta::build`] makes the one delta from them. `sql/classify.sql`
+//! and `sql/delta.sql` state the semantics and are the oracle the others are tested against.
 
 pub mod baseline;
 pub mod comparable;

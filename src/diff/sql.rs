@@ -278,13 +278,7 @@ pub async fn pairs(ctx: &SessionContext, settings: &DiffSettings, rows_in: u64) 
         new_rows.push(side(&new_names, batch, 1)?);
         old_rows.push(side(&old_columns, batch, 1 + new_names.len())?);
     }
-    Ok(Pairs {
-        new_schema,
-        new_rows,
-        old_rows,
-        rows,
-        counts,
-    })
+    Pairs::new(new_schema, (new_rows, old_rows), rows, counts)
 }
 
 /// Classify and build the delta by the join strategy. `rows_in` is the number of rows of

@@ -237,7 +237,7 @@ async fn classify_by_position(
         incoming_schema.clone(),
         (taken_new, taken_old),
         rows_in,
-    );
+    )?;
     delta_of_matched(name, settings, &pairs, fall_back_to_join)
 }
 

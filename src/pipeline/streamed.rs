@@ -363,7 +363,7 @@ async fn conclude_streamed(
         expected.schema.clone(),
         (taken_new, taken_old),
         rows,
-    );
+    )?;
     let fall_back = job.options.fall_back_to_join;
     let Some(delta) = delta_of_matched(name, &settings, &pairs, fall_back)? else {
         return Ok(Streamed::Declined(
