@@ -154,6 +154,19 @@ pub enum Error {
         column: String,
     },
 
+    /// With `renames`, the rows hold a column named as the delta's column of an old key.
+    #[error(
+        "table {table}: {origin} has a column \"{column}\", the name the delta gives a renamed row's old key with `renames: true`; rename it in `transform`, or give those columns another prefix with `change_columns: {{previous: ...}}`."
+    )]
+    PreviousKeyColumnTaken {
+        /// Table name.
+        table: String,
+        /// Where the column is (a file or "the transform's result").
+        origin: String,
+        /// The column.
+        column: String,
+    },
+
     /// A table's source file (or glob) matches nothing.
     #[error(
         "table {table}: source {pattern} matches no file. Check `source.path` in the pipeline file, or pass today's file with --source {table}=PATH."
@@ -368,7 +381,8 @@ impl Error {
             | Error::WatermarkUnreadable(_)
             | Error::NormalizeMergesKeys { .. }
             | Error::ReservedColumn { .. }
-            | Error::ChangeColumnTaken { .. } => exit_code::INVALID,
+            | Error::ChangeColumnTaken { .. }
+            | Error::PreviousKeyColumnTaken { .. } => exit_code::INVALID,
             Error::Conflict { .. } => exit_code::CONFLICT,
             Error::Refused { .. } => exit_code::REFUSED,
             Error::TablesFailed { code, .. } => *code,

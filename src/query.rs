@@ -198,6 +198,7 @@ pub fn runs_schema() -> SchemaRef {
         Field::new("new", DataType::Int64, false),
         Field::new("changed", DataType::Int64, false),
         Field::new("deleted", DataType::Int64, false),
+        Field::new("renamed", DataType::Int64, false),
         Field::new("unchanged", DataType::Int64, false),
         Field::new("rejected", DataType::Int64, false),
         Field::new("source", DataType::Utf8, true),

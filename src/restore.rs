@@ -100,6 +100,7 @@ pub async fn diff_versions(
         baseline_columns: from_columns,
         include_unchanged: false,
         tolerance: Vec::new(),
+        renames: table.renames,
     };
     let delta = diff::sql::classify(&ctx, &settings, to.counts.rows_in).await?;
     Ok(delta)

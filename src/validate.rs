@@ -629,6 +629,16 @@ pub fn check_columns(
             return Err(missing("key", k));
         }
     }
+    let previous_taken = (table.key.iter())
+        .flat_map(|k| [cc.previous(k), crate::diff::previous_key_column(k)])
+        .find(|p| table.renames && columns.contains(p));
+    if let Some(column) = previous_taken {
+        return Err(Error::PreviousKeyColumnTaken {
+            table: table.name.clone(),
+            origin: origin.to_string(),
+            column,
+        });
+    }
     let (setting, named) = table.compare.named();
     for c in named {
         if !columns.contains(c) {

@@ -8,7 +8,7 @@ use super::OutputFormat;
 use crate::diff::files::diff as diff_files;
 use crate::error::{Error, Result, exit_code};
 use crate::source::{SheetRef, SourceFormat, SourceOptions};
-use crate::spec::{ChangeColumns, ChangeKind, CompareColumns, Duplicates, TablePlan};
+use crate::spec::{ChangeColumns, CompareColumns, Duplicates, TablePlan};
 
 /// Arguments of `diff`.
 #[derive(Debug, clap::Args)]
@@ -36,6 +36,10 @@ pub struct DiffArgs {
     /// Every non-key column but these make a row CHANGED (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub ignore: Vec<String>,
+    /// Report a removed row and an added row with the same compared values as one RENAMED
+    /// row (its key changed), with the old key in previous_<key> columns.
+    #[arg(long)]
+    pub renames: bool,
     /// Write the delta here instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -139,24 +143,18 @@ pub(super) async fn execute(args: DiffArgs, store: Option<&str>) -> Result<u8> {
         delete_set: Vec::new(),
         outputs: Vec::new(),
         change_columns: ChangeColumns::default(),
+        renames: args.renames,
         guard: Default::default(),
         tolerance: Vec::new(),
         validate: Default::default(),
         normalize: Vec::new(),
     };
     let old_options = options_for(&args.old, &args)?;
-    let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
+    let include = crate::spec::DEFAULT_INCLUDE;
     let (schema, batches, counts) = diff_files(&args.old, &old_options, &table, &include).await?;
     let format = OutputFormat::choose(args.format, args.output.as_deref(), OutputFormat::Csv);
     super::query::emit(&schema, &batches, format, args.output.as_deref())?;
-    tracing::info!(
-        "{} rows: {} new, {} changed, {} deleted, {} unchanged",
-        counts.rows_in,
-        counts.new,
-        counts.changed,
-        counts.deleted,
-        counts.unchanged
-    );
+    tracing::info!("{} rows: {}", counts.rows_in, counts.listed());
     Ok(exit_code::OK)
 }
 
@@ -195,18 +193,12 @@ async fn versions(args: &DiffArgs, from: u64, store: Option<&str>) -> Result<u8>
         .iter()
         .filter_map(|c| c.data_type.parse().ok().map(|t| (c.name.clone(), t)))
         .collect();
-    let include = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
+    let include = crate::spec::DEFAULT_INCLUDE;
     let (schema, batches) =
         crate::sink::shape::shape_batches(table, &delta, &include, None, &types).await?;
     let format = OutputFormat::choose(args.format, args.output.as_deref(), OutputFormat::Csv);
     super::query::emit(&schema, &batches, format, args.output.as_deref())?;
     let c = delta.counts;
-    tracing::info!(
-        "{name} v{from} → v{to}: {} new, {} changed, {} deleted, {} unchanged",
-        c.new,
-        c.changed,
-        c.deleted,
-        c.unchanged
-    );
+    tracing::info!("{name} v{from} → v{to}: {}", c.listed());
     Ok(exit_code::OK)
 }

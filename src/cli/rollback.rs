@@ -39,8 +39,11 @@ fn table_of<'a>(plan: &'a Plan, name: &str) -> Result<&'a TablePlan> {
 fn print(record: &CommitRecord, what: &str) {
     let c = &record.counts;
     println!(
-        "{}: v{} committed ({what}) — {} rows: {} new, {} changed, {} deleted, {} unchanged",
-        record.table, record.version, c.rows_in, c.new, c.changed, c.deleted, c.unchanged
+        "{}: v{} committed ({what}) — {} rows: {}",
+        record.table,
+        record.version,
+        c.rows_in,
+        c.listed()
     );
 }
 

@@ -181,13 +181,10 @@ async fn run_file(
             for p in &t.partitions {
                 let c = &p.counts;
                 println!(
-                    "  partition {}: {} rows: {} new, {} changed, {} deleted, {} unchanged",
+                    "  partition {}: {} rows: {}",
                     partition_name(&p.partition),
                     c.rows_in,
-                    c.new,
-                    c.changed,
-                    c.deleted,
-                    c.unchanged
+                    c.listed()
                 );
             }
             if let Some(path) = &t.rejects_file {
@@ -228,8 +225,10 @@ pub fn summary_line(t: &TableRun) -> String {
     let c = &t.counts;
     let seconds = t.duration_ms as f64 / 1000.0;
     let counts = format!(
-        "{} rows: {} new, {} changed, {} deleted, {} unchanged, {} rejected ({seconds:.1} s)",
-        c.rows_in, c.new, c.changed, c.deleted, c.unchanged, t.rejected
+        "{} rows: {}, {} rejected ({seconds:.1} s)",
+        c.rows_in,
+        c.listed(),
+        t.rejected
     );
     match t.status {
         TableStatus::Committed => format!(
@@ -260,6 +259,22 @@ pub fn summary_line(t: &TableRun) -> String {
     }
 }
 
+/// One partition's counts as the report shows them (`renamed` when it holds renamed rows).
+fn partition_json(p: &crate::pipeline::PartitionCounts) -> serde_json::Value {
+    let mut shown = json!({
+        "partition": p.partition.iter().map(|(c, v)| (c.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<String, serde_json::Value>>(),
+        "rows_in": p.counts.rows_in,
+        "new": p.counts.new,
+        "changed": p.counts.changed,
+        "deleted": p.counts.deleted,
+        "unchanged": p.counts.unchanged,
+    });
+    if p.counts.renamed > 0 {
+        shown["renamed"] = p.counts.renamed.into();
+    }
+    shown
+}
+
 /// One pipeline run as the report shows it.
 fn report_json(run: &PipelineRun) -> serde_json::Value {
     let ok = |t: &&TableRun| t.error.is_none() && t.status != TableStatus::Skipped;
@@ -286,6 +301,7 @@ fn report_json(run: &PipelineRun) -> serde_json::Value {
                 "new": t.counts.new,
                 "changed": t.counts.changed,
                 "deleted": t.counts.deleted,
+                "renamed": t.counts.renamed,
                 "unchanged": t.counts.unchanged,
                 "rejected": t.rejected,
                 "duration_ms": t.duration_ms,
@@ -293,14 +309,7 @@ fn report_json(run: &PipelineRun) -> serde_json::Value {
                 "delta_files": t.delta_files,
                 "rejects_file": t.rejects_file,
                 "notes": t.notes,
-                "partitions": t.partitions.iter().map(|p| json!({
-                    "partition": p.partition.iter().map(|(c, v)| (c.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<String, serde_json::Value>>(),
-                    "rows_in": p.counts.rows_in,
-                    "new": p.counts.new,
-                    "changed": p.counts.changed,
-                    "deleted": p.counts.deleted,
-                    "unchanged": p.counts.unchanged,
-                })).collect::<Vec<_>>(),
+                "partitions": t.partitions.iter().map(partition_json).collect::<Vec<_>>(),
                 "error": t.error.as_ref().map(|e| e.to_string()).or_else(|| t.skipped_because.clone()),
             })
         })

@@ -10,6 +10,7 @@
 //! comparison (`IS DISTINCT FROM`, or beyond a column's tolerance), the same text for values
 //! (`CAST(... AS VARCHAR)`: the same Arrow kernels), the same order.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -25,7 +26,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::format::DEFAULT_CAST_OPTIONS;
 
 use super::matching::Matched;
-use super::{CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings};
+use super::side::Side;
+use super::{
+    CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Counts, Delta, DiffSettings, previous_key_column,
+    renames,
+};
 use crate::engine;
 use crate::error::{Error, Result};
 use crate::spec::{ChangeKind, Tolerance};
@@ -114,6 +119,7 @@ impl Pairs {
             new,
             changed,
             deleted,
+            renamed: 0,
             unchanged: rows_in - new - changed,
         };
         Pairs::new(new_schema, (new_rows, old_rows), rows, counts)
@@ -137,11 +143,12 @@ impl Pairs {
             return Ok(true);
         }
         for k in &settings.key {
-            let (Some(new), Some(old)) = (new_side.column(k), old_side.column(k)) else {
+            let (Some(new), Some(old)) = (
+                new_side.gather(k, &changed_new)?,
+                old_side.gather(k, &changed_old)?,
+            ) else {
                 return Ok(false);
             };
-            let new = gather(&new, &new_side, &changed_new)?;
-            let old = gather(&old, &old_side, &changed_old)?;
             if distinct(&new, &old).map_err(arrow_error)?.true_count() > 0 {
                 return Ok(false);
             }
@@ -155,56 +162,24 @@ impl Pairs {
     }
 }
 
-/// One side's rows, in the batches they were taken in: the `n`th row taken is found by its
-/// batch and its row there.
-struct Side<'a> {
-    batches: &'a [RecordBatch],
-    /// The first row of each batch, counted over the side.
-    starts: Vec<usize>,
-}
-
-impl<'a> Side<'a> {
-    fn new(batches: &'a [RecordBatch]) -> Self {
-        let starts = batches
-            .iter()
-            .scan(0, |start, b| {
-                let first = *start;
-                *start += b.num_rows();
-                Some(first)
-            })
-            .collect();
-        Side { batches, starts }
-    }
-
-    /// (batch, row) of the side's `n`th row.
-    fn locate(&self, n: usize) -> (usize, usize) {
-        let batch = self.starts.partition_point(|&s| s <= n) - 1;
-        (batch, n - self.starts[batch])
-    }
-
-    /// The side's column `name`, one array per batch; None when a batch lacks it.
-    fn column(&self, name: &str) -> Option<Vec<&ArrayRef>> {
-        self.batches
-            .iter()
-            .map(|b| b.column_by_name(name))
-            .collect()
-    }
-}
-
-/// The delta of `pairs`: today's columns, then `_change_type` and `_change_reason`, ordered by
-/// key.
+/// The delta of `pairs`: today's columns, with renames the old key's columns
+/// (`_previous_<key>`), then `_change_type` and `_change_reason`, ordered by key.
 pub fn build(settings: &DiffSettings, pairs: &Pairs) -> Result<Delta> {
     let (new_side, old_side) = pairs.sides();
+    let (paired, counts) = match settings.renames {
+        true => with_renames(settings, pairs, &new_side, &old_side)?,
+        false => (pairs.rows.clone(), pairs.counts),
+    };
     let schema = &pairs.new_schema;
-    let value = |name: &str, rows: &[Pair]| {
-        value_column(settings, (schema, name), rows, &new_side, &old_side)
+    let value = |column: &DeltaColumn, rows: &[Pair]| {
+        value_column(settings, (schema, column), rows, &new_side, &old_side)
     };
 
     // Ordered by key, as the query's ORDER BY.
     let keys = (settings.key.iter())
         .map(|k| {
             Ok(SortColumn {
-                values: value(k, &pairs.rows)?,
+                values: value(&DeltaColumn::Value(k), &paired)?,
                 options: Some(SortOptions {
                     descending: false,
                     nulls_first: false,
@@ -212,29 +187,29 @@ pub fn build(settings: &DiffSettings, pairs: &Pairs) -> Result<Delta> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let rows: Vec<Pair> = match keys.is_empty() || pairs.rows.is_empty() {
-        true => pairs.rows.clone(),
+    let rows: Vec<Pair> = match keys.is_empty() || paired.is_empty() {
+        true => paired,
         false => {
             let order = lexsort_to_indices(&keys, None).map_err(arrow_error)?;
-            order
-                .values()
-                .iter()
-                .map(|&i| pairs.rows[i as usize])
-                .collect()
+            order.values().iter().map(|&i| paired[i as usize]).collect()
         }
     };
 
+    let mut wanted: Vec<DeltaColumn> = settings.columns.iter().map(DeltaColumn::Value).collect();
+    if settings.renames {
+        wanted.extend(settings.key.iter().map(DeltaColumn::PreviousKey));
+    }
     // A column per core at a time.
-    let mut columns = crate::parallel::map(&settings.columns, |name| value(name, &rows))
+    let mut columns = crate::parallel::map(&wanted, |column| value(column, &rows))
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
     let kinds: StringArray = rows.iter().map(|r| Some(r.kind.canonical())).collect();
     columns.push(Arc::new(kinds));
     columns.push(reason_column(settings, &rows, &new_side, &old_side)?);
 
-    let mut fields: Vec<Field> = (settings.columns.iter())
+    let mut fields: Vec<Field> = (wanted.iter())
         .zip(&columns)
-        .map(|(name, column)| Field::new(name, column.data_type().clone(), true))
+        .map(|(column, array)| Field::new(column.name(), array.data_type().clone(), true))
         .collect();
     fields.push(Field::new(CHANGE_TYPE_COLUMN, DataType::Utf8, false));
     fields.push(Field::new(CHANGE_REASON_COLUMN, DataType::Utf8, true));
@@ -247,24 +222,88 @@ pub fn build(settings: &DiffSettings, pairs: &Pairs) -> Result<Delta> {
     Ok(Delta {
         schema,
         batches,
-        counts: pairs.counts,
+        counts,
     })
 }
 
-/// A delta column: the baseline's value for a DELETED row (null when the baseline lacks the
-/// column), today's for the others.
+/// `pairs`' rows with each DELETED and NEW row that [`renames::pair`] pairs made one RENAMED
+/// row (today's row and the baseline's), and the counts that follow.
+fn with_renames(
+    settings: &DiffSettings,
+    pairs: &Pairs,
+    new_side: &Side<'_>,
+    old_side: &Side<'_>,
+) -> Result<(Vec<Pair>, Counts)> {
+    let of_kind = |kind: ChangeKind, side: fn(&Pair) -> Option<usize>| -> Vec<usize> {
+        (pairs.rows.iter())
+            .filter(|r| r.kind == kind)
+            .filter_map(side)
+            .collect()
+    };
+    let added = of_kind(ChangeKind::New, |r| r.new);
+    let removed = of_kind(ChangeKind::Deleted, |r| r.old);
+    let renamed = renames::pair(&settings.compared, (new_side, &added), (old_side, &removed))?;
+    let came: HashSet<usize> = renamed.iter().map(|&(n, _)| n).collect();
+    let went: HashSet<usize> = renamed.iter().map(|&(_, o)| o).collect();
+    let paired = |r: &Pair| match r.kind {
+        ChangeKind::New => r.new.is_some_and(|n| came.contains(&n)),
+        ChangeKind::Deleted => r.old.is_some_and(|o| went.contains(&o)),
+        _ => false,
+    };
+    let mut rows: Vec<Pair> = pairs.rows.iter().filter(|r| !paired(r)).copied().collect();
+    rows.extend(renamed.iter().map(|&(n, o)| Pair {
+        kind: ChangeKind::Renamed,
+        new: Some(n),
+        old: Some(o),
+    }));
+    let k = renamed.len() as u64;
+    let counts = Counts {
+        new: pairs.counts.new - k,
+        deleted: pairs.counts.deleted - k,
+        renamed: k,
+        ..pairs.counts
+    };
+    Ok((rows, counts))
+}
+
+/// A column of the delta.
+enum DeltaColumn<'a> {
+    /// One of today's columns: the baseline's value for a DELETED row (null when the baseline
+    /// lacks the column), today's for the others.
+    Value(&'a String),
+    /// A key column's value in the baseline for a RENAMED row, null for the others.
+    PreviousKey(&'a String),
+}
+
+impl DeltaColumn<'_> {
+    fn name(&self) -> String {
+        match self {
+            DeltaColumn::Value(name) => name.to_string(),
+            DeltaColumn::PreviousKey(key) => previous_key_column(key),
+        }
+    }
+}
+
+/// The values of one delta column over `rows`.
 fn value_column(
     settings: &DiffSettings,
-    (schema, name): (&SchemaRef, &str),
+    (schema, column): (&SchemaRef, &DeltaColumn),
     rows: &[Pair],
     new_side: &Side<'_>,
     old_side: &Side<'_>,
 ) -> Result<ArrayRef> {
+    let (name, previous) = match column {
+        DeltaColumn::Value(name) => (name.as_str(), false),
+        DeltaColumn::PreviousKey(key) => (key.as_str(), true),
+    };
     let field = schema
         .field_with_name(name)
         .map_err(|_| missing_column(name))?;
     let data_type = field.data_type();
-    let new = new_side.column(name).unwrap_or_default();
+    let new = match previous {
+        true => Vec::new(),
+        false => new_side.column(name).unwrap_or_default(),
+    };
     let old = match settings.baseline_columns.iter().any(|c| c == name) {
         true => old_side.column(name).unwrap_or_default(),
         false => Vec::new(),
@@ -275,13 +314,16 @@ fn value_column(
     arrays.extend(old.iter().map(|a| a.as_ref() as &dyn Array));
     let null_at = arrays.len();
     arrays.push(missing.as_ref());
+    let from_old = |o: usize| {
+        let (b, r) = old_side.locate(o);
+        (old_from + b, r)
+    };
     let indices: Vec<(usize, usize)> = rows
         .iter()
         .map(|row| match (row.kind, row.new, row.old) {
-            (ChangeKind::Deleted, _, Some(o)) if !old.is_empty() => {
-                let (b, r) = old_side.locate(o);
-                (old_from + b, r)
-            }
+            (ChangeKind::Renamed, _, Some(o)) if previous && !old.is_empty() => from_old(o),
+            _ if previous => (null_at, 0),
+            (ChangeKind::Deleted, _, Some(o)) if !old.is_empty() => from_old(o),
             (ChangeKind::Deleted, _, _) => (null_at, 0),
             (_, Some(n), _) if !new.is_empty() => new_side.locate(n),
             _ => (null_at, 0),
@@ -323,16 +365,6 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
         .map_err(fail)
-}
-
-/// A side's column at the side's rows `at`, as one array.
-fn gather(column: &[&ArrayRef], side: &Side, at: &[usize]) -> Result<ArrayRef> {
-    let arrays: Vec<&dyn Array> = column.iter().map(|a| a.as_ref() as &dyn Array).collect();
-    if arrays.is_empty() {
-        return Ok(new_null_array(&DataType::Null, 0));
-    }
-    let indices: Vec<(usize, usize)> = at.iter().map(|&n| side.locate(n)).collect();
-    interleave(&arrays, &indices).map_err(arrow_error)
 }
 
 /// The reasons of `rows`, made a run of rows per core (writing values out as text is most of
@@ -400,34 +432,84 @@ fn differs(old: &ArrayRef, new: &ArrayRef, tolerance: Option<Tolerance>) -> Resu
         .collect())
 }
 
-/// The reasons: `new row`, `row removed`, and for a CHANGED row each compared column whose
+/// The reasons: `new row`, `row removed`; for a CHANGED row each compared column whose
 /// values differ, `<column> changed from <old> to <new>` (null as `null`), joined by `; `;
-/// none for an UNCHANGED row.
+/// for a RENAMED row each key column that differs, `key <column> changed from <old> to
+/// <new>`; none for an UNCHANGED row.
 fn reasons(settings: &DiffSettings, rows: &[Pair], new: &Side, old: &Side) -> Result<StringArray> {
-    let changed = |side: fn(&Pair) -> Option<usize>| -> Vec<usize> {
+    let mut changes = column_changes(
+        (rows, ChangeKind::Changed),
+        (&settings.compared, &settings.tolerance, ""),
+        new,
+        old,
+    )?;
+    let mut key_changes = column_changes(
+        (rows, ChangeKind::Renamed),
+        (&settings.key, &[], "key "),
+        new,
+        old,
+    )?;
+    let mut built = StringBuilder::with_capacity(rows.len(), rows.len() * 32);
+    let (mut changed, mut renamed) = (0, 0);
+    let mut reason = String::new();
+    for row in rows {
+        match row.kind {
+            ChangeKind::New => built.append_value("new row"),
+            ChangeKind::Deleted => built.append_value("row removed"),
+            ChangeKind::Unchanged => built.append_null(),
+            ChangeKind::Changed => {
+                write_reason(&mut reason, &mut changes, changed);
+                built.append_value(&reason);
+                changed += 1;
+            }
+            ChangeKind::Renamed => {
+                write_reason(&mut reason, &mut key_changes, renamed);
+                built.append_value(&reason);
+                renamed += 1;
+            }
+        }
+    }
+    Ok(built.finish())
+}
+
+/// One column's differences over the rows of one kind, in their order: where its values
+/// differ, and the values that differ as text (old and new).
+struct ColumnChanges {
+    /// `<column>` or `key <column>`.
+    label: String,
+    differs: BooleanArray,
+    old: StringArray,
+    new: StringArray,
+    /// The next of `old` and `new` to write.
+    next: usize,
+}
+
+/// The differences of `columns` between the sides of the `kind` rows among `rows` (none when
+/// there are no such rows).
+fn column_changes(
+    (rows, kind): (&[Pair], ChangeKind),
+    (columns, tolerance, label): (&[String], &[(String, Tolerance)], &str),
+    new: &Side,
+    old: &Side,
+) -> Result<Vec<ColumnChanges>> {
+    let of_kind = |side: fn(&Pair) -> Option<usize>| -> Vec<usize> {
         (rows.iter())
-            .filter(|r| r.kind == ChangeKind::Changed)
+            .filter(|r| r.kind == kind)
             .filter_map(side)
             .collect()
     };
-    let (changed_new, changed_old) = (changed(|r| r.new), changed(|r| r.old));
-    let compared: &[String] = match changed_new.is_empty() {
-        true => &[],
-        false => &settings.compared,
-    };
-    // Per compared column, the CHANGED rows' old and new values as text, and which differ.
-    let mut changes = Vec::with_capacity(compared.len());
-    for c in compared {
-        let (Some(new_column), Some(old_column)) = (new.column(c), old.column(c)) else {
+    let (at_new, at_old) = (of_kind(|r| r.new), of_kind(|r| r.old));
+    if at_new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut changes = Vec::with_capacity(columns.len());
+    for c in columns {
+        let (Some(new_values), Some(old_values)) =
+            (new.gather(c, &at_new)?, old.gather(c, &at_old)?)
+        else {
             return Err(missing_column(c));
         };
-        let new_values = gather(&new_column, new, &changed_new)?;
-        let old_values = gather(&old_column, old, &changed_old)?;
-        let tolerance = settings
-            .tolerance
-            .iter()
-            .find(|(t, _)| t == c)
-            .map(|(_, t)| *t);
+        let tolerance = tolerance.iter().find(|(t, _)| t == c).map(|(_, t)| *t);
         let differs = differs(&old_values, &new_values, tolerance)?;
         // Only the values that changed are written out (formatting is the costly part).
         let at: UInt32Array = (0..differs.len() as u32)
@@ -443,42 +525,39 @@ fn reasons(settings: &DiffSettings, rows: &[Pair], new: &Side, old: &Side) -> Re
                 .expect("a cast to Utf8 is a StringArray")
                 .clone())
         };
-        changes.push((c, differs, text(&old_values)?, text(&new_values)?, 0usize));
+        changes.push(ColumnChanges {
+            label: format!("{label}{c}"),
+            differs,
+            old: text(&old_values)?,
+            new: text(&new_values)?,
+            next: 0,
+        });
     }
-    let mut built = StringBuilder::with_capacity(rows.len(), rows.len() * 32);
-    let mut changed = 0;
-    let mut reason = String::new();
-    for row in rows {
-        match row.kind {
-            ChangeKind::New => built.append_value("new row"),
-            ChangeKind::Deleted => built.append_value("row removed"),
-            ChangeKind::Unchanged => built.append_null(),
-            ChangeKind::Changed => {
-                reason.clear();
-                for (c, differs, old, new, next) in changes.iter_mut() {
-                    if !differs.value(changed) {
-                        continue;
-                    }
-                    if !reason.is_empty() {
-                        reason.push_str("; ");
-                    }
-                    for part in [
-                        c.as_str(),
-                        " changed from ",
-                        shown(old, *next),
-                        " to ",
-                        shown(new, *next),
-                    ] {
-                        reason.push_str(part);
-                    }
-                    *next += 1;
-                }
-                built.append_value(&reason);
-                changed += 1;
-            }
+    Ok(changes)
+}
+
+/// The reason of the `row`th row of the kind `changes` were made for: each column that
+/// differs, `<label> changed from <old> to <new>`, joined by `; `.
+fn write_reason(reason: &mut String, changes: &mut [ColumnChanges], row: usize) {
+    reason.clear();
+    for change in changes.iter_mut() {
+        if !change.differs.value(row) {
+            continue;
         }
+        if !reason.is_empty() {
+            reason.push_str("; ");
+        }
+        for part in [
+            change.label.as_str(),
+            " changed from ",
+            shown(&change.old, change.next),
+            " to ",
+            shown(&change.new, change.next),
+        ] {
+            reason.push_str(part);
+        }
+        change.next += 1;
     }
-    Ok(built.finish())
 }
 
 /// A value as a reason writes it: null as `null`, the text `null` as `"null"`.

@@ -37,6 +37,10 @@ pub async fn diff(
     let cc = &mut table.change_columns;
     cc.type_column = free_name(&cc.type_column, taken);
     cc.reason_column = free_name(&cc.reason_column, taken);
+    let key = table.key.clone();
+    cc.previous_prefix = free_name(&cc.previous_prefix, |prefix| {
+        (key.iter()).any(|k| taken(&format!("{prefix}{k}")))
+    });
     let table = &table;
     let origin = loaded.origin();
     let columns: Vec<String> = source::column_names(&loaded.schema);
@@ -132,6 +136,7 @@ pub async fn diff(
         baseline_columns: old_columns,
         include_unchanged: include.contains(&ChangeKind::Unchanged),
         tolerance: Vec::new(),
+        renames: table.renames,
     };
     let delta = sql::classify(&ctx, &settings, rows_in).await?;
     let frame = crate::sink::shape::shape_output(table, &delta, include, None, &types).await?;

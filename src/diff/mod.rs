@@ -13,7 +13,9 @@ pub mod delta;
 pub mod files;
 pub mod keys;
 pub mod matching;
+pub mod renames;
 pub mod row_hash;
+pub mod side;
 pub mod sql;
 pub mod strategy;
 
@@ -26,6 +28,14 @@ use crate::spec::{ChangeKind, Tolerance};
 pub const CHANGE_TYPE_COLUMN: &str = "_change_type";
 /// Name of the change reason column in the delta as computed (renamed on output).
 pub const CHANGE_REASON_COLUMN: &str = "_change_reason";
+/// With renames, the prefix of the delta's columns that carry a RENAMED row's old key (as
+/// computed: `_previous_sku` for the key `sku`; renamed on output).
+pub const PREVIOUS_KEY_PREFIX: &str = "_previous_";
+
+/// The delta's column (as computed) that carries a RENAMED row's old value of key column `key`.
+pub fn previous_key_column(key: &str) -> String {
+    format!("{PREVIOUS_KEY_PREFIX}{key}")
+}
 
 /// What to compare and what to return.
 #[derive(Debug, Clone)]
@@ -43,6 +53,8 @@ pub struct DiffSettings {
     /// Compared columns outside the row hash, compared with a tolerance instead; both hash
     /// views carry them.
     pub tolerance: Vec<(String, Tolerance)>,
+    /// Whether a DELETED and a NEW row of the same compared values are one RENAMED row.
+    pub renames: bool,
 }
 
 /// Row counts by change kind.
@@ -56,17 +68,35 @@ pub struct Counts {
     pub changed: u64,
     /// DELETED rows.
     pub deleted: u64,
+    /// RENAMED rows (each one key gone and one key come; counted in neither `new` nor
+    /// `deleted`). Absent from the records of versions made before renames.
+    #[serde(default)]
+    pub renamed: u64,
     /// UNCHANGED rows.
     pub unchanged: u64,
 }
 
 impl Counts {
+    /// The counts as a summary line writes them: `12 new, 28 changed, 5 deleted, 955
+    /// unchanged`, with `, 2 renamed` after the deleted when there are renamed rows.
+    pub fn listed(&self) -> String {
+        let renamed = match self.renamed {
+            0 => String::new(),
+            n => format!(", {n} renamed"),
+        };
+        format!(
+            "{} new, {} changed, {} deleted{renamed}, {} unchanged",
+            self.new, self.changed, self.deleted, self.unchanged
+        )
+    }
+
     /// The count of one kind.
     pub fn of(&self, kind: ChangeKind) -> u64 {
         match kind {
             ChangeKind::New => self.new,
             ChangeKind::Changed => self.changed,
             ChangeKind::Deleted => self.deleted,
+            ChangeKind::Renamed => self.renamed,
             ChangeKind::Unchanged => self.unchanged,
         }
     }

@@ -31,6 +31,7 @@ use crate::spec::{ChangeKind, Tolerance};
 
 const CLASSIFY_SQL: &str = include_str!("../../sql/classify.sql");
 const DELTA_SQL: &str = include_str!("../../sql/delta.sql");
+const RENAMES_SQL: &str = include_str!("../../sql/renames.sql");
 
 /// SQL that is true when column `c` moved by more than its tolerance between the two sides
 /// (or became null, or stopped being null). The small slack absorbs floating-point noise, so
@@ -159,6 +160,80 @@ pub fn delta_sql(settings: &DiffSettings) -> String {
         .replace("{key_order}", &key_order)
 }
 
+/// Fill the renames query's placeholders: `delta` (the delta query) with its DELETED and NEW
+/// rows of the same content paired.
+pub fn renames_sql(settings: &DiffSettings, delta: &str) -> String {
+    let list = |names: &[String], each: &dyn Fn(&str) -> String, by: &str| -> String {
+        names.iter().map(|c| each(c)).collect::<Vec<_>>().join(by)
+    };
+    let previous = |k: &str| ident(&super::previous_key_column(k));
+    let key_changes = list(
+        &settings.key,
+        &|k| {
+            let (old, new) = (qualified("removed", k), qualified("added", k));
+            format!(
+                "CASE WHEN {old} IS DISTINCT FROM {new} THEN {} || {} || ' to ' || {} END",
+                literal(&format!("key {k} changed from ")),
+                shown(&old),
+                shown(&new)
+            )
+        },
+        ", ",
+    );
+    let came_in = |k: &str| format!("renamed.{} = added.{}", ident(k), ident(k));
+    let went_in = |k: &str| {
+        format!(
+            "{} = removed.{}",
+            qualified("renamed", &super::previous_key_column(k)),
+            ident(k)
+        )
+    };
+    RENAMES_SQL
+        .replace("{delta}", delta)
+        .replace("{content}", &ident_list(&settings.compared))
+        .replace(
+            "{same_content}",
+            &list(
+                &settings.compared,
+                &|c| {
+                    // In parentheses: the parser reads all that follows FROM as its operand.
+                    format!(
+                        "({} IS NOT DISTINCT FROM {})",
+                        qualified("removed", c),
+                        qualified("added", c)
+                    )
+                },
+                " AND ",
+            ),
+        )
+        .replace("{columns}", &ident_list(&settings.columns))
+        .replace(
+            "{added_columns}",
+            &list(&settings.columns, &|c| qualified("added", c), ", "),
+        )
+        .replace(
+            "{previous_keys}",
+            &list(
+                &settings.key,
+                &|k| format!("{} AS {}", qualified("removed", k), previous(k)),
+                ", ",
+            ),
+        )
+        .replace(
+            "{no_previous_keys}",
+            &list(
+                &settings.key,
+                // A null of the key's type.
+                &|k| format!("CASE WHEN FALSE THEN {} END AS {}", ident(k), previous(k)),
+                ", ",
+            ),
+        )
+        .replace("{key_changes}", &format!("concat_ws('; ', {key_changes})"))
+        .replace("{came_in}", &list(&settings.key, &came_in, " AND "))
+        .replace("{went_in}", &list(&settings.key, &went_in, " AND "))
+        .replace("{key_order}", &ident_list(&settings.key))
+}
+
 /// Classify every key by `sql/classify.sql` and hold the result as the table `classified`;
 /// returns the counts. `rows_in` is the number of rows of `incoming`.
 async fn register_classified(
@@ -177,24 +252,17 @@ async fn register_classified(
         .map_err(|e| engine::error("classifying rows", e))?;
     let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
 
-    let mut by_kind: BTreeMap<ChangeKind, u64> = BTreeMap::new();
-    for batch in &batches {
-        let kinds = batch
-            .column_by_name(CHANGE_TYPE_COLUMN)
-            .expect("the classification query returns _change_type");
-        for kind in [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted] {
-            let label = StringArray::new_scalar(kind.canonical());
-            let matches =
-                eq(kinds, &label).map_err(|e| engine::error("counting changes", e.into()))?;
-            *by_kind.entry(kind).or_default() += matches.true_count() as u64;
-        }
-    }
+    let by_kind = count_kinds(
+        &batches,
+        &[ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted],
+    )?;
     let count = |k: ChangeKind| by_kind.get(&k).copied().unwrap_or(0);
     let counts = Counts {
         rows_in,
         new: count(ChangeKind::New),
         changed: count(ChangeKind::Changed),
         deleted: count(ChangeKind::Deleted),
+        renamed: 0,
         unchanged: rows_in - count(ChangeKind::New) - count(ChangeKind::Changed),
     };
     tracing::debug!(
@@ -299,9 +367,14 @@ pub async fn delta_by_query(
     settings: &DiffSettings,
     rows_in: u64,
 ) -> Result<Delta> {
-    let counts = register_classified(ctx, settings, rows_in).await?;
+    let mut counts = register_classified(ctx, settings, rows_in).await?;
+    let renames = settings.renames && !settings.compared.is_empty();
+    let query = match renames {
+        true => renames_sql(settings, &delta_sql(settings)),
+        false => delta_sql(settings),
+    };
     let delta = ctx
-        .sql(&delta_sql(settings))
+        .sql(&query)
         .await
         .map_err(|e| engine::error("planning the delta", e))?;
     let schema: SchemaRef = Arc::new(delta.schema().as_arrow().clone());
@@ -311,11 +384,34 @@ pub async fn delta_by_query(
         .map_err(|e| engine::error("building the delta", e))?;
     // The batches' own schema is the exact one (nullability can differ from the plan's).
     let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+    if renames {
+        let renamed = count_kinds(&batches, &[ChangeKind::Renamed])?;
+        counts.renamed = renamed.get(&ChangeKind::Renamed).copied().unwrap_or(0);
+        counts.new -= counts.renamed;
+        counts.deleted -= counts.renamed;
+    }
     Ok(Delta {
         schema,
         batches,
         counts,
     })
+}
+
+/// How many rows of `batches` (the classification, or a delta) are of each of `kinds`.
+fn count_kinds(batches: &[RecordBatch], kinds: &[ChangeKind]) -> Result<BTreeMap<ChangeKind, u64>> {
+    let mut by_kind: BTreeMap<ChangeKind, u64> = BTreeMap::new();
+    for batch in batches {
+        let Some(of_rows) = batch.column_by_name(CHANGE_TYPE_COLUMN) else {
+            continue;
+        };
+        for &kind in kinds {
+            let label = StringArray::new_scalar(kind.canonical());
+            let matches =
+                eq(of_rows, &label).map_err(|e| engine::error("counting changes", e.into()))?;
+            *by_kind.entry(kind).or_default() += matches.true_count() as u64;
+        }
+    }
+    Ok(by_kind)
 }
 
 /// `incoming_hashes` and `baseline_hashes`: the stored hashes when they cover the same columns
@@ -401,6 +497,7 @@ mod tests {
             baseline_columns: vec!["sku".into(), "price".into()],
             include_unchanged: false,
             tolerance,
+            renames: false,
         }
     }
 

@@ -19,7 +19,9 @@
 //! types, a key digest that repeats); the log at `-vv` names why.
 //!
 //! Each strategy yields the same [`super::delta::Pairs`] (the rows the delta needs and how
-//! they pair), and one builder, [`super::delta::build`], makes the delta from them.
+//! they pair), and one builder, [`super::delta::build`], makes the delta from them. What is
+//! decided from the pairs rather than by matching keys (renamed keys, [`super::renames`]) is
+//! therefore no concern of the choice: every strategy gets it the same way.
 
 use std::fmt;
 

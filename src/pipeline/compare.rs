@@ -98,6 +98,7 @@ pub(super) async fn compare(
         baseline_columns,
         include_unchanged,
         tolerance,
+        renames: table.renames,
     };
     // The new snapshot is final here: encode it on the side while the comparison runs, so
     // that neither leaves a core idle.

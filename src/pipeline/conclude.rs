@@ -18,7 +18,8 @@ use crate::diff::{Counts, Delta};
 use crate::error::{Error, Result};
 use crate::sink;
 use crate::sink::background::SideEncoding;
-use crate::sink::shape::{DEFAULT_INCLUDE, shape_batches, stored_changes};
+use crate::sink::shape::{shape_batches, stored_changes};
+use crate::spec::DEFAULT_INCLUDE;
 use crate::spec::{Plan, TablePlan};
 use crate::store::{self, ColumnSchema, CommitKind, CommitRecord, HashSpec, Store};
 

@@ -164,6 +164,7 @@ pub(crate) async fn record_run(
         new: outcome.counts.new,
         changed: outcome.counts.changed,
         deleted: outcome.counts.deleted,
+        renamed: outcome.counts.renamed,
         unchanged: outcome.counts.unchanged,
         rejected: outcome.rejected,
         source: (!outcome.sources.is_empty()).then(|| outcome.sources.join(", ")),

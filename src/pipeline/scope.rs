@@ -541,6 +541,7 @@ pub(super) fn count_partitions(
                 "NEW" => counts.new += 1,
                 "CHANGED" => counts.changed += 1,
                 "DELETED" => counts.deleted += 1,
+                "RENAMED" => counts.renamed += 1,
                 _ => {}
             }
         }
@@ -548,7 +549,8 @@ pub(super) fn count_partitions(
     by_partition
         .into_iter()
         .map(|(values, mut counts)| {
-            counts.unchanged = counts.rows_in.saturating_sub(counts.new + counts.changed);
+            counts.unchanged =
+                (counts.rows_in).saturating_sub(counts.new + counts.changed + counts.renamed);
             PartitionCounts {
                 partition: table.partition_by.iter().cloned().zip(values).collect(),
                 counts,

@@ -357,6 +357,7 @@ async fn conclude_streamed(
         baseline_columns: baseline.schema.iter().map(|c| c.name.clone()).collect(),
         include_unchanged: false,
         tolerance: Vec::new(),
+        renames: table.renames,
     };
     let pairs = Pairs::of_matched(
         &matched,

@@ -1,6 +1,7 @@
 //! The delta shaped for its consumers: for each output the kinds it includes, `on_delete.set`
-//! applied to DELETED rows, the configured labels and column names, and the columns it asks
-//! for; and the change rows as the store keeps them.
+//! applied to DELETED rows, the configured labels and column names (a RENAMED row's old key
+//! in `previous_<key>`), and the columns it asks for; and the change rows as the store keeps
+//! them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Expr, cast, lit, when};
 use datafusion::prelude::{DataFrame, ident};
 
-use crate::diff::{CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Delta};
+use crate::diff::{CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Delta, previous_key_column};
 use crate::engine;
 use crate::error::Result;
 use crate::spec::{ChangeKind, TablePlan, YamlScalar};
@@ -31,7 +32,7 @@ pub async fn stored_changes(
         .fields()
         .iter()
         .filter(|f| f.name() != CHANGE_TYPE_COLUMN && f.name() != CHANGE_REASON_COLUMN)
-        .map(|f| ident(f.name()))
+        .map(|f| named(table, f.name()))
         .collect();
     exprs.push(ident(CHANGE_TYPE_COLUMN).alias(&cc.type_column));
     exprs.push(ident(CHANGE_REASON_COLUMN).alias(&cc.reason_column));
@@ -56,9 +57,15 @@ fn yaml_scalar(value: &YamlScalar) -> ScalarValue {
     }
 }
 
-/// What an output includes when it does not say.
-pub const DEFAULT_INCLUDE: [ChangeKind; 3] =
-    [ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted];
+/// A column of the delta as its consumers see it: a RENAMED row's old key column as
+/// `change_columns.previous` names it, the others as they are.
+fn named(table: &TablePlan, column: &str) -> Expr {
+    let previous = (table.key.iter()).find(|k| table.renames && previous_key_column(k) == column);
+    match previous {
+        Some(k) => ident(column).alias(table.change_columns.previous(k)),
+        None => ident(column),
+    }
+}
 
 /// Shape the delta for one output and collect it.
 pub async fn shape_batches(
@@ -123,7 +130,7 @@ pub async fn shape_output(
                     .map_err(&fail)?
                     .alias(name)
             }
-            None => ident(name),
+            None => named(table, name),
         };
         exprs.push(expr);
     }
@@ -132,7 +139,11 @@ pub async fn shape_output(
         ident(CHANGE_TYPE_COLUMN).eq(lit(ChangeKind::New.canonical())),
         lit(cc.label(ChangeKind::New)),
     );
-    for kind in [ChangeKind::Changed, ChangeKind::Deleted] {
+    for kind in [
+        ChangeKind::Changed,
+        ChangeKind::Deleted,
+        ChangeKind::Renamed,
+    ] {
         label = label.when(
             ident(CHANGE_TYPE_COLUMN).eq(lit(kind.canonical())),
             lit(cc.label(kind)),

@@ -635,11 +635,15 @@ fn change_columns(
             if let Some(r) = c.reason {
                 cc.reason_column = r;
             }
+            if let Some(p) = c.previous {
+                cc.previous_prefix = p;
+            }
             if let Some(l) = c.labels {
                 for (kind, label) in [
                     (ChangeKind::New, l.new),
                     (ChangeKind::Changed, l.changed),
                     (ChangeKind::Deleted, l.deleted),
+                    (ChangeKind::Renamed, l.renamed),
                     (ChangeKind::Unchanged, l.unchanged),
                 ] {
                     if let Some(label) = label {
@@ -653,6 +657,25 @@ fn change_columns(
             cc
         }
     }
+}
+
+/// `renames:`: pairs DELETED and NEW rows, so a run must be able to delete.
+fn renames(
+    name: &str,
+    raw: Option<Spanned<bool>>,
+    mode: &TableMode,
+    problems: &mut Vec<String>,
+) -> bool {
+    let Some(raw) = raw else {
+        return false;
+    };
+    if raw.value && matches!(mode, TableMode::Incremental { .. }) {
+        problems.push(format!(
+            "{}: table {name}: `renames` pairs a DELETED row with a NEW one, and `mode: incremental` deletes nothing; remove `renames`, or read whole snapshots.",
+            at(&raw)
+        ));
+    }
+    raw.value
 }
 
 /// `output:` files.
@@ -672,13 +695,14 @@ fn outputs(
             problems,
         );
         let include = match o.include {
-            None => vec![ChangeKind::New, ChangeKind::Changed, ChangeKind::Deleted],
+            None => super::plan::DEFAULT_INCLUDE.to_vec(),
             Some(list) => list
                 .into_iter()
                 .map(|k| match k {
                     ChangeKindName::New => ChangeKind::New,
                     ChangeKindName::Changed => ChangeKind::Changed,
                     ChangeKindName::Deleted => ChangeKind::Deleted,
+                    ChangeKindName::Renamed => ChangeKind::Renamed,
                     ChangeKindName::Unchanged => ChangeKind::Unchanged,
                 })
                 .collect(),
@@ -741,6 +765,7 @@ fn table_plan(
         ),
     };
     let outputs = outputs(dir, name, raw.output, problems);
+    let renames = renames(name, raw.renames, &mode, problems);
     if problems.len() > before {
         return None;
     }
@@ -764,6 +789,7 @@ fn table_plan(
         delete_set,
         outputs,
         change_columns,
+        renames,
         guard,
         tolerance,
         validate: validation,

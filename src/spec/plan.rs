@@ -16,9 +16,20 @@ pub enum ChangeKind {
     Changed,
     /// Key only in the baseline.
     Deleted,
+    /// With `renames`, a DELETED and a NEW row of the same compared content: one row whose
+    /// key changed.
+    Renamed,
     /// Key in both, same content.
     Unchanged,
 }
+
+/// What an output includes when it does not say (RENAMED rows exist only with `renames`).
+pub const DEFAULT_INCLUDE: [ChangeKind; 4] = [
+    ChangeKind::New,
+    ChangeKind::Changed,
+    ChangeKind::Deleted,
+    ChangeKind::Renamed,
+];
 
 impl ChangeKind {
     /// The label stored in the baseline's change rows and used by the classification SQL.
@@ -27,6 +38,7 @@ impl ChangeKind {
             ChangeKind::New => "NEW",
             ChangeKind::Changed => "CHANGED",
             ChangeKind::Deleted => "DELETED",
+            ChangeKind::Renamed => "RENAMED",
             ChangeKind::Unchanged => "UNCHANGED",
         }
     }
@@ -95,6 +107,8 @@ pub struct TablePlan {
     pub outputs: Vec<OutputPlan>,
     /// Names of the bookkeeping columns and labels.
     pub change_columns: ChangeColumns,
+    /// `renames`: a DELETED and a NEW row of the same compared content are one RENAMED row.
+    pub renames: bool,
     /// Limits that refuse a run (exit 3) unless `--force`.
     pub guard: Guard,
     /// Numeric columns whose small changes are no change, in table order of declaration.
@@ -278,8 +292,11 @@ pub struct ChangeColumns {
     pub type_column: String,
     /// Name of the change reason column.
     pub reason_column: String,
-    /// Labels for NEW, CHANGED, DELETED, UNCHANGED.
+    /// Labels for NEW, CHANGED, DELETED, RENAMED, UNCHANGED.
     pub labels: BTreeMap<ChangeKind, String>,
+    /// With `renames`, the prefix of the columns that carry a RENAMED row's old key
+    /// (`previous_sku` for the key `sku`).
+    pub previous_prefix: String,
 }
 
 impl Default for ChangeColumns {
@@ -291,11 +308,13 @@ impl Default for ChangeColumns {
                 ChangeKind::New,
                 ChangeKind::Changed,
                 ChangeKind::Deleted,
+                ChangeKind::Renamed,
                 ChangeKind::Unchanged,
             ]
             .into_iter()
             .map(|k| (k, k.canonical().to_string()))
             .collect(),
+            previous_prefix: "previous_".into(),
         }
     }
 }
@@ -307,6 +326,11 @@ impl ChangeColumns {
             .get(&kind)
             .map(String::as_str)
             .unwrap_or(kind.canonical())
+    }
+
+    /// The name of the column that carries a RENAMED row's old value of key column `key`.
+    pub fn previous(&self, key: &str) -> String {
+        format!("{}{key}", self.previous_prefix)
     }
 }
 

@@ -38,6 +38,7 @@ pub struct RawTable {
     pub on_delete: Option<RawOnDelete>,
     pub output: Option<Vec<Spanned<RawOutput>>>,
     pub change_columns: Option<RawChangeColumns>,
+    pub renames: Option<Spanned<bool>>,
 }
 
 /// `source:`.
@@ -149,6 +150,7 @@ pub enum ChangeKindName {
     New,
     Changed,
     Deleted,
+    Renamed,
     Unchanged,
 }
 
@@ -159,6 +161,7 @@ pub struct RawChangeColumns {
     #[serde(rename = "type")]
     pub type_column: Option<String>,
     pub reason: Option<String>,
+    pub previous: Option<String>,
     pub labels: Option<RawLabels>,
 }
 
@@ -169,6 +172,7 @@ pub struct RawLabels {
     pub new: Option<String>,
     pub changed: Option<String>,
     pub deleted: Option<String>,
+    pub renamed: Option<String>,
     pub unchanged: Option<String>,
 }
 

@@ -203,6 +203,9 @@ pub struct RunRecord {
     pub changed: u64,
     /// DELETED rows.
     pub deleted: u64,
+    /// RENAMED rows (absent from runs recorded before renames).
+    #[serde(default)]
+    pub renamed: u64,
     /// UNCHANGED rows.
     pub unchanged: u64,
     /// Rejected rows.

@@ -13,6 +13,7 @@ mod matching;
 mod memory;
 mod modes;
 mod races;
+mod renames;
 mod restore;
 mod review_findings;
 mod s3;

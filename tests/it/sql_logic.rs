@@ -1,4 +1,4 @@
-//! The classification SQL (`sql/classify.sql`, `sql/delta.sql`) pinned by sqllogictest files
+//! The classification SQL (`sql/classify.sql`, `sql/delta.sql`, `sql/renames.sql`) pinned by sqllogictest files
 //! (`tests/slt/*.slt`), as DataFusion pins its own SQL.
 //!
 //! A file creates the `incoming` and `baseline` tables with plain SQL, then asks for their delta
@@ -10,7 +10,8 @@
 //! ```
 //!
 //! `key` names the key columns (`%20` for a space in a name); `compare` the compared columns (default: every non-key column
-//! both tables have); `tolerance` a column's allowed move; `unchanged` keeps UNCHANGED rows.
+//! both tables have); `tolerance` a column's allowed move; `unchanged` keeps UNCHANGED rows;
+//! `renames` pairs DELETED and NEW rows of the same content (`sql/renames.sql`).
 //! Both tables are hashed over the compared columns (as a run whose stored hashes no longer
 //! apply), classified and shaped by the queries, and the delta's rows come back in key order,
 //! each value as text (`NULL` for null, `(empty)` for the empty string). Each directive is
@@ -153,6 +154,7 @@ impl Engine {
             columns,
             include_unchanged: words.contains_key("unchanged"),
             tolerance,
+            renames: words.contains_key("renames"),
         };
         let rows_in = self
             .ctx
@@ -230,7 +232,8 @@ fn the_classification_sql_gives_what_the_slt_files_say() {
 }
 
 /// One random pair of tables, as SQL: columns of every kind the query compares, nulls, the
-/// text `null` and the empty string, a column the baseline lacks, a tolerance, UNCHANGED rows.
+/// text `null` and the empty string, a column the baseline lacks, a tolerance, UNCHANGED rows,
+/// and with renames rows whose key changed and contents more than one row holds.
 fn random_case(r: &mut crate::workdir::Lcg) -> (Vec<String>, String) {
     let kinds: [(&str, &str, &[&str]); 5] = [
         (
@@ -256,8 +259,35 @@ fn random_case(r: &mut crate::workdir::Lcg) -> (Vec<String>, String) {
         ),
     ];
     let baseline_lacks = r.chance(20).then(|| r.below(kinds.len() as u64) as usize);
+    let renames = r.chance(40);
+    // Each table's rows: (key, a value of every kind).
+    let mut rows_of: [Vec<(u64, Vec<&str>)>; 2] = [Vec::new(), Vec::new()];
+    for side in &mut rows_of {
+        for key in 0..8 {
+            if r.chance(60) {
+                side.push((key, kinds.iter().map(|k| *r.pick(k.2)).collect()));
+            }
+        }
+    }
+    if renames {
+        // Rows whose key changed, and rows whose content more than one row holds (they
+        // must not pair).
+        let removed: Vec<(u64, Vec<&str>)> = rows_of[0].clone();
+        for (key, values) in removed {
+            if r.chance(40) {
+                rows_of[1].push((key + 10, values.clone()));
+            }
+            if r.chance(15) {
+                let side = r.below(2) as usize;
+                rows_of[side].push((key + 20, values));
+            }
+        }
+    }
     let mut statements = Vec::new();
-    for (table, lacking) in [("baseline", baseline_lacks), ("incoming", None)] {
+    for ((table, lacking), table_rows) in [("baseline", baseline_lacks), ("incoming", None)]
+        .into_iter()
+        .zip(&rows_of)
+    {
         let columns: Vec<usize> = (0..kinds.len()).filter(|&i| Some(i) != lacking).collect();
         let declared: Vec<String> = std::iter::once("k BIGINT".to_string())
             .chain(
@@ -266,13 +296,12 @@ fn random_case(r: &mut crate::workdir::Lcg) -> (Vec<String>, String) {
                     .map(|&i| format!("{} {}", kinds[i].0, kinds[i].1)),
             )
             .collect();
-        let mut rows: Vec<String> = Vec::new();
-        for key in 0..8 {
-            if r.chance(60) {
-                let values: Vec<&str> = columns.iter().map(|&i| *r.pick(kinds[i].2)).collect();
-                rows.push(format!("({key}, {})", values.join(", ")));
-            }
-        }
+        let rows: Vec<String> = (table_rows.iter())
+            .map(|(key, values)| {
+                let values: Vec<&str> = columns.iter().map(|&i| values[i]).collect();
+                format!("({key}, {})", values.join(", "))
+            })
+            .collect();
         statements.push(format!("DROP TABLE IF EXISTS {table}"));
         statements.push(match rows.is_empty() {
             true => format!("CREATE TABLE {table} ({})", declared.join(", ")),
@@ -293,6 +322,9 @@ fn random_case(r: &mut crate::workdir::Lcg) -> (Vec<String>, String) {
     if r.chance(30) {
         directive.push_str(" unchanged");
     }
+    if renames {
+        directive.push_str(" renames");
+    }
     (statements, directive)
 }
 
@@ -303,7 +335,7 @@ fn the_delta_builder_agrees_with_the_delta_query_on_random_tables() {
         .build()
         .unwrap();
     let mut r = crate::workdir::Lcg(17);
-    let mut rows = 0;
+    let (mut rows, mut renamed) = (0, 0);
     runtime.block_on(async {
         for case in 0..400 {
             let (statements, directive) = random_case(&mut r);
@@ -315,12 +347,19 @@ fn the_delta_builder_agrees_with_the_delta_query_on_random_tables() {
             }
             // Engine::delta fails when the builder and the query disagree.
             match engine.delta(directive.trim_start_matches("DELTA")).await {
-                Ok(DBOutput::Rows { rows: got, .. }) => rows += got.len(),
+                Ok(DBOutput::Rows { rows: got, .. }) => {
+                    rows += got.len();
+                    renamed += got
+                        .iter()
+                        .filter(|r| r.contains(&"RENAMED".to_string()))
+                        .count();
+                }
                 Ok(_) => unreachable!("a delta is rows"),
                 Err(e) => panic!("case {case}: {directive}\n{}\n{e}", statements.join(";\n")),
             }
         }
     });
-    // The cases were not all empty.
+    // The cases were not all empty, and some rows were renamed.
     assert!(rows > 1000, "{rows} delta rows");
+    assert!(renamed > 50, "{renamed} renamed rows");
 }

@@ -2,11 +2,12 @@
 //! and two days of a CSV file drawn from a seed (keys of several types and composite keys;
 //! integer, decimal, float, boolean, date, timestamp and text columns with nulls, empty
 //! strings, quotes and commas; repeated keys under each `duplicates` policy; rejected rows;
-//! tolerances; partitions; incremental windows; columns added, removed or emptied; `compare`
-//! and `ignore`), run once per strategy (`RunOptions::strategy`), each in its own folder. The
-//! outcomes (status, counts, notes, error), the delta files (CSV text, Parquet values), the
-//! stored snapshot and change rows must be identical, and the faster strategies must have
-//! decided a good share of the cases themselves.
+//! tolerances; renamed keys (`renames`); partitions; incremental windows; columns added,
+//! removed or emptied; `compare` and `ignore`), run once per strategy
+//! (`RunOptions::strategy`), each in its own folder. The outcomes (status, counts, notes,
+//! error), the delta files (CSV text, Parquet values), the stored snapshot and change rows must
+//! be identical, and the faster strategies must have decided a good share of the cases
+//! themselves.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -135,6 +136,10 @@ fn case(seed: u64) -> Case {
     yaml.push_str(&format!("    key: [{}]\n", key_names.join(", ")));
     let duplicates = *r.pick(&["error", "keep_first", "keep_last"]);
     yaml.push_str(&format!("    duplicates: {duplicates}\n"));
+    let renames = !incremental && r.chance(35);
+    if renames {
+        yaml.push_str("    renames: true\n");
+    }
     let text_column = kinds.iter().position(|k| *k == Kind::Text);
     let float_column = kinds.iter().position(|k| *k == Kind::Float);
     match r.below(4) {
@@ -229,6 +234,7 @@ fn case(seed: u64) -> Case {
             continue;
         }
         let mut vals = values[n as usize].clone();
+        let mut key = n;
         match r.below(100) {
             0..=9 => continue,
             10..=24 => {
@@ -239,6 +245,8 @@ fn case(seed: u64) -> Case {
                 let j = r.below(kinds.len() as u64) as usize;
                 vals[j] = "not-a-value".into();
             }
+            // A row whose key changed (a renamed row, with `renames`).
+            26..=37 if renames => key = n + 1000,
             _ if incremental && r.chance(50) => continue,
             _ => {}
         }
@@ -246,7 +254,7 @@ fn case(seed: u64) -> Case {
             vals[e] = String::new();
         }
         let extra = added_column.then(|| *r.pick(&["a", "b", ""]));
-        lines2.push(line(n, &vals, extra, dropped));
+        lines2.push(line(key, &vals, extra, dropped));
         if duplicates != "error" && repeat_in_day2 && r.chance(6) {
             let mut again = vals.clone();
             let j = r.below(kinds.len() as u64) as usize;
@@ -361,8 +369,9 @@ async fn run_day(dir: &Path, strategy: Strategy) -> TableRun {
     run.tables.remove(0)
 }
 
-/// Run one case once per strategy; returns which strategy decided each day 2.
-async fn check(seed: u64) -> Vec<Option<Strategy>> {
+/// Run one case once per strategy; returns which strategy decided each day 2, and how many
+/// rows it found renamed.
+async fn check(seed: u64) -> (Vec<Option<Strategy>>, u64) {
     let case = case(seed);
     let key = if case.pipeline.contains("key: [region, id]") {
         "region, id"
@@ -374,6 +383,7 @@ async fn check(seed: u64) -> Vec<Option<Strategy>> {
     let mut outcomes = Vec::new();
     let mut decided = Vec::new();
     let mut dirs = Vec::new();
+    let mut renamed = 0;
     for strategy in Strategy::ALL {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("t.yaml"), &case.pipeline).unwrap();
@@ -382,6 +392,7 @@ async fn check(seed: u64) -> Vec<Option<Strategy>> {
         std::fs::write(dir.path().join("t.csv"), &case.day2).unwrap();
         let second = run_day(dir.path(), strategy).await;
         decided.push(second.strategy);
+        renamed = second.counts.renamed;
         let mut outcome = (
             outcome_of(&first, dir.path()),
             outcome_of(&second, dir.path()),
@@ -401,7 +412,7 @@ async fn check(seed: u64) -> Vec<Option<Strategy>> {
             case.day2
         );
     }
-    decided
+    (decided, renamed)
 }
 
 #[test]
@@ -411,9 +422,12 @@ fn every_strategy_gives_the_same_answer_on_random_tables() {
         .build()
         .unwrap();
     let mut took: BTreeMap<String, u64> = BTreeMap::new();
+    let mut renamed = 0;
     runtime.block_on(async {
         for seed in 0..CASES {
-            for (asked, decided) in Strategy::ALL.iter().zip(check(seed).await) {
+            let (decided_by, renamed_rows) = check(seed).await;
+            renamed += renamed_rows;
+            for (asked, decided) in Strategy::ALL.iter().zip(decided_by) {
                 let decided = decided.map_or("none".to_string(), |d| d.to_string());
                 *took.entry(format!("{asked}->{decided}")).or_default() += 1;
             }
@@ -425,6 +439,11 @@ fn every_strategy_gives_the_same_answer_on_random_tables() {
     assert!(count("streamed->streamed") * 100 >= 15 * CASES, "{took:?}");
     assert!(count("matching->matching") * 100 >= 30 * CASES, "{took:?}");
     assert_eq!(count("join->join") + count("join->none"), CASES, "{took:?}");
+    // Renames were part of the cases.
+    assert!(
+        renamed >= CASES / 4,
+        "{renamed} renamed rows in {CASES} cases"
+    );
 }
 
 #[test]
