@@ -234,14 +234,8 @@ fn with_renames(
     new_side: &Side<'_>,
     old_side: &Side<'_>,
 ) -> Result<(Vec<Pair>, Counts)> {
-    let of_kind = |kind: ChangeKind, side: fn(&Pair) -> Option<usize>| -> Vec<usize> {
-        (pairs.rows.iter())
-            .filter(|r| r.kind == kind)
-            .filter_map(side)
-            .collect()
-    };
-    let added = of_kind(ChangeKind::New, |r| r.new);
-    let removed = of_kind(ChangeKind::Deleted, |r| r.old);
+    let added = rows_of_kind(&pairs.rows, ChangeKind::New, |r| r.new);
+    let removed = rows_of_kind(&pairs.rows, ChangeKind::Deleted, |r| r.old);
     let renamed = renames::pair(&settings.compared, (new_side, &added), (old_side, &removed))?;
     let came: HashSet<usize> = renamed.iter().map(|&(n, _)| n).collect();
     let went: HashSet<usize> = renamed.iter().map(|&(_, o)| o).collect();
@@ -264,6 +258,14 @@ fn with_renames(
         ..pairs.counts
     };
     Ok((rows, counts))
+}
+
+/// The rows on one side (`side` of each pair) of the pairs of `kind` among `rows`, in order.
+fn rows_of_kind(rows: &[Pair], kind: ChangeKind, side: fn(&Pair) -> Option<usize>) -> Vec<usize> {
+    (rows.iter())
+        .filter(|r| r.kind == kind)
+        .filter_map(side)
+        .collect()
 }
 
 /// A column of the delta.
@@ -492,13 +494,10 @@ fn column_changes(
     new: &Side,
     old: &Side,
 ) -> Result<Vec<ColumnChanges>> {
-    let of_kind = |side: fn(&Pair) -> Option<usize>| -> Vec<usize> {
-        (rows.iter())
-            .filter(|r| r.kind == kind)
-            .filter_map(side)
-            .collect()
-    };
-    let (at_new, at_old) = (of_kind(|r| r.new), of_kind(|r| r.old));
+    let (at_new, at_old) = (
+        rows_of_kind(rows, kind, |r| r.new),
+        rows_of_kind(rows, kind, |r| r.old),
+    );
     if at_new.is_empty() {
         return Ok(Vec::new());
     }
