@@ -7,6 +7,8 @@ use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::TableReference;
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -137,12 +139,42 @@ pub async fn sql_batches(
     doing: &str,
 ) -> Result<Vec<RecordBatch>> {
     let context = || format!("table {table}: {doing}");
-    ctx.sql(sql)
+    read_only_sql(ctx, sql)
         .await
         .map_err(|e| error(context(), e))?
         .collect()
         .await
         .map_err(|e| error(context(), e))
+}
+
+/// Plan SQL a user wrote (a query, a transform, a validation rule) so that it can only read:
+/// a statement that would write a file (`COPY … TO`), change a table (`INSERT`, `CREATE`,
+/// `DROP`) or the session (`SET`) is refused before anything runs, as DataFusion's
+/// [`SQLOptions`] define them. A baseline changes only through `run`, `rollback` and `reset`.
+pub async fn read_only_sql(
+    ctx: &SessionContext,
+    sql: &str,
+) -> datafusion::error::Result<datafusion::prelude::DataFrame> {
+    let plan = ctx.state().create_logical_plan(sql).await?;
+    let reading = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    if reading.verify_plan(&plan).is_err() {
+        let statement = sql
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_uppercase();
+        return Err(DataFusionError::External(
+            format!(
+                "{statement} is not allowed: tidemark's SQL only reads (SELECT, WITH, VALUES, \
+                 EXPLAIN); a baseline changes only through run, rollback and reset"
+            )
+            .into(),
+        ));
+    }
+    ctx.execute_logical_plan(plan).await
 }
 
 /// An engine error, saying what tidemark was doing (`context`) and, when the engine ran out of

@@ -261,7 +261,7 @@ pub enum Error {
     },
 
     /// The query engine failed.
-    #[error("{context}: {source}{}", memory_hint(source, *memory_limit))]
+    #[error("{context}: {}{}", engine_words(source), memory_hint(source, *memory_limit))]
     Engine {
         /// What tidemark was doing.
         context: String,
@@ -429,6 +429,38 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// The engine's message in words: without the engine's prefixes (`Error during planning:`),
+/// Rust wrappers (`ParserError("…")`) or backtraces.
+pub fn engine_words(e: &datafusion::error::DataFusionError) -> String {
+    // One sentence, without its full stop: the caller goes on after it.
+    engine_sentence(e)
+        .trim()
+        .trim_end_matches('.')
+        .replace('\n', " ")
+}
+
+fn engine_sentence(e: &datafusion::error::DataFusionError) -> String {
+    use datafusion::error::DataFusionError;
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match e {
+        DataFusionError::SQL(parser, _) => match parser.as_ref() {
+            ParserError::ParserError(m) | ParserError::TokenizerError(m) => {
+                format!("SQL syntax error: {m}")
+            }
+            ParserError::RecursionLimitExceeded => {
+                "SQL syntax error: the statement nests too deeply".to_string()
+            }
+        },
+        DataFusionError::ArrowError(inner, _) => inner.to_string(),
+        DataFusionError::SchemaError(inner, _) => inner.to_string(),
+        DataFusionError::Context(context, inner) => format!("{context}: {}", engine_words(inner)),
+        DataFusionError::Diagnostic(_, inner) => engine_words(inner),
+        DataFusionError::Shared(inner) => engine_words(inner),
+        DataFusionError::Collection(all) => all.first().map(engine_words).unwrap_or_default(),
+        other => other.message().into_owned(),
     }
 }
 

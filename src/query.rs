@@ -70,7 +70,25 @@ async fn register_table(ctx: &SessionContext, store: &Store, table: &str) -> Res
     };
     // The latest snapshot on its own, so that one damaged old version does not take `T` down;
     // a table whose files cannot be read fails loudly when a query uses it, never answers empty.
-    let record = store.commit_record(table, last).await?;
+    let record = match store.commit_record(table, last).await {
+        Ok(record) => record,
+        Err(e) => {
+            // A damaged record: the table and its history fail any query that uses them (with
+            // the advice), and the store's other tables still answer.
+            let message = format!(
+                "{e}; `tidemark rollback --table {table} --to V` to an intact version commits above it"
+            );
+            let empty = Arc::new(Schema::empty());
+            for name in [
+                table.to_string(),
+                format!("{table}_history"),
+                format!("{table}_changes"),
+            ] {
+                register_or_fail(ctx, name, Err((empty.clone(), message.clone())))?;
+            }
+            return Ok(());
+        }
+    };
     // The columns a failing table shows, so that queries plan and then fail with the reason.
     let mut fields: Vec<Field> = record
         .schema
@@ -83,7 +101,15 @@ async fn register_table(ctx: &SessionContext, store: &Store, table: &str) -> Res
     let latest_schema = Arc::new(Schema::new(fields.clone()));
     fields.push(Field::new(VERSION_COLUMN, DataType::Int64, false));
     let history_schema = Arc::new(Schema::new(fields));
-    let latest = read_stored(ctx, store, table, &record, &record.snapshot).await;
+    // The latest snapshot is checked against its record before it answers; older versions
+    // (the history) are read as stored: `verify` checks them all.
+    let latest = match store
+        .check_before_reading(&record, &record.snapshot, "snapshot")
+        .await
+    {
+        Ok(()) => read_stored(ctx, store, table, &record, &record.snapshot).await,
+        Err(e) => Err(e),
+    };
     register_or_fail(
         ctx,
         table.to_string(),

@@ -116,17 +116,18 @@ pub async fn rollback(
 ) -> Result<CommitRecord> {
     let started = Instant::now();
     let name = table.name.as_str();
-    let latest = latest_of(store, name).await?;
     let versions = store.versions(name).await?;
+    let Some(&newest) = versions.last() else {
+        return Err(Error::Usage {
+            message: format!("table {name} has no versions yet; there is nothing to roll back."),
+        });
+    };
     if !versions.contains(&to) {
         return Err(Error::Usage {
-            message: format!(
-                "table {name} has no version {to}; its versions are 1 to {}.",
-                latest.version
-            ),
+            message: format!("table {name} has no version {to}; its versions are 1 to {newest}."),
         });
     }
-    if to == latest.version {
+    if to == newest {
         return Err(Error::Usage {
             message: format!(
                 "v{to} is already the latest version of {name}; nothing to roll back."
@@ -134,29 +135,17 @@ pub async fn rollback(
         });
     }
     let target = store.commit_record(name, to).await?;
-    if target.key != latest.key {
+    // The change rows say what the rollback changes for a reader, relative to the newest
+    // intact version: the latest one is often damaged (its record or its files), the usual
+    // reason to roll back, and the rollback commits above it all the same.
+    let base = newest_intact(store, name, &versions).await?;
+    if base.key != target.key {
         return Err(Error::Usage {
             message: format!(
                 "v{to} of {name} has key {:?} but the latest version has {:?}; a rollback across a key change is not possible.",
-                target.key, latest.key
+                target.key, base.key
             ),
         });
-    }
-    // The change rows say what the rollback changes for a reader. When the latest version is
-    // damaged (the usual reason to roll back), they are relative to the newest intact version.
-    let mut base = latest.clone();
-    if !store.check_files(&latest).await.is_empty() {
-        for &v in versions.iter().rev().filter(|&&v| v < latest.version) {
-            let record = store.commit_record(name, v).await?;
-            if store.check_files(&record).await.is_empty() {
-                tracing::warn!(
-                    "{name} v{} is damaged; the rollback's change rows are relative to v{v}, the newest intact version",
-                    latest.version
-                );
-                base = record;
-                break;
-            }
-        }
     }
     let delta = diff_versions(store, table, &base, &target).await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -170,12 +159,33 @@ pub async fn rollback(
         )
         .await?;
     let mut record = new_record(plan, &target, version, CommitKind::Rollback, &run_id);
-    record.previous_version = Some(latest.version);
+    record.previous_version = Some(newest);
     record.changes = changes;
     record.counts = delta.counts;
     record.duration_ms = started.elapsed().as_millis() as u64;
     store.commit(&record).await?;
     Ok(record)
+}
+
+/// The newest version of `versions` whose commit record reads and whose files match it; the
+/// damaged ones above it are named in the log.
+async fn newest_intact(store: &Store, name: &str, versions: &[u64]) -> Result<CommitRecord> {
+    for &v in versions.iter().rev() {
+        let problem = match store.commit_record(name, v).await {
+            Ok(record) => match store.check_files(&record).await {
+                problems if problems.is_empty() => return Ok(record),
+                problems => problems.join("; "),
+            },
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(
+            "{name} v{v} is damaged ({problem}); the rollback's change rows are relative to an older version"
+        );
+    }
+    Err(Error::Store {
+        location: store.location().to_string(),
+        message: format!("no version of {name} is intact; restore the store from a copy"),
+    })
 }
 
 /// Commit an empty version: the next run sees every row as NEW. Its change rows are every row

@@ -391,7 +391,7 @@ pub async fn check_references(
 /// Why a rule's check cannot be evaluated, in the pipeline's terms: the engine's first sentence
 /// without its internal advice, and the columns the check may use.
 pub fn rule_problem(e: &datafusion::error::DataFusionError, schema: &SchemaRef) -> String {
-    let text = e.to_string();
+    let text = crate::error::engine_words(e);
     let first = text
         .split(". Valid fields are")
         .next()

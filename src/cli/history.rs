@@ -47,12 +47,22 @@ pub(super) async fn execute(args: HistoryArgs, store: Option<&str>) -> Result<u8
     }
     let store = Store::open_existing(&plan.store)?;
     let mut rows = Vec::new();
+    let mut damaged_latest = false;
     for table in &plan.tables {
         if args.table.as_ref().is_some_and(|t| t != &table.name) {
             continue;
         }
-        for version in store.versions(&table.name).await? {
-            let r = store.commit_record(&table.name, version).await?;
+        let versions = store.versions(&table.name).await?;
+        for &version in &versions {
+            let r = match store.commit_record(&table.name, version).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // The other versions are shown: they are what a rollback can go to.
+                    eprintln!("error: {e}");
+                    damaged_latest |= Some(&version) == versions.last();
+                    continue;
+                }
+            };
             rows.push(Row {
                 table: r.table.clone(),
                 version: r.version,
@@ -95,5 +105,13 @@ pub(super) async fn execute(args: HistoryArgs, store: Option<&str>) -> Result<u8
     let text = pretty_format_batches(&[batch])
         .map_err(|e| engine::error("formatting history", e.into()))?;
     println!("{text}");
+    // A damaged record below an intact latest one (one a rollback went above) is shown, but
+    // the table is in service.
+    if damaged_latest {
+        eprintln!(
+            "error: the latest commit record is damaged. `tidemark rollback --table T --to V` to an intact version commits above it."
+        );
+        return Ok(exit_code::FAILED);
+    }
     Ok(exit_code::OK)
 }

@@ -10,7 +10,7 @@ use datafusion::prelude::SessionContext;
 
 use super::OutputFormat;
 use crate::engine;
-use crate::error::{Error, Result, exit_code};
+use crate::error::{Error, Result, engine_words, exit_code};
 use crate::source::SourceFormat;
 use crate::store::Store;
 use crate::{query, sink, spec};
@@ -50,10 +50,10 @@ pub(super) async fn execute(args: QueryArgs, store: Option<&str>) -> Result<u8> 
 }
 
 async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let frame = ctx.sql(sql).await.map_err(|e| Error::Usage {
+    let frame = engine::read_only_sql(ctx, sql).await.map_err(|e| Error::Usage {
         message: format!(
             "query failed: {}. Tables: each pipeline table T, T_history, T_changes, and runs; quote mixed-case names with double quotes.",
-            readable_engine_error(&e)
+            engine_words(&e)
         ),
     })?;
     let schema: SchemaRef = std::sync::Arc::new(frame.schema().as_arrow().clone());
@@ -62,17 +62,6 @@ async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<Reco
         .await
         .map_err(|e| engine::error("running the query", e))?;
     Ok((schema, batches))
-}
-
-/// The engine's message without its Rust wrappers (`SQL error: ParserError("...")`).
-fn readable_engine_error(e: &datafusion::error::DataFusionError) -> String {
-    let text = e.to_string();
-    let wrapped =
-        regex::Regex::new(r#"^SQL error: [A-Za-z]+Error\("(.*)"\)$"#).expect("valid regex");
-    match wrapped.captures(&text) {
-        Some(caps) => format!("SQL syntax error: {}", &caps[1]),
-        None => text,
-    }
 }
 
 /// Statements separated by `;` (outside quotes), read until end of input. Returns how many

@@ -59,6 +59,9 @@ pub(super) async fn execute(args: RunArgs, global: &super::GlobalArgs) -> Result
             message: "--table and --source name one pipeline's tables: give a single pipeline file with them.".into(),
         });
     }
+    if let Some(report) = &args.report {
+        sink::check_writable(report, "report.json")?;
+    }
     let mut codes = Vec::new();
     let mut reports = Vec::new();
     for file in &files {
@@ -159,7 +162,30 @@ async fn run_file(
                 "--source {s}: expected T=PATH, for example --source inventory=incoming/today.xlsx"
             ),
         })?;
+        if path.is_empty() {
+            return Err(Error::Usage {
+                message: format!(
+                    "--source {s}: the path is empty; give the file to read, for example --source {table}=incoming/today.csv"
+                ),
+            });
+        }
         source_overrides.insert(table.to_string(), PathBuf::from(path));
+    }
+    let collisions = spec::output_collisions(&plan, &source_overrides);
+    if !collisions.is_empty() {
+        return Err(Error::Usage {
+            message: collisions.join("\n"),
+        });
+    }
+    if !args.dry_run {
+        // A delta that could not be put in its place must fail the run before its commit.
+        let now = chrono::Utc::now();
+        for table in &plan.tables {
+            for output in &table.outputs {
+                let path = sink::output_path(&output.path, &table.name, 1, now);
+                sink::check_writable(&path, "delta.csv")?;
+            }
+        }
     }
     let options = RunOptions {
         tables: args.tables.clone(),
@@ -323,10 +349,18 @@ fn report_json(run: &PipelineRun) -> serde_json::Value {
     })
 }
 
+/// Write the report whole under a temporary name, then rename it into place: a monitor never
+/// reads half a report.
 fn write_report(path: &std::path::Path, report: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(report).expect("JSON values serialize");
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    std::io::Write::write_all(&mut file, (text + "\n").as_bytes())
+        .map_err(|e| Error::io(path, e))?;
+    file.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
 }

@@ -34,8 +34,19 @@ pub(super) async fn execute(args: VerifyArgs, store: Option<&str>) -> Result<u8>
         println!("no versions to verify in {}", store.location());
     }
     if damaged > 0 {
+        // A table whose latest version is damaged is out of service until a rollback; one whose
+        // damage lies below an intact latest version (a rollback went above it) is not.
+        let latest_damaged = checks.iter().enumerate().any(|(i, c)| {
+            !c.problems.is_empty() && checks.get(i + 1).is_none_or(|next| next.table != c.table)
+        });
+        let advice = match latest_damaged {
+            true => "`tidemark rollback --table T --to V` to an intact version restores service.",
+            false => {
+                "Every table's latest version is intact; a damaged version goes once `tidemark vacuum --keep N` no longer keeps it."
+            }
+        };
         eprintln!(
-            "error: {damaged} of {} versions are damaged. `tidemark rollback --table T --to V` to an intact version restores service.",
+            "error: {damaged} of {} versions are damaged. {advice}",
             checks.len()
         );
         return Ok(exit_code::FAILED);

@@ -142,10 +142,12 @@ pub async fn load_snapshot(
     };
     let (numbered_schema, numbered) = with_source_rows(&loaded.schema, &loaded.batches, &bad)?;
     register_batches(ctx, "source", numbered_schema, numbered)?;
-    let frame = ctx.sql(sql).await.map_err(|e| Error::Transform {
-        table: name.to_string(),
-        message: e.to_string(),
-    })?;
+    let frame = engine::read_only_sql(ctx, sql)
+        .await
+        .map_err(|e| Error::Transform {
+            table: name.to_string(),
+            message: crate::error::engine_words(&e),
+        })?;
     let (frame, traced) = trace_source_rows(frame);
     let mut columns: Vec<String> = source::column_names(frame.schema().as_arrow());
     if traced {
@@ -261,8 +263,7 @@ async fn transformed_keys(
         }
         let sql = table.transform.as_deref().unwrap_or("SELECT * FROM source");
         let keys: Vec<Expr> = table.key.iter().map(ident).collect();
-        let frame = ctx
-            .sql(sql)
+        let frame = engine::read_only_sql(&ctx, sql)
             .await
             .and_then(|f| f.select(keys))
             .map_err(engine::context(&table.name, "finding rejected rows' keys"))?;

@@ -565,8 +565,8 @@ fn pin_types(
             let mut widened = None;
             let mut offset = 0u64;
             for batch in raw {
-                let may_widen = !key.contains(&name);
-                match source::types::pin_column(&name, batch.column(j), to, may_widen)
+                let key_column = key.contains(&name);
+                match source::types::pin_column(&name, batch.column(j), to, key_column)
                     .map_err(at_origin)?
                 {
                     Pinned::Fits { values, misfits: m } => {

@@ -136,7 +136,7 @@ pub(super) async fn carry_baseline_rows(
     }
     // Baseline rows this run does not speak for are kept as they are: every row an increment
     // does not hold, and the rows of partitions a partitioned run does not hold.
-    let kept = match (out_of_scope(table), baseline) {
+    let mut kept = match (out_of_scope(table), baseline) {
         (Some(condition), Some(_)) => {
             carry(ctx, table, &condition, &mut hashed, &baseline_columns).await?
         }
@@ -152,6 +152,18 @@ pub(super) async fn carry_baseline_rows(
             ),
         });
     }
+    // A rejected row whose key is unknown (null, or hidden under a merged cell) may be any
+    // baseline row: none is deleted, unless `--force`.
+    let keyless = rows_without_key(&hashed.held_keys);
+    if keyless > 0 && baseline.is_some() && !job.options.force {
+        let unmatched = carry(ctx, table, "TRUE", &mut hashed, &baseline_columns).await?;
+        if unmatched > 0 {
+            hashed.facts.notes.push(format!(
+                "{unmatched} baseline rows not deleted: {keyless} rejected rows have no key, so which rows they stand for is unknown; fix them, or run with --force to delete the rows"
+            ));
+        }
+        kept += unmatched;
+    }
     Ok(Scoped {
         hashed,
         held,
@@ -160,6 +172,18 @@ pub(super) async fn carry_baseline_rows(
         watermark,
         baseline_columns,
     })
+}
+
+/// How many rejected rows have a key column without a value (`held_keys`: their keys).
+fn rows_without_key(held_keys: &[RecordBatch]) -> usize {
+    held_keys
+        .iter()
+        .map(|batch| {
+            (0..batch.num_rows())
+                .filter(|&row| batch.columns().iter().any(|c| c.is_null(row)))
+                .count()
+        })
+        .sum()
 }
 
 /// Add the baseline rows meeting `condition` (and whose key today's rows lack) to today's rows;

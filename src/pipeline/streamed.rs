@@ -146,6 +146,9 @@ pub(super) async fn run(
         return Ok(Streamed::Declined("an empty file"));
     }
     progress.phase("reading the baseline's keys");
+    store
+        .check_before_reading(baseline, &baseline.snapshot, "snapshot")
+        .await?;
     let old_rows = matching::ParquetRows::open(
         store.local_file(name, &baseline.snapshot.path).await?,
         &store.file_url(name, &baseline.snapshot.path),

@@ -476,6 +476,47 @@ pub async fn write_location(
     prepare_location(path, schema, batches)?.publish().await
 }
 
+/// Refuse a local file that could not be written in its place, before anything runs: a
+/// folder of that name, or a folder that cannot be created or written (tried with a temporary
+/// file). A run must fail before its commit, not after it with its delta lost. URLs pass.
+pub fn check_writable(path: &Path, example: &str) -> Result<()> {
+    if crate::cloud::is_url(&path.display().to_string()) {
+        return Ok(());
+    }
+    if path.is_dir() {
+        return Err(Error::Usage {
+            message: format!(
+                "{}: is a folder, not a file: name the file to write (e.g. {}/{example}).",
+                path.display(),
+                path.display()
+            ),
+        });
+    }
+    // The nearest folder that exists: the run creates the rest, so it must be a folder that
+    // can be written (nothing is created here).
+    let mut dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    while !dir.exists()
+        && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty())
+    {
+        dir = parent;
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Usage {
+            message: format!(
+                "{}: {} is a file, not a folder: the file cannot be written there.",
+                path.display(),
+                dir.display()
+            ),
+        });
+    }
+    tempfile::NamedTempFile::new_in(dir)
+        .map(drop)
+        .map_err(|e| Error::io(dir, e))
+}
+
 /// A delta file written but not yet in its place (see [`prepare_location`]).
 pub struct PreparedOutput {
     location: String,
@@ -500,6 +541,7 @@ pub fn prepare_location(
 ) -> Result<PreparedOutput> {
     let location = path.display().to_string();
     let format = format_of(path)?;
+    check_writable(path, "delta.csv")?;
     if crate::cloud::is_url(&location) {
         let mut bytes = Vec::new();
         write_to(&mut bytes, format, schema, batches)?;

@@ -111,9 +111,8 @@ pub fn parse_text_column(
                     column: column.to_string(),
                     value: strings.value(i).to_string(),
                     message: format!(
-                        "column \"{column}\": value \"{}\" is not a valid {}",
-                        strings.value(i),
-                        type_name(target)
+                        "column \"{column}\": {}",
+                        not_valid(strings.value(i), target)
                     ),
                 });
             }
@@ -123,6 +122,19 @@ pub fn parse_text_column(
     // gives null (arrow-cast's text parsers share one parse per value), so with no new nulls it
     // could only agree, at the cost of parsing every value again.
     Ok((parsed, errors))
+}
+
+/// Why a text value is not a valid `target`, in words: an integer out of the type's range is
+/// said to be one.
+fn not_valid(text: &str, target: &DataType) -> String {
+    if target.is_integer() && INTEGER.is_match(text.trim()) {
+        return format!(
+            "value {} is beyond the range of {}; declare the column as a decimal or a string under `source.columns`",
+            text.trim(),
+            type_name(target)
+        );
+    }
+    format!("value \"{text}\" is not a valid {}", type_name(target))
 }
 
 /// The `safe` cast of `values` to `target`: values that do not fit are null.
@@ -226,14 +238,15 @@ pub enum Pinned {
 }
 
 /// Read a column as the type the baseline pins for it. A value that does not fit, or that would
-/// change (5.5 read as an integer), is a misfit of its row: never a silent change.
-/// Only with `may_widen` does an integer column widen for decimals (never a key column: its
-/// values are identities, and `2.5` is no new form of `2`).
+/// change (5.5 read as an integer, an integer beyond the type's range), is a misfit of its row:
+/// never a silent change. A non-key integer column widens to float64 when values gain decimals;
+/// a key column (`key_column`) never does (its values are identities, and `2.5` is no new form
+/// of `2`), and refuses text with a leading zero (`007` would become the key `7`, another code).
 pub fn pin_column(
     column: &str,
     values: &ArrayRef,
     target: &DataType,
-    may_widen: bool,
+    key_column: bool,
 ) -> Result<Pinned> {
     let show = |i: usize| array_value_to_string(values, i).unwrap_or_default();
     let source =
@@ -263,6 +276,16 @@ pub fn pin_column(
             *m = cast.is_null(i) && !values.is_null(i);
         }
     }
+    let leading_zero = |i: usize| {
+        key_column
+            && target.is_integer()
+            && values
+                .as_string_opt::<i32>()
+                .is_some_and(|t| !t.is_null(i) && LEADING_ZERO.is_match(t.value(i)))
+    };
+    for (i, m) in misfit.iter_mut().enumerate() {
+        *m |= leading_zero(i);
+    }
     // Numbers must survive the cast unchanged: 5.5 must not become 5.
     if values.data_type().is_numeric() {
         let back = cast_with_options(&cast, values.data_type(), &lenient())
@@ -280,10 +303,16 @@ pub fn pin_column(
             misfits: Vec::new(),
         });
     }
-    if may_widen
+    // Widened only for decimals: an integer beyond the range (a whole float) rejects its row.
+    let with_fraction = |floats: &ArrayRef| {
+        let floats = floats.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        misfits.iter().all(|&i| floats.value(i).fract() != 0.0)
+    };
+    if !key_column
         && target.is_integer()
         && let Ok(floats) = cast_with_options(values, &DataType::Float64, &lenient())
         && floats.null_count() == values.null_count()
+        && with_fraction(&floats)
     {
         return Ok(Pinned::Widened {
             values: floats,
@@ -294,14 +323,19 @@ pub fn pin_column(
         .into_iter()
         .map(|i| {
             let became = array_value_to_string(&cast, i).unwrap_or_default();
-            let why = if values.data_type().is_numeric() && !cast.is_null(i) {
+            let why = if leading_zero(i) {
+                format!(
+                    "value \"{}\" has a leading zero: read as an integer key it would be the key {became}, another code; declare the key column a string under `source.columns` (e.g. {column}: string)",
+                    show(i)
+                )
+            } else if values.data_type().is_numeric() && !cast.is_null(i) {
                 format!(
                     "value {} would become {became} as {}",
                     show(i),
                     type_name(target)
                 )
             } else {
-                format!("value \"{}\" is not a valid {}", show(i), type_name(target))
+                not_valid(&show(i), target)
             };
             (
                 i,
@@ -414,6 +448,10 @@ static NUMBER: LazyLock<Regex> =
 /// digits than an int64 holds.
 static CODE_LIKE: LazyLock<Regex> =
     LazyLock::new(|| pattern(r"^[+-]?0[0-9]|^\s|\s$|^[+-]?[0-9]{19,}$"));
+/// An integer as text.
+static INTEGER: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[+-]?[0-9]+$"));
+/// An integer written with a leading zero, a code rather than a number (`007`).
+static LEADING_ZERO: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[+-]?0[0-9]"));
 /// A number that is no integer.
 static DECIMAL_POINT: LazyLock<Regex> = LazyLock::new(|| pattern(r"[.eE]"));
 /// `true` / `false` in any case.
@@ -874,7 +912,7 @@ mod tests {
             Some(5.5),
             None,
         ]));
-        match pin_column("Qty", &floats, &DataType::Int64, true).unwrap() {
+        match pin_column("Qty", &floats, &DataType::Int64, false).unwrap() {
             Pinned::Widened { example_row, .. } => assert_eq!(example_row, 1),
             other => panic!("{other:?}"),
         }
@@ -883,7 +921,7 @@ mod tests {
             Some("12 pcs"),
             Some("3"),
         ]));
-        match pin_column("Qty", &text, &DataType::Int64, true).unwrap() {
+        match pin_column("Qty", &text, &DataType::Int64, false).unwrap() {
             Pinned::Fits { values, misfits } => {
                 assert_eq!(misfits.len(), 1);
                 assert_eq!(misfits[0].0, 1);

@@ -288,6 +288,12 @@ fn validate(
         problems.push("`tables` is empty: declare at least one table.".to_string());
     }
     let names: Vec<String> = raw.tables.keys().cloned().collect();
+    let lines: Vec<(String, u64)> = raw
+        .tables
+        .iter()
+        .map(|(name, t)| (name.clone(), t.referenced.line()))
+        .collect();
+    super::collisions::reserved_names(&lines, &mut problems);
     let mut tables = Vec::new();
     for (table_name, spanned) in raw.tables {
         let line = spanned.referenced.line();
@@ -313,7 +319,7 @@ fn validate(
             problems,
         });
     }
-    Ok(Plan {
+    let plan = Plan {
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
         name,
@@ -322,7 +328,15 @@ fn validate(
         file_hash,
         atomic,
         memory_limit,
-    })
+    };
+    let collisions = super::collisions::output_collisions(&plan, &Default::default());
+    if !collisions.is_empty() {
+        return Err(Error::PipelineInvalid {
+            path: path.to_path_buf(),
+            problems: collisions,
+        });
+    }
+    Ok(plan)
 }
 
 /// `mode`, `watermark` and `partition_by`, which must agree.

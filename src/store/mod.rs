@@ -302,6 +302,21 @@ impl Store {
             .try_collect()
             .await
             .map_err(|e| store_error(format!("{}/{table}/{folder}", self.location), e))?;
+        // A file where the folder should be (`_commits` replaced by a file) is damage, never
+        // a table without versions.
+        let file_in_its_place = match metas.is_empty() && folder == "_commits" {
+            true => objects.head(&prefix).await.is_ok(),
+            false => metas.iter().any(|m| m.location == prefix),
+        };
+        if file_in_its_place {
+            return Err(store_error(
+                format!("{}/{table}/{folder}", self.location),
+                format!(
+                    "is a file, not the folder of the {} of {table}; the store is damaged: restore {folder} from a copy of the store",
+                    folder_role(folder)
+                ),
+            ));
+        }
         let mut versions: Vec<u64> = metas
             .iter()
             .filter_map(|m| m.location.filename()?.strip_suffix(suffix)?.parse().ok())
@@ -597,6 +612,15 @@ fn commit_name(version: u64) -> String {
 
 fn commit_path(table: &str, version: u64) -> Path {
     Path::from(format!("{table}/{}", commit_name(version)))
+}
+
+/// What a store folder of numbered files holds, for messages.
+fn folder_role(folder: &str) -> &'static str {
+    match folder {
+        "_commits" => "commit records",
+        "_pending" => "pending atomic commits",
+        _ => "numbered files",
+    }
 }
 
 /// File name of the rejects file of a run that made (or would have made) a version.

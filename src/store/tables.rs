@@ -7,7 +7,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use super::{CommitRecord, Store};
 use crate::error::{Error, Result};
 
-/// Register a stored snapshot (with `_row_hash`) under `alias`.
+/// Register a stored snapshot (with `_row_hash`) under `alias`, once its size and checksum
+/// match its commit record (a damaged baseline is refused, never compared against).
 pub async fn register_snapshot(
     ctx: &SessionContext,
     store: &Store,
@@ -15,6 +16,9 @@ pub async fn register_snapshot(
     record: &CommitRecord,
     alias: &str,
 ) -> Result<()> {
+    store
+        .check_before_reading(record, &record.snapshot, "snapshot")
+        .await?;
     store.attach(ctx);
     let path_text = store.file_url(table, &record.snapshot.path);
     ctx.register_parquet(

@@ -1,5 +1,9 @@
 //! `verify`: every live version's files against the sizes and checksums in its commit record.
 
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+use super::spool::Checksum;
 use super::{CommitRecord, Store, StoredFile};
 use crate::error::Result;
 
@@ -53,24 +57,54 @@ impl Store {
         problems
     }
 
+    /// What is wrong with a stored file (size or xxh3-128 differ from its record, or it cannot
+    /// be read), or None. Read as a stream: memory stays flat whatever the file's size.
     async fn check_file(&self, table: &str, file: &StoredFile) -> Option<String> {
-        let bytes = match self.read_file(table, &file.path).await {
-            Ok(b) => b,
-            Err(e) => return Some(format!("cannot be read ({e})")),
+        let path = object_store::path::Path::from(format!("{table}/{}", file.path));
+        let mut checksum = Checksum::default();
+        let read = async {
+            let mut chunks = self.objects()?.get(&path).await?.into_stream();
+            while let Some(chunk) = chunks.try_next().await? {
+                checksum.update(&chunk);
+            }
+            Ok::<(), Box<dyn std::error::Error>>(())
         };
-        if bytes.len() as u64 != file.size {
+        if let Err(e) = read.await {
+            return Some(format!("cannot be read ({e})"));
+        }
+        let (size, digest) = checksum.finish();
+        if size != file.size {
             return Some(format!(
-                "has {} bytes, the commit record says {}",
-                bytes.len(),
+                "has {size} bytes, the commit record says {}",
                 file.size
             ));
         }
-        let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
-        (checksum != file.xxh3_128).then(|| {
+        (digest != file.xxh3_128).then(|| {
             format!(
-                "checksum {checksum} differs from the recorded {}",
+                "checksum {digest} differs from the recorded {}",
                 file.xxh3_128
             )
+        })
+    }
+
+    /// Refuse to read a version's file (`role`: "snapshot", "change rows") that does not match
+    /// its commit record: a run must not commit on top of a swapped or damaged baseline, nor a
+    /// query answer from one.
+    pub async fn check_before_reading(
+        &self,
+        record: &CommitRecord,
+        file: &StoredFile,
+        role: &str,
+    ) -> Result<()> {
+        let Some(problem) = self.check_file(&record.table, file).await else {
+            return Ok(());
+        };
+        Err(crate::error::Error::Store {
+            location: format!("{}/{}/{}", self.location, record.table, file.path),
+            message: format!(
+                "the {role} of {} v{} {problem}: the store is damaged. `tidemark verify` lists the damaged versions; `tidemark rollback --table {} --to V` to an intact version restores service.",
+                record.table, record.version, record.table
+            ),
         })
     }
 }

@@ -6,6 +6,7 @@ mod corpus;
 mod exact_diff;
 mod faults;
 mod guards;
+mod hostile;
 mod inventory;
 mod inventory_data;
 mod kill;

@@ -229,11 +229,13 @@ fn a_delta_that_cannot_be_written_commits_nothing() {
         w.write("out", "a file where the delta's folder goes");
         w.write("items.csv", DAY2);
         let o = w.run(&["run", "items.yaml"]);
-        assert_code(&o, 1);
-        let error = summary(&o)
-            .join("\n")
-            .replace(&w.root().display().to_string(), "ROOT");
-        assert!(error.contains("ROOT/out"), "{error}");
+        // Refused before anything runs (the output's folder is a file).
+        assert_code(&o, 2);
+        let error = stderr(&o).replace(&w.root().display().to_string(), "ROOT");
+        assert!(
+            error.contains("ROOT/out is a file, not a folder: the file cannot be written there"),
+            "{error}"
+        );
         let versions = query(
             w,
             "items.yaml",

@@ -12,7 +12,7 @@ fn query(w: &Workdir, pipeline: &str, sql: &str) -> String {
 }
 
 /// `rejected rows: PATH` from the run's output, read back.
-fn rejects(w: &Workdir, o: &std::process::Output) -> String {
+pub(crate) fn rejects(w: &Workdir, o: &std::process::Output) -> String {
     let out = stdout(o);
     let path = out
         .lines()
@@ -38,7 +38,13 @@ fn a_value_that_does_not_fit_the_pinned_type_rejects_its_row_and_keeps_its_basel
     let lines = summary(&o);
     assert_eq!(
         lines[0],
-        "items: v2 committed — 4 rows: 1 new, 1 changed, 1 deleted, 0 unchanged, 2 rejected"
+        "items: v2 committed — 4 rows: 1 new, 1 changed, 0 deleted, 0 unchanged, 2 rejected"
+    );
+    // The row without a key may be any baseline row: none is deleted (the old C stays).
+    assert!(
+        stdout(&o).contains("1 baseline rows not deleted: 1 rejected rows have no key"),
+        "{}",
+        stdout(&o)
     );
     assert_eq!(
         rejects(&w, &o),
@@ -47,10 +53,10 @@ fn a_value_that_does_not_fit_the_pinned_type_rejects_its_row_and_keeps_its_basel
          items.csv,6,key,\"key column \"\"sku\"\" is empty; every row needs a key\",,4\n"
             .replace("items.csv", &w.path("items.csv").display().to_string())
     );
-    // A kept its baseline row; C (a new key spanning two lines) is NEW and the old C DELETED.
+    // A kept its baseline row; C (a new key spanning two lines) is NEW and the old C kept.
     assert_eq!(
         query(&w, "items.yaml", "SELECT sku, qty FROM items ORDER BY sku"),
-        "sku,qty\nA,1\nB,5\n\"C\nC\",3\n"
+        "sku,qty\nA,1\nB,5\nC,3\n\"C\nC\",3\n"
     );
     assert_eq!(
         query(
@@ -58,14 +64,14 @@ fn a_value_that_does_not_fit_the_pinned_type_rejects_its_row_and_keeps_its_basel
             "items.yaml",
             "SELECT version, rows_in, new, changed, deleted, unchanged, rejected FROM runs ORDER BY version"
         ),
-        "version,rows_in,new,changed,deleted,unchanged,rejected\n1,3,3,0,0,0,0\n2,4,1,1,1,0,2\n"
+        "version,rows_in,new,changed,deleted,unchanged,rejected\n1,3,3,0,0,0,0\n2,4,1,1,0,0,2\n"
     );
     // The next day A is fixed: compared with the baseline row it kept.
     w.write("items.csv", "sku,qty\nA,1\nB,5\n\"C\nC\",3\n");
     let o = w.run(&["run", "items.yaml"]);
     assert_eq!(
         summary(&o)[0],
-        "items: v3 committed — 3 rows: 0 new, 0 changed, 0 deleted, 3 unchanged, 0 rejected"
+        "items: v3 committed — 3 rows: 0 new, 0 changed, 1 deleted, 3 unchanged, 0 rejected"
     );
 }
 
@@ -197,13 +203,22 @@ fn two_thousand_rows_with_bad_quantities_and_null_keys() {
     let changed = expected.iter().filter(|e| e.3 == "updated").count();
     let deleted = expected.iter().filter(|e| e.3 == "deleted").count();
     let read = second.len();
+    // The rows without a barcode may stand for any baseline row: none is deleted.
     assert_eq!(
         summary(&o)[0],
         format!(
-            "inventory: v2 committed — {read} rows: {new} new, {changed} changed, {deleted} deleted, {} unchanged, 23 rejected",
+            "inventory: v2 committed — {read} rows: {new} new, {changed} changed, 0 deleted, {} unchanged, 23 rejected",
             read - 23 - new - changed
         )
     );
+    assert!(
+        stdout(&o).contains(&format!(
+            "{deleted} baseline rows not deleted: 3 rejected rows have no key"
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let expected: Vec<_> = expected.into_iter().filter(|e| e.3 != "deleted").collect();
     // The rejects file: the 20 quantities with their sheet rows (header on row 3), then the
     // 3 rows without a barcode.
     let text = rejects(&w, &o);
@@ -370,7 +385,7 @@ fn json_misfits_integral_decimals_keys_and_trimmed_keys() {
     let o = w.run(&["run", "k.yaml"]);
     assert_eq!(
         summary(&o)[0],
-        "k: v2 committed — 2 rows: 0 new, 0 changed, 1 deleted, 1 unchanged, 1 rejected"
+        "k: v2 committed — 2 rows: 0 new, 0 changed, 0 deleted, 1 unchanged, 1 rejected"
     );
     assert!(
         rejects(&w, &o).contains("value 2.5 would become 2 as int64"),
