@@ -60,19 +60,23 @@ impl Store {
     /// What is wrong with a stored file (size or xxh3-128 differ from its record, or it cannot
     /// be read), or None. Read as a stream: memory stays flat whatever the file's size.
     async fn check_file(&self, table: &str, file: &StoredFile) -> Option<String> {
-        let path = object_store::path::Path::from(format!("{table}/{}", file.path));
-        let mut checksum = Checksum::default();
-        let read = async {
-            let mut chunks = self.objects()?.get(&path).await?.into_stream();
-            while let Some(chunk) = chunks.try_next().await? {
-                checksum.update(&chunk);
+        let read = match &self.place {
+            // The store's own folder: read in large pieces on a thread of its own. The object
+            // store's stream reads a local file in small chunks, four times slower at 600 MB.
+            super::Place::Local {
+                root, links: true, ..
+            } => {
+                let path = root.join(table).join(&file.path);
+                tokio::task::spawn_blocking(move || checksum_of_file(&path))
+                    .await
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
             }
-            Ok::<(), Box<dyn std::error::Error>>(())
+            _ => self.checksum_of_object(table, &file.path).await,
         };
-        if let Err(e) = read.await {
-            return Some(format!("cannot be read ({e})"));
-        }
-        let (size, digest) = checksum.finish();
+        let (size, digest) = match read {
+            Ok(found) => found,
+            Err(e) => return Some(format!("cannot be read ({e})")),
+        };
         if size != file.size {
             return Some(format!(
                 "has {size} bytes, the commit record says {}",
@@ -85,6 +89,21 @@ impl Store {
                 file.xxh3_128
             )
         })
+    }
+
+    /// The size and checksum of a stored object, read as a stream.
+    async fn checksum_of_object(
+        &self,
+        table: &str,
+        relative: &str,
+    ) -> std::result::Result<(u64, String), Box<dyn std::error::Error + Send + Sync>> {
+        let path = object_store::path::Path::from(format!("{table}/{relative}"));
+        let mut checksum = Checksum::default();
+        let mut chunks = self.objects()?.get(&path).await?.into_stream();
+        while let Some(chunk) = chunks.try_next().await? {
+            checksum.update(&chunk);
+        }
+        Ok(checksum.finish())
     }
 
     /// Refuse to read a version's file (`role`: "snapshot", "change rows") that does not match
@@ -106,5 +125,22 @@ impl Store {
                 record.table, record.version, record.table
             ),
         })
+    }
+}
+
+/// The size and checksum of a local file, read in pieces of 8 MiB.
+fn checksum_of_file(
+    path: &std::path::Path,
+) -> std::result::Result<(u64, String), Box<dyn std::error::Error + Send + Sync>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut checksum = Checksum::default();
+    let mut buffer = vec![0u8; 8 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(checksum.finish());
+        }
+        checksum.update(&buffer[..n]);
     }
 }

@@ -2,8 +2,10 @@
 //! or misnamed workbooks, Parquet and JSON lines, invalid pipeline files and repeated keys.
 //!
 //! Each case names its files, the command, the exit code of SPEC section 1 and the fragments its
-//! message must hold (the file, the line, row or column, and what to do). One test runs every case
-//! and reports every failing one at once; another asserts that no case panics. Inputs that must be
+//! message must hold (the file, the line, row or column, and what to do). Every case runs in a
+//! store that already holds a committed table of its own, which must still answer with its rows
+//! afterwards. One test runs every case and reports every failing one at once; another asserts
+//! that no case panics. Inputs that must be
 //! read correctly (a UTF-8 BOM, CRLF line endings, an empty header cell) are small tests of their
 //! own that assert the values read.
 //!
@@ -679,22 +681,109 @@ fn cases() -> Vec<Case> {
             // Lines of the file, the blank one counted.
             &["key sku=A appears 2 times", "items.jsonl rows 3 and 4"],
         ),
+        // --- names and paths that would collide -----------------------------------------------
+        case(
+            "table_named_like_the_store_runs",
+            pipeline("tables:\n  runs:\n    source: {path: items.csv}\n    key: sku\n"),
+            check,
+            2,
+            &["line 3: table name `runs` is taken"],
+        ),
+        case(
+            "table_named_like_another_tables_history",
+            pipeline("tables:\n  x:\n    source: {path: items.csv}\n    key: sku\n  x_history:\n    source: {path: items.csv}\n    key: sku\n"),
+            check,
+            2,
+            &["table name `x_history` is taken: the store queries table x's history"],
+        ),
+        case(
+            "output_over_its_own_source",
+            pipeline("tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    output: [{path: items.csv}]\n"),
+            run,
+            2,
+            &["output `", "items.csv` would overwrite the source of table items"],
+        ),
+        case(
+            "output_inside_the_store",
+            pipeline("tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    output: [{path: .tidemark/d.csv}]\n"),
+            run,
+            2,
+            &["is inside the store"],
+        ),
+        case(
+            "output_that_is_a_folder",
+            {
+                let mut files = pipeline("tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    output: [{path: out/d.csv}]\n");
+                files.push(file("out/d.csv/keep", ""));
+                files
+            },
+            run,
+            2,
+            &["out/d.csv: is a folder, not a file"],
+        ),
+        case(
+            "source_flag_with_an_empty_path",
+            items_csv("sku,qty\nA,1\n"),
+            &["run", "p.yaml", "--source", "items="],
+            2,
+            &["--source items=: the path is empty"],
+        ),
+        // --- SQL that would write ----------------------------------------------------------------
+        case(
+            "query_that_copies_over_a_file",
+            items_csv("sku,qty\nA,1\n"),
+            &["query", "p.yaml", "COPY (SELECT 1) TO 'x.parquet'"],
+            2,
+            &["COPY is not allowed: tidemark's SQL only reads"],
+        ),
+        case(
+            "transform_that_creates_a_table",
+            pipeline("tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    transform: CREATE TABLE t AS SELECT * FROM source\n"),
+            check,
+            1,
+            &["table items: the transform failed: CREATE is not allowed"],
+        ),
     ]
 }
 
+/// A pipeline of its own (`beside.yaml`, table `kept`, two rows) in every case's store,
+/// committed before the case runs: a bad input must leave what the store held answering.
+const BESIDE_PIPELINE: &str =
+    "store: .tidemark\ntables:\n  kept:\n    source: {path: kept.csv}\n    key: id\n";
+
+fn commit_beside_baseline(w: &Workdir) {
+    w.write("beside.yaml", BESIDE_PIPELINE);
+    w.write("kept.csv", "id,v\n1,a\n2,b\n");
+    assert_code(&w.run(&["run", "beside.yaml"]), 0);
+}
+
+/// What the baseline committed beside the case answers after it.
+fn beside_baseline_rows(w: &Workdir) -> String {
+    let o = w.run(&[
+        "query",
+        "beside.yaml",
+        "SELECT count(*) AS n FROM kept",
+        "--format",
+        "csv",
+    ]);
+    format!("{}{}", stdout(&o), stderr(&o))
+}
+
 /// Every case run once (the two tests below share the outputs).
-fn outcomes() -> &'static [(Case, Output)] {
-    static OUTCOMES: OnceLock<Vec<(Case, Output)>> = OnceLock::new();
+fn outcomes() -> &'static [(Case, Output, String)] {
+    static OUTCOMES: OnceLock<Vec<(Case, Output, String)>> = OnceLock::new();
     OUTCOMES.get_or_init(|| {
         cases()
             .into_iter()
             .map(|c| {
                 let w = Workdir::new();
+                commit_beside_baseline(&w);
                 for (name, contents) in &c.files {
                     w.write(name, contents);
                 }
                 let o = w.run(c.args);
-                (c, o)
+                let after = beside_baseline_rows(&w);
+                (c, o, after)
             })
             .collect()
     })
@@ -708,12 +797,18 @@ fn both_streams(o: &Output) -> String {
 fn corpus_every_bad_input_has_its_code_and_message() {
     let all = outcomes();
     assert!(
-        all.len() + BAD_INPUT_CASES.len() >= 30,
+        all.len() + BAD_INPUT_CASES.len() >= 60,
         "the corpus holds {} cases",
         all.len() + BAD_INPUT_CASES.len()
     );
     let mut failures = Vec::new();
-    for (c, o) in all {
+    for (c, o, after) in all {
+        if after != "n\n2\n" {
+            failures.push(format!(
+                "{}: the baseline beside it no longer answers with its 2 rows: {after}",
+                c.name
+            ));
+        }
         let text = both_streams(o);
         let missing: Vec<&str> = c
             .expect
@@ -745,7 +840,7 @@ fn corpus_every_bad_input_has_its_code_and_message() {
 #[test]
 fn corpus_no_case_panics_or_shows_a_backtrace() {
     let mut failures = Vec::new();
-    for (c, o) in outcomes() {
+    for (c, o, _) in outcomes() {
         let text = both_streams(o);
         for bad in ["internal error", "panicked", "RUST_BACKTRACE"] {
             if text.contains(bad) {
@@ -760,7 +855,7 @@ fn corpus_no_case_panics_or_shows_a_backtrace() {
 #[test]
 #[ignore = "prints the corpus for review"]
 fn corpus_dump() {
-    for (c, o) in outcomes() {
+    for (c, o, _) in outcomes() {
         println!(
             "== {} [{:?}]\n{}",
             c.name,
