@@ -578,11 +578,22 @@ pub fn check_limits(
             rows_read
         )));
     }
-    if let Some(limit) = table.validate.max_invalid
+    let max_invalid = crate::spec::limit_or_default(
+        table.validate.max_invalid,
+        crate::spec::DEFAULT_MAX_INVALID,
+        rows_read,
+    );
+    if let Some((limit, default)) = max_invalid
         && rows.len() as f64 > limit.rows(rows_read)
     {
+        let source = match default {
+            true => {
+                " (the default; set `validate: {max_invalid: …}` in the pipeline to allow more)"
+            }
+            false => "",
+        };
         return Err(refuse(format!(
-            "{} of {} rows ({:.1}%) are invalid; validate.max_invalid is {limit}; {first_text}",
+            "{} of {} rows ({:.1}%) are invalid; validate.max_invalid is {limit}{source}; {first_text}",
             rows.len(),
             rows_read,
             share(rows.len())

@@ -20,7 +20,7 @@ use crate::sink;
 use crate::sink::background::SideEncoding;
 use crate::sink::shape::{shape_batches, stored_changes};
 use crate::spec::DEFAULT_INCLUDE;
-use crate::spec::{Plan, TablePlan};
+use crate::spec::{DEFAULT_MAX_DELETED, Plan, TablePlan, limit_or_default};
 use crate::store::{self, ColumnSchema, CommitKind, CommitRecord, HashSpec, Store};
 
 /// The end of an `atomic: true` run: when every table ran well, their prepared versions are
@@ -421,15 +421,23 @@ fn check_guard(table: &TablePlan, counts: &Counts, baseline_rows: u64) -> Result
         table: table.name.clone(),
         message: format!("{what}. Check the source file, or run again with --force."),
     };
+    let max_deleted = limit_or_default(guard.max_deleted, DEFAULT_MAX_DELETED, baseline_rows);
+    let max_changed = guard.max_changed.map(|limit| (limit, false));
     for (count, limit, verb, key) in [
-        (counts.deleted, guard.max_deleted, "deleted", "max_deleted"),
-        (counts.changed, guard.max_changed, "changed", "max_changed"),
+        (counts.deleted, max_deleted, "deleted", "max_deleted"),
+        (counts.changed, max_changed, "changed", "max_changed"),
     ] {
-        if let Some(limit) = limit
+        if let Some((limit, default)) = limit
             && count as f64 > limit.rows(baseline_rows)
         {
+            let source = match default {
+                true => format!(
+                    " (the default; set `guard: {{{key}: …}}` in the pipeline to allow more)"
+                ),
+                false => String::new(),
+            };
             return Err(refuse(format!(
-                "{} of {} rows ({:.1}%) would be {verb}; guard {key} is {limit}",
+                "{} of {} rows ({:.1}%) would be {verb}; guard {key} is {limit}{source}",
                 thousands(count),
                 thousands(baseline_rows),
                 share(count)

@@ -227,6 +227,27 @@ impl std::fmt::Display for Limit {
     }
 }
 
+/// The most rows a run may delete when the pipeline sets no `guard.max_deleted`: a file whose
+/// keys changed form (`0001` arriving as `1`) would delete every row and add it again.
+pub const DEFAULT_MAX_DELETED: Limit = Limit::Percent(50.0);
+
+/// The most rows a run may reject when the pipeline sets no `validate.max_invalid`: a file in
+/// another layout rejects most of its rows, and a baseline kept whole hides it.
+pub const DEFAULT_MAX_INVALID: Limit = Limit::Percent(10.0);
+
+/// The defaults apply from this many rows (of the baseline for `max_deleted`, read for
+/// `max_invalid`): below it a few rows are a large share, and no catalogue is at stake.
+pub const DEFAULTS_FROM_ROWS: u64 = 100;
+
+/// A limit the pipeline set, or the default that stands in for it from [`DEFAULTS_FROM_ROWS`]
+/// rows; with whether it is the default.
+pub fn limit_or_default(set: Option<Limit>, default: Limit, rows: u64) -> Option<(Limit, bool)> {
+    match set {
+        Some(limit) => Some((limit, false)),
+        None => (rows >= DEFAULTS_FROM_ROWS).then_some((default, true)),
+    }
+}
+
 /// `guard:`: refuse a run that would delete or change too much, or that holds too few rows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Guard {

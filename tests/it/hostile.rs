@@ -466,3 +466,59 @@ fn a_baseline_that_fails_its_checksum_is_never_read_or_committed_on() {
         );
     }
 }
+
+#[test]
+fn by_default_a_file_whose_keys_changed_form_is_refused() {
+    let w = Workdir::new();
+    w.write("p.yaml", ITEMS_PIPELINE);
+    let rows = |key: &dyn Fn(u32) -> String| {
+        let mut csv = "sku,qty\n".to_string();
+        for i in 1..=200 {
+            csv.push_str(&format!("{},{i}\n", key(i)));
+        }
+        csv
+    };
+    w.write("items.csv", rows(&|i| format!("{i:04}")));
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    // `0001` arrives as `1`: every row would be deleted and added again.
+    w.write("items.csv", rows(&|i| i.to_string()));
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 3);
+    assert!(
+        stdout(&o).contains("200 of 200 rows (100.0%) would be deleted; guard max_deleted is 50% (the default; set `guard: {max_deleted: …}` in the pipeline to allow more)"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(versions_and_rows(&w), "versions,rows_now\n1,200\n");
+    assert_code(&w.run(&["run", "p.yaml", "--force"]), 0);
+}
+
+#[test]
+fn by_default_a_run_that_rejects_more_than_a_tenth_is_refused() {
+    let w = Workdir::new();
+    w.write("p.yaml", ITEMS_PIPELINE);
+    let rows = |bad: u32| {
+        let mut csv = "sku,qty\n".to_string();
+        for i in 1..=200 {
+            match i <= bad {
+                true => csv.push_str(&format!("K{i},{i} pcs\n")),
+                false => csv.push_str(&format!("K{i},{i}\n")),
+            }
+        }
+        csv
+    };
+    w.write("items.csv", rows(0));
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    w.write("items.csv", rows(30));
+    let o = w.run(&["run", "p.yaml"]);
+    assert_code(&o, 3);
+    assert!(
+        stdout(&o).contains("30 of 200 rows (15.0%) are invalid; validate.max_invalid is 10% (the default; set `validate: {max_invalid: …}` in the pipeline to allow more)"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(versions_and_rows(&w), "versions,rows_now\n1,200\n");
+    // Up to a tenth is held out and the rest commits.
+    w.write("items.csv", rows(20));
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+}
