@@ -455,12 +455,58 @@ fn engine_sentence(e: &datafusion::error::DataFusionError) -> String {
             }
         },
         DataFusionError::ArrowError(inner, _) => inner.to_string(),
-        DataFusionError::SchemaError(inner, _) => inner.to_string(),
+        DataFusionError::SchemaError(inner, _) => schema_words(inner),
         DataFusionError::Context(context, inner) => format!("{context}: {}", engine_words(inner)),
         DataFusionError::Diagnostic(_, inner) => engine_words(inner),
         DataFusionError::Shared(inner) => engine_words(inner),
         DataFusionError::Collection(all) => all.first().map(engine_words).unwrap_or_default(),
         other => other.message().into_owned(),
+    }
+}
+
+/// A column the SQL names that is not there, in words: the engine's own text quotes an internal
+/// table name (`"?table?".change_type`) and lists every column, however many.
+fn schema_words(e: &datafusion::common::SchemaError) -> String {
+    use datafusion::common::SchemaError;
+    let shown = |c: &datafusion::common::Column| match &c.relation {
+        Some(table) if table.table() != "?table?" => format!("{table}.{}", c.name),
+        _ => c.name.clone(),
+    };
+    match e {
+        SchemaError::FieldNotFound {
+            field,
+            valid_fields,
+        } => {
+            let wanted = shown(field);
+            let names: Vec<String> = valid_fields.iter().map(shown).collect();
+            let closest = names
+                .iter()
+                .map(|n| {
+                    (
+                        strsim::levenshtein(&n.to_lowercase(), &wanted.to_lowercase()),
+                        n,
+                    )
+                })
+                .filter(|(d, n)| d * 2 <= n.len().max(wanted.len()))
+                .min();
+            let mut text = format!("there is no column named {wanted}");
+            if let Some((_, name)) = closest {
+                text.push_str(&format!(" (did you mean {name}?)"));
+            }
+            const LISTED: usize = 20;
+            if !names.is_empty() {
+                let more = names.len().saturating_sub(LISTED);
+                text.push_str(&format!(
+                    "; the columns are {}",
+                    names[..names.len().min(LISTED)].join(", ")
+                ));
+                if more > 0 {
+                    text.push_str(&format!(" and {more} more"));
+                }
+            }
+            text
+        }
+        other => other.to_string().replace("\"?table?\".", ""),
     }
 }
 
@@ -525,6 +571,22 @@ pub fn guard_parser<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_column_is_named_without_the_engine_s_table_name() {
+        use datafusion::common::{Column, SchemaError};
+        let e = datafusion::error::DataFusionError::SchemaError(
+            Box::new(SchemaError::FieldNotFound {
+                field: Box::new(Column::new(Some("?table?"), "change_typ")),
+                valid_fields: vec![Column::from_name("sku"), Column::from_name("change_type")],
+            }),
+            Box::new(None),
+        );
+        assert_eq!(
+            engine_words(&e),
+            "there is no column named change_typ (did you mean change_type?); the columns are sku, change_type"
+        );
+    }
 
     #[test]
     fn a_panicking_table_is_an_internal_error_that_fails_the_run() {

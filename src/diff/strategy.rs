@@ -99,9 +99,12 @@ pub fn choose(situation: &Situation) -> Strategy {
         && situation.keys_matchable
         && !situation.tolerance
         && !situation.unchanged_wanted;
+    // With no baseline every row is NEW: there is nothing to match, and planning a join of
+    // every column (quadratic in the columns: 200 s for 10,000 of them) is all it would cost.
+    let nothing_to_match = !situation.has_baseline;
     if pairs_by_hash && situation.streamable && allowed(Strategy::Streamed) {
         Strategy::Streamed
-    } else if pairs_by_hash && allowed(Strategy::Matching) {
+    } else if (pairs_by_hash || nothing_to_match) && allowed(Strategy::Matching) {
         Strategy::Matching
     } else {
         Strategy::Join
@@ -139,12 +142,26 @@ mod tests {
     }
 
     #[test]
+    fn a_first_run_has_nothing_to_match() {
+        for unchanged_wanted in [false, true] {
+            let s = Situation {
+                has_baseline: false,
+                keys_matchable: false,
+                unchanged_wanted,
+                ..daily_csv()
+            };
+            assert_eq!(choose(&s), Strategy::Matching);
+            let forced = Situation {
+                fastest_allowed: Some(Strategy::Join),
+                ..s
+            };
+            assert_eq!(choose(&forced), Strategy::Join);
+        }
+    }
+
+    #[test]
     fn whatever_pairs_rows_otherwise_than_by_hash_is_joined() {
         let cases = [
-            Situation {
-                has_baseline: false,
-                ..daily_csv()
-            },
             Situation {
                 stored_hashes_apply: false,
                 ..daily_csv()

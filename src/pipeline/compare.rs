@@ -11,10 +11,10 @@ use super::TableJob;
 use super::conclude::{Concluding, NewSnapshot};
 use super::prepare::Hashed;
 use super::scope::Scoped;
-use crate::diff::delta::Pairs;
+use crate::diff::delta::{Pair, Pairs};
 use crate::diff::row_hash::ROW_HASH_COLUMN;
 use crate::diff::strategy::{self, Situation, Strategy};
-use crate::diff::{self, Delta, DiffSettings};
+use crate::diff::{self, Counts, Delta, DiffSettings};
 use crate::error::Result;
 use crate::sink::background::SideEncoding;
 use crate::spec::{ChangeKind, TablePlan};
@@ -142,6 +142,12 @@ pub(super) async fn compare(
             )
             .await?
         }
+        (Strategy::Matching, None) => Some(everything_new(
+            &incoming,
+            &incoming_schema,
+            &settings,
+            rows_in,
+        )?),
         _ => None,
     };
     let (delta, strategy) = match by_position {
@@ -240,6 +246,34 @@ async fn classify_by_position(
         rows_in,
     )?;
     delta_of_matched(name, settings, &pairs, fall_back_to_join)
+}
+
+/// The delta of a table's first run: every row NEW.
+fn everything_new(
+    incoming: &[RecordBatch],
+    incoming_schema: &SchemaRef,
+    settings: &DiffSettings,
+    rows_in: u64,
+) -> Result<Delta> {
+    let rows = (0..rows_in as usize)
+        .map(|i| Pair {
+            kind: ChangeKind::New,
+            new: Some(i),
+            old: None,
+        })
+        .collect();
+    let counts = Counts {
+        rows_in,
+        new: rows_in,
+        ..Counts::default()
+    };
+    let pairs = Pairs::new(
+        incoming_schema.clone(),
+        (incoming.to_vec(), Vec::new()),
+        rows,
+        counts,
+    )?;
+    diff::delta::build(settings, &pairs)
 }
 
 /// The delta of rows matched by position, or `None` when a CHANGED pair names two keys (two

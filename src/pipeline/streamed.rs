@@ -444,7 +444,8 @@ pub(super) fn local_csv_source(table: &TablePlan, options: &RunOptions) -> Resul
         return Ok(None);
     };
     Ok(match (files.pop(), files.is_empty()) {
-        (Some(file), true) => Some(file),
+        // A pipe is read once, by the usual path, which copies it first.
+        (Some(file), true) if !source::is_stream(&file) => Some(file),
         _ => None,
     })
 }

@@ -71,7 +71,7 @@ pub fn encode_parquet_unless(
     batches: &[RecordBatch],
     cancelled: &AtomicBool,
 ) -> Result<PutPayload> {
-    let props = snapshot_properties();
+    let props = snapshot_properties(schema.fields().len());
     if schema.fields().iter().any(|f| f.data_type().is_nested()) {
         // A nested column has several leaves: the plain writer lays them out.
         let mut out = Chunks::default();
@@ -81,12 +81,19 @@ pub fn encode_parquet_unless(
     encode_parquet_in_parallel(schema, batches, props, cancelled)
 }
 
+/// The widest table whose columns are written with dictionaries (see [`snapshot_properties`]).
+const MAX_DICTIONARY_COLUMNS: usize = 1000;
+
 /// How snapshots and change rows are written: LZ4 (`LZ4_RAW`, which DuckDB, pyarrow, Polars
 /// and DataFusion read), row groups of at most [`ROW_GROUP_ROWS`]. zstd level 1 made the files about
 /// two thirds the size, but compressing with it was an eighth of a 10M-row run's CPU and the
 /// run took a tenth longer; LZ4 also decompresses faster when the next run reads old rows.
-fn snapshot_properties() -> WriterProperties {
+/// A table of more than [`MAX_DICTIONARY_COLUMNS`] columns is written without dictionaries:
+/// each column's dictionary encoder holds about 140 KB however few its rows (10,000 columns of
+/// 20 rows took 1.6 GB with them, 250 MB without).
+fn snapshot_properties(columns: usize) -> WriterProperties {
     WriterProperties::builder()
+        .set_dictionary_enabled(columns <= MAX_DICTIONARY_COLUMNS)
         .set_compression(Compression::LZ4_RAW)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         // Row hashes are random: a dictionary or compression only spends time on them.
@@ -158,9 +165,10 @@ pub fn streamed_parquet<W: Write + Send>(
     }
     let mut props = plain
         .iter()
-        .fold(snapshot_properties().into_builder(), |props, column| {
-            props.set_column_dictionary_enabled(column.as_str().into(), false)
-        })
+        .fold(
+            snapshot_properties(schema.fields().len()).into_builder(),
+            |props, column| props.set_column_dictionary_enabled(column.as_str().into(), false),
+        )
         .build();
     let parquet_schema = ArrowSchemaConverter::new()
         .with_coerce_types(props.coerce_types())

@@ -352,6 +352,14 @@ impl LoadedSource {
     }
 }
 
+/// Rows per record batch for a table of `columns` columns: 64Ki rows for usual widths, fewer for
+/// wide tables, since readers allocate a batch's cells up front (arrow-csv's offsets alone take
+/// rows × columns × 8 bytes: 5 GB at 64Ki rows of 10,000 columns).
+pub fn batch_rows(columns: usize) -> usize {
+    const CELLS_PER_BATCH: usize = 1 << 20;
+    (CELLS_PER_BATCH / columns.max(1)).clamp(256, 64 * 1024)
+}
+
 /// Expand `pattern` (a path or a glob) and pick the files per `selection`.
 pub fn resolve_files(table: &str, pattern: &str, selection: FileSelection) -> Result<Vec<PathBuf>> {
     let has_glob = pattern.contains(['*', '?', '[']);
@@ -365,7 +373,11 @@ pub fn resolve_files(table: &str, pattern: &str, selection: FileSelection) -> Re
             .collect()
     } else {
         let p = PathBuf::from(pattern);
-        if p.is_file() { vec![p] } else { Vec::new() }
+        if p.is_file() || is_stream(&p) {
+            vec![p]
+        } else {
+            Vec::new()
+        }
     };
     if files.is_empty() {
         return Err(Error::SourceMissing {
@@ -392,12 +404,15 @@ pub fn read_file(
         // CSV says how far it has come as it reads; the other formats once read.
         SourceFormat::Csv => return csv::read_csv_rows(path, options, progress),
         SourceFormat::Excel => excel::read_excel_rows(path, options)?,
+        // The decoders of both assert on some malformed input: a damaged file, not a crash.
         SourceFormat::Parquet => FileRead {
-            batches: parquet::read_parquet(path)?,
+            batches: crate::error::guard_parser(path, "Parquet", || parquet::read_parquet(path))?,
             rows: FileRows::From(1),
             cell_errors: Vec::new(),
         },
-        SourceFormat::Json => json::read_json_rows(path, options)?,
+        SourceFormat::Json => {
+            crate::error::guard_parser(path, "JSON", || json::read_json_rows(path, options))?
+        }
     };
     progress.bytes_read(std::fs::metadata(path).map_or(0, |m| m.len()));
     Ok(read)
@@ -444,11 +459,51 @@ pub fn load(
             ),
         });
     }
+    let mut spool = None;
     let files: Vec<FileToRead> = resolve_files(table, pattern, selection)?
         .into_iter()
-        .map(FileToRead::local)
-        .collect();
+        .map(|path| {
+            if is_stream(&path) {
+                spool_stream(path, &mut spool)
+            } else {
+                Ok(FileToRead::local(path))
+            }
+        })
+        .collect::<Result<_>>()?;
     load_files(&files, options, allow_empty, progress)
+}
+
+/// Whether `path` is a pipe or a device (`/dev/stdin`, a FIFO a producer writes into): read once,
+/// front to back, with no size known before.
+pub fn is_stream(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| {
+        let kind = m.file_type();
+        kind.is_fifo() || kind.is_char_device() || kind.is_socket()
+    })
+}
+
+/// Copy a stream into a temporary file (in `spool`, made on first use) so that every reader can
+/// read it as a file: in pieces on several threads, or twice. The copy keeps the stream's name
+/// in messages, and its extension, which tells the Excel reader the workbook's kind.
+fn spool_stream(path: PathBuf, spool: &mut Option<tempfile::TempDir>) -> Result<FileToRead> {
+    if spool.is_none() {
+        let dir = tempfile::Builder::new()
+            .prefix("tidemark-stream-")
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        *spool = Some(dir);
+    }
+    let dir = spool.as_ref().expect("made above").path();
+    let name = path.extension().map_or_else(
+        || "stream".to_string(),
+        |ext| format!("stream.{}", ext.to_string_lossy()),
+    );
+    let local = dir.join(name);
+    let mut from = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let mut to = std::fs::File::create(&local).map_err(|e| Error::io(&local, e))?;
+    std::io::copy(&mut from, &mut to).map_err(|e| Error::io(&path, e))?;
+    Ok(FileToRead { local, shown: path })
 }
 
 /// Load these files into Arrow, one table. A header with no data rows is an error (a truncated

@@ -25,7 +25,7 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| not_parquet(&e))?;
     let schema = builder.schema().clone();
     let reader = builder
-        .with_batch_size(64 * 1024)
+        .with_batch_size(super::batch_rows(schema.fields().len()))
         .build()
         .map_err(|e| not_parquet(&e))?;
     let mut batches = reader

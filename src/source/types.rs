@@ -58,7 +58,40 @@ pub fn type_name(t: &DataType) -> String {
         DataType::Date32 => "date".into(),
         DataType::Timestamp(_, _) => "timestamp".into(),
         DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
-        other => other.to_string().to_ascii_lowercase(),
+        // Types a Parquet or JSON file may bring that a pipeline cannot declare: in words, never
+        // the engine's notation (`Struct("x": Int64)`, `FixedSizeBinary(4)`).
+        DataType::Int8 | DataType::Int16 => format!("int{}", t.primitive_width().unwrap_or(0) * 8),
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+            format!("unsigned int{}", t.primitive_width().unwrap_or(0) * 8)
+        }
+        DataType::Float16 | DataType::Float32 => "float32".into(),
+        DataType::Date64 => "date".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "time of day".into(),
+        DataType::Duration(_) | DataType::Interval(_) => "duration".into(),
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => format!("decimal({p},{s})"),
+        DataType::Decimal256(p, s) => format!("decimal({p},{s})"),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
+        DataType::FixedSizeBinary(n) => format!("binary of {n} bytes"),
+        DataType::List(item)
+        | DataType::LargeList(item)
+        | DataType::ListView(item)
+        | DataType::LargeListView(item)
+        | DataType::FixedSizeList(item, _) => format!("list of {}", type_name(item.data_type())),
+        DataType::Struct(fields) => {
+            let names: Vec<&str> = fields.iter().take(5).map(|f| f.name().as_str()).collect();
+            let more = fields.len().saturating_sub(names.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!("object with fields {}{more}", names.join(", "))
+        }
+        DataType::Map(_, _) => "map".into(),
+        DataType::Dictionary(_, values) => type_name(values),
+        DataType::RunEndEncoded(_, values) => type_name(values.data_type()),
+        DataType::Null => "empty (no values)".into(),
+        DataType::Union(_, _) => "mixed values".into(),
     }
 }
 
@@ -801,6 +834,32 @@ mod tests {
     }
 
     /// Baselines store column types as text; every type tidemark produces must read back.
+    #[test]
+    fn types_a_pipeline_cannot_declare_are_named_in_words() {
+        use datafusion::arrow::datatypes::Fields;
+        let object = DataType::Struct(Fields::from(vec![
+            Field::new("w", DataType::Int64, true),
+            Field::new("h", DataType::Int64, true),
+        ]));
+        assert_eq!(type_name(&object), "object with fields w, h");
+        assert_eq!(
+            type_name(&DataType::FixedSizeBinary(4)),
+            "binary of 4 bytes"
+        );
+        assert_eq!(
+            type_name(&DataType::List(Arc::new(Field::new("item", object, true)))),
+            "list of object with fields w, h"
+        );
+        assert_eq!(type_name(&DataType::UInt16), "unsigned int16");
+        assert_eq!(
+            type_name(&DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Utf8)
+            )),
+            "string"
+        );
+    }
+
     #[test]
     fn pinned_type_names_round_trip() {
         for name in [

@@ -93,15 +93,59 @@ pub fn load(path: &Path, store_override: Option<&str>) -> Result<Plan> {
     Ok(plan)
 }
 
+/// The limit of the YAML reader a file went past, if that is the error (with or without its
+/// snippet of the file).
+fn budget_breach(e: &serde_saphyr::Error) -> Option<&serde_saphyr::budget::BudgetBreach> {
+    match e.without_snippet() {
+        serde_saphyr::Error::Budget { breach, .. } => Some(breach),
+        _ => None,
+    }
+}
+
+/// The YAML reader's limits (which keep a hostile file from taking the machine's memory) in words:
+/// a pipeline file is a few kilobytes, so reaching one means the file is not a pipeline file.
+fn budget_words(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach;
+    let what = match breach {
+        BudgetBreach::Nodes { nodes } => {
+            format!("it holds more than {} values", nodes.saturating_sub(1))
+        }
+        BudgetBreach::Events { events } => {
+            format!("it holds more than {} YAML items", events.saturating_sub(1))
+        }
+        BudgetBreach::ScalarBytes { total_scalar_bytes } => {
+            format!("its values add up to more than {total_scalar_bytes} bytes")
+        }
+        BudgetBreach::InputBytes { input_bytes } => {
+            format!("it is larger than {input_bytes} bytes")
+        }
+        BudgetBreach::Depth { depth } => format!("it nests {depth} levels deep"),
+        BudgetBreach::Documents { documents } => format!("it holds {documents} YAML documents"),
+        BudgetBreach::Aliases { .. }
+        | BudgetBreach::Anchors { .. }
+        | BudgetBreach::AliasAnchorRatio { .. }
+        | BudgetBreach::MergeKeys { .. }
+        | BudgetBreach::RecordedAnchorEvents { .. }
+        | BudgetBreach::RecordedAnchorBytes { .. } => {
+            "its anchors and aliases (`&name`, `*name`, `<<`) expand too far".to_string()
+        }
+        _ => "it is too large or too deeply nested".to_string(),
+    };
+    format!(
+        "this is not a pipeline file tidemark will read: {what}. A pipeline file names tables, their sources and keys; check that the path names the right file."
+    )
+}
+
 /// A YAML or schema error, with its line and column, and for an unknown key the closest valid one.
 fn syntax_error(path: &Path, source: &str, e: &serde_saphyr::Error) -> Error {
     let (line, column) = e
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
-    let text = match e {
-        serde_saphyr::Error::Message { msg, .. } => msg.clone(),
-        other => {
+    let text = match (budget_breach(e), e) {
+        (Some(breach), _) => budget_words(breach),
+        (None, serde_saphyr::Error::Message { msg, .. }) => msg.clone(),
+        (None, other) => {
             // The rendered message may carry a snippet and a location prefix; keep the gist.
             let first = other
                 .to_string()

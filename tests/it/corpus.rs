@@ -293,7 +293,7 @@ fn cases() -> Vec<Case> {
             items_csv(b"sku,name\nA,caf\xe9\nB,tea\n"),
             run,
             1,
-            &["items.csv, row 2: the file is not valid UTF-8", "Re-export it as UTF-8"],
+            &["items.csv, row 2, column \"name\": the file is not valid UTF-8", "Re-export it as UTF-8"],
         ),
         case(
             "csv_duplicate_column_name",
@@ -338,7 +338,7 @@ fn cases() -> Vec<Case> {
             items_csv(b"sku,name\nA,tea\nB,\x93quoted\x94\n"),
             check,
             1,
-            &["items: error:", "items.csv, row 3: the file is not valid UTF-8"],
+            &["items: error:", "items.csv, row 3, column \"name\": the file is not valid UTF-8"],
         ),
         case(
             "diff_new_file_with_an_unclosed_quote",

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary on real files, asserting exact outputs.
 
 mod bad_input;
+mod bounds;
 mod composite_keys;
 mod corpus;
 mod exact_diff;

@@ -54,7 +54,7 @@ pub(super) fn read_in_one_piece(
         return Err(Error::SourceData {
             path: path.to_path_buf(),
             row: Some(line as u64),
-            column: None,
+            column: column_holding(body, options.delimiter, e.valid_up_to()),
             message: "the file is not valid UTF-8 (is it Latin-1 or Windows-1252?). Re-export it as UTF-8.".into(),
         });
     }
@@ -159,6 +159,33 @@ pub(super) fn unclosed_quote(body: &[u8], delimiter: u8) -> Option<usize> {
     }
     let (state, opened_on) = scan_quotes(body, delimiter);
     (state == QuoteState::Quoted).then_some(opened_on)
+}
+
+/// The name of the column the byte at `offset` lies in (the header's name for that field, or
+/// `column_N`), or `None` when the byte is in the header itself.
+fn column_holding(body: &[u8], delimiter: u8, offset: usize) -> Option<String> {
+    let mut in_quotes = false;
+    let mut field = 0;
+    let mut header_len = None;
+    for (i, &b) in body[..offset].iter().enumerate() {
+        match b {
+            // A doubled quote inside a quoted field toggles twice: boundaries stay right.
+            b'"' => in_quotes = !in_quotes,
+            b'\n' if !in_quotes => {
+                field = 0;
+                header_len.get_or_insert(i + 1);
+            }
+            b if b == delimiter && !in_quotes => field += 1,
+            _ => {}
+        }
+    }
+    let names = super::header_names(&body[..header_len?], delimiter).unwrap_or_default();
+    Some(
+        names
+            .get(field)
+            .cloned()
+            .unwrap_or_else(|| format!("column_{}", field + 1)),
+    )
 }
 
 /// Where a CSV scanner is after some bytes, as far as quoting goes.

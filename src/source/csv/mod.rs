@@ -232,7 +232,7 @@ fn text_reader(
     let mut builder = ReaderBuilder::new(text_schema.clone())
         .with_header(header)
         .with_delimiter(delimiter)
-        .with_batch_size(64 * 1024);
+        .with_batch_size(super::batch_rows(text_schema.fields().len()));
     if let Some(nulls) = nulls {
         builder = builder.with_null_regex(nulls.clone());
     }

@@ -191,6 +191,9 @@ impl<'a> SheetReader<'a> {
             return Ok(false);
         }
         self.last_row = row;
+        if let Cell::Text(text) = cell {
+            super::bounds::check_cell_text(self.ctx.path, self.sheet, row, col, text)?;
+        }
         let blank = is_blank(cell);
         if !blank {
             self.rows_seen = self.rows_seen.max(row.saturating_add(1));

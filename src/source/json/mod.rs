@@ -17,6 +17,8 @@ use super::{CellError, FileRead, FileRows, SourceOptions};
 use crate::engine;
 use crate::error::{Error, Result};
 
+mod shapes;
+
 /// Read a JSON-lines file into one record batch; values that do not fit a declared type are
 /// null and reported by line.
 pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> {
@@ -35,11 +37,22 @@ pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> 
             column: None,
             message,
         },
-        None => Error::SourceData {
-            path: path.to_path_buf(),
-            row: None,
-            column: None,
-            message: format!("malformed JSON lines ({e}). Each line must hold one JSON object."),
+        None => match shapes::first_conflict(&bytes) {
+            Some(conflict) => Error::SourceData {
+                path: path.to_path_buf(),
+                row: Some(conflict.line),
+                column: Some(conflict.column),
+                message: conflict.message,
+            },
+            None => Error::SourceData {
+                path: path.to_path_buf(),
+                row: None,
+                column: None,
+                message: format!(
+                    "malformed JSON lines ({}). Each line must hold one JSON object.",
+                    e.to_string().trim_start_matches("Json error: ")
+                ),
+            },
         },
     };
     let (inferred, _) =
@@ -49,7 +62,7 @@ pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> 
     // their text rather than failing the file.
     let reader = ReaderBuilder::new(schema.clone())
         .with_coerce_primitive(true)
-        .with_batch_size(64 * 1024)
+        .with_batch_size(super::batch_rows(schema.fields().len()))
         .build(BufReader::new(Cursor::new(&bytes)))
         .map_err(|e| malformed(&e))?;
     let batches = reader
@@ -57,7 +70,7 @@ pub fn read_json_rows(path: &Path, options: &SourceOptions) -> Result<FileRead> 
         .map_err(|e| malformed(&e))?;
     let batch =
         concat_batches(&schema, &batches).map_err(|e| engine::error("reading JSON", e.into()))?;
-    let (batch, cell_errors) = apply_declared(batch, options)?;
+    let (batch, cell_errors) = apply_declared(path, batch, options)?;
     Ok(FileRead {
         batches: vec![batch],
         // Blank lines are skipped by the reader: each object's row is the line it is on.
@@ -165,6 +178,7 @@ fn in_file_order(bytes: &[u8], inferred: Schema) -> Schema {
 }
 
 fn apply_declared(
+    path: &Path,
     batch: RecordBatch,
     options: &SourceOptions,
 ) -> Result<(RecordBatch, Vec<CellError>)> {
@@ -176,6 +190,18 @@ fn apply_declared(
     let mut errors = Vec::new();
     for (field, values) in batch.schema_ref().fields().iter().zip(batch.columns()) {
         match options.declared_type(field.name()) {
+            Some(t) if t != field.data_type() && field.data_type().is_nested() => {
+                return Err(Error::SourceData {
+                    path: path.to_path_buf(),
+                    row: None,
+                    column: Some(field.name().clone()),
+                    message: format!(
+                        "the column's values are of type {}; they cannot be read as {}. Remove the column from `columns:` to keep them as they are.",
+                        super::types::type_name(field.data_type()),
+                        super::types::type_name(t)
+                    ),
+                });
+            }
             Some(t) if t != field.data_type() => {
                 // Through text, as CSV columns are parsed: 4.5 is no int64 (a cast would cut it
                 // to 4) and "abc" no number; each such value rejects its row.
