@@ -170,9 +170,9 @@ pub fn build(settings: &DiffSettings, pairs: &Pairs) -> Result<Delta> {
         true => with_renames(settings, pairs, &new_side, &old_side)?,
         false => (pairs.rows.clone(), pairs.counts),
     };
-    let schema = &pairs.new_schema;
+    let names = Names::of(&pairs.new_schema, &settings.baseline_columns);
     let value = |column: &DeltaColumn, rows: &[Pair]| {
-        value_column(settings, (schema, column), rows, &new_side, &old_side)
+        value_column(&names, column, rows, &new_side, &old_side)
     };
 
     // Ordered by key, as the query's ORDER BY.
@@ -287,9 +287,27 @@ impl DeltaColumn<'_> {
 }
 
 /// The values of one delta column over `rows`.
+/// Today's column types and the baseline's column names, found by name in constant time: the
+/// builder looks up every column, and a schema's lookup is linear in its columns.
+struct Names<'a> {
+    types: std::collections::HashMap<&'a str, &'a DataType>,
+    in_baseline: HashSet<&'a str>,
+}
+
+impl<'a> Names<'a> {
+    fn of(schema: &'a SchemaRef, baseline_columns: &'a [String]) -> Self {
+        Names {
+            types: (schema.fields().iter())
+                .map(|f| (f.name().as_str(), f.data_type()))
+                .collect(),
+            in_baseline: baseline_columns.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
 fn value_column(
-    settings: &DiffSettings,
-    (schema, column): (&SchemaRef, &DeltaColumn),
+    names: &Names<'_>,
+    column: &DeltaColumn,
     rows: &[Pair],
     new_side: &Side<'_>,
     old_side: &Side<'_>,
@@ -298,15 +316,12 @@ fn value_column(
         DeltaColumn::Value(name) => (name.as_str(), false),
         DeltaColumn::PreviousKey(key) => (key.as_str(), true),
     };
-    let field = schema
-        .field_with_name(name)
-        .map_err(|_| missing_column(name))?;
-    let data_type = field.data_type();
+    let data_type = *names.types.get(name).ok_or_else(|| missing_column(name))?;
     let new = match previous {
         true => Vec::new(),
         false => new_side.column(name).unwrap_or_default(),
     };
-    let old = match settings.baseline_columns.iter().any(|c| c == name) {
+    let old = match names.in_baseline.contains(name) {
         true => old_side.column(name).unwrap_or_default(),
         false => Vec::new(),
     };
@@ -351,8 +366,12 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     };
     let mut fields = Vec::new();
     let mut columns = Vec::new();
+    let places: std::collections::HashMap<&str, usize> =
+        (batch.schema_ref().fields().iter().enumerate())
+            .map(|(i, f)| (f.name().as_str(), i))
+            .collect();
     for field in schema.fields() {
-        let Some(column) = batch.column_by_name(field.name()) else {
+        let Some(column) = places.get(field.name().as_str()).map(|&i| batch.column(i)) else {
             continue;
         };
         // Not `safe`: a value the type cannot hold fails, as an SQL cast does.

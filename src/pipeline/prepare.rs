@@ -681,14 +681,13 @@ pub(super) fn with_row_hash(
     hashed: &[String],
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
+    // By place, found once: a lookup by name per column is quadratic in a wide table.
+    let places: HashMap<&str, usize> = (batch.schema_ref().fields().iter().enumerate())
+        .map(|(i, f)| (f.name().as_str(), i))
+        .collect();
     let inputs: Vec<ArrayRef> = hashed
         .iter()
-        .map(|c| {
-            batch
-                .column_by_name(c)
-                .cloned()
-                .expect("compared columns exist")
-        })
+        .map(|c| batch.column(places[c.as_str()]).clone())
         .collect();
     let hashes = row_hash::hash_rows(&inputs, batch.num_rows())
         .map_err(|e| engine::error(format!("table {table}: hashing rows"), e))?;
