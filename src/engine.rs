@@ -213,6 +213,16 @@ pub fn register_batches(
     Ok(())
 }
 
+/// Each column's place in `schema`, by name: a schema finds a name by a linear search, which a
+/// lookup of every column makes quadratic in a wide table (10,000 columns).
+pub fn column_places(
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> std::collections::HashMap<&str, usize> {
+    (schema.fields().iter().enumerate())
+        .map(|(i, f)| (f.name().as_str(), i))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

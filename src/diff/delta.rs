@@ -366,10 +366,7 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     };
     let mut fields = Vec::new();
     let mut columns = Vec::new();
-    let places: std::collections::HashMap<&str, usize> =
-        (batch.schema_ref().fields().iter().enumerate())
-            .map(|(i, f)| (f.name().as_str(), i))
-            .collect();
+    let places = engine::column_places(batch.schema_ref());
     for field in schema.fields() {
         let Some(column) = places.get(field.name().as_str()).map(|&i| batch.column(i)) else {
             continue;

@@ -32,12 +32,9 @@ impl<'a> Side<'a> {
                 Some(first)
             })
             .collect();
-        let places = batches.first().map_or_else(HashMap::new, |b| {
-            let fields = b.schema_ref().fields();
-            (fields.iter().enumerate())
-                .map(|(i, f)| (f.name().as_str(), i))
-                .collect()
-        });
+        let places = batches
+            .first()
+            .map_or_else(HashMap::new, |b| engine::column_places(b.schema_ref()));
         Side {
             batches,
             starts,

@@ -682,9 +682,7 @@ pub(super) fn with_row_hash(
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
     // By place, found once: a lookup by name per column is quadratic in a wide table.
-    let places: HashMap<&str, usize> = (batch.schema_ref().fields().iter().enumerate())
-        .map(|(i, f)| (f.name().as_str(), i))
-        .collect();
+    let places = engine::column_places(batch.schema_ref());
     let inputs: Vec<ArrayRef> = hashed
         .iter()
         .map(|c| batch.column(places[c.as_str()]).clone())
