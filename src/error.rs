@@ -19,6 +19,9 @@ pub mod exit_code {
     pub const REFUSED: u8 = 3;
     /// Conflict: another run committed that table's next version first.
     pub const CONFLICT: u8 = 4;
+    /// Committed, not delivered: a destination did not receive a committed version; the next
+    /// run or `tidemark deliver` resumes it.
+    pub const UNDELIVERED: u8 = 5;
 }
 
 /// Everything that can go wrong, each with the context to act on it.
@@ -319,6 +322,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// A committed version did not reach a destination: its cursor stays where it was.
+    #[error("{} is committed but not delivered to {destination}: {reason}. Once that is fixed, `tidemark deliver` (or the next run) delivers it.", version.map_or_else(|| format!("table {table}"), |v| format!("{table} v{v}")))]
+    Undelivered {
+        /// The table.
+        table: String,
+        /// The destination's name.
+        destination: String,
+        /// The first version it lacks, when known.
+        version: Option<u64>,
+        /// Why.
+        reason: String,
+    },
+
     /// A bug of tidemark's: a table's run stopped where it never should (a panic).
     #[error(
         "table {table}: internal error ({detail}); nothing of this run was committed. Please report it, with the command and the `-vv` log."
@@ -384,6 +400,7 @@ impl Error {
             | Error::ChangeColumnTaken { .. }
             | Error::PreviousKeyColumnTaken { .. } => exit_code::INVALID,
             Error::Conflict { .. } => exit_code::CONFLICT,
+            Error::Undelivered { .. } => exit_code::UNDELIVERED,
             Error::Refused { .. } => exit_code::REFUSED,
             Error::TablesFailed { code, .. } => *code,
             _ => exit_code::FAILED,

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod cloud;
+pub mod deliver;
 pub mod diff;
 pub mod engine;
 pub mod error;

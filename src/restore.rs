@@ -163,6 +163,7 @@ pub async fn rollback(
     record.changes = changes;
     record.counts = delta.counts;
     record.duration_ms = started.elapsed().as_millis() as u64;
+    crate::deliver::join_missing(store, table, version - 1).await?;
     store.commit(&record).await?;
     Ok(record)
 }
@@ -238,6 +239,7 @@ pub async fn reset(plan: &Plan, table: &TablePlan, store: &Store) -> Result<Comm
         ..Counts::default()
     };
     record.duration_ms = started.elapsed().as_millis() as u64;
+    crate::deliver::join_missing(store, table, version - 1).await?;
     store.commit(&record).await?;
     Ok(record)
 }

@@ -1,11 +1,13 @@
 //! The command line: clap definitions here, one file per verb.
 
 mod check;
+mod deliver;
 mod diff;
 mod history;
 mod query;
 mod rollback;
 mod run;
+mod status;
 mod vacuum;
 mod verify;
 
@@ -68,6 +70,10 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Remove versions beyond the newest N and the files no kept version needs.
     Vacuum(vacuum::VacuumArgs),
+    /// Deliver what is committed but not yet delivered, without running anything.
+    Deliver(deliver::DeliverArgs),
+    /// Per table: the latest version, its last run, and what each destination has received.
+    Status(status::StatusArgs),
 }
 
 /// Run the parsed command; returns the exit code.
@@ -86,6 +92,8 @@ pub async fn execute(cli: Cli) -> Result<u8> {
         Command::Vacuum(args) => vacuum::execute(args, store).await,
         Command::Rollback(args) => rollback::rollback(args, &cli.global).await,
         Command::Reset(args) => rollback::reset(args, &cli.global).await,
+        Command::Deliver(args) => deliver::execute(args, &cli.global).await,
+        Command::Status(args) => status::execute(args, store).await,
     }
 }
 

@@ -53,7 +53,7 @@ pub(super) async fn rollback(args: RollbackArgs, global: &super::GlobalArgs) -> 
     let store = Store::open_existing(&plan.store)?.single_writer(global.unsafe_single_writer);
     let record = restore::rollback(&plan, table, &store, args.to).await?;
     print(&record, &format!("rollback to v{}", args.to));
-    Ok(exit_code::OK)
+    Ok(deliver(&store, table).await)
 }
 
 pub(super) async fn reset(args: ResetArgs, global: &super::GlobalArgs) -> Result<u8> {
@@ -62,5 +62,19 @@ pub(super) async fn reset(args: ResetArgs, global: &super::GlobalArgs) -> Result
     let store = Store::open_existing(&plan.store)?.single_writer(global.unsafe_single_writer);
     let record = restore::reset(&plan, table, &store).await?;
     print(&record, "reset");
-    Ok(exit_code::OK)
+    Ok(deliver(&store, table).await)
+}
+
+/// Hand the new version on to the table's destinations; the exit code says whether all of
+/// them received it.
+async fn deliver(store: &Store, table: &TablePlan) -> u8 {
+    let deliveries = crate::deliver::bring_up_to_date(store, table, None, None).await;
+    let mut code = exit_code::OK;
+    for d in &deliveries {
+        if let Some(e) = &d.error {
+            println!("  not delivered: {e}");
+            code = exit_code::UNDELIVERED;
+        }
+    }
+    code
 }

@@ -36,6 +36,13 @@ pub struct RunArgs {
     /// pipeline file.
     #[arg(long)]
     pub fail_fast: bool,
+    /// Commit only: deliver nothing now; destinations receive the new versions at the next
+    /// run or `tidemark deliver`.
+    #[arg(long)]
+    pub no_deliver: bool,
+    /// For tests: end the process right after the first commit, as a kill -9 would.
+    #[arg(long, hide = true)]
+    pub abort_after_commit: bool,
     /// Also write the machine-readable run report (JSON).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -109,6 +116,8 @@ pub(super) async fn execute(args: RunArgs, global: &super::GlobalArgs) -> Result
         } else {
             let status = if code == exit_code::OK {
                 "success"
+            } else if code == exit_code::UNDELIVERED {
+                "undelivered"
             } else if reports.iter().all(|r| r["status"] != "failed") {
                 "refused"
             } else {
@@ -182,7 +191,7 @@ async fn run_file(
         let now = chrono::Utc::now();
         for table in &plan.tables {
             for output in &table.outputs {
-                let path = sink::output_path(&output.path, &table.name, 1, now);
+                let (path, _) = crate::deliver::files::places(&output.path, &table.name, 1, now);
                 sink::check_writable(&path, "delta.csv")?;
             }
         }
@@ -199,6 +208,8 @@ async fn run_file(
         strategy: args.strategy,
         piece_bytes: args.piece_bytes,
         fall_back_to_join: args.fall_back_to_join,
+        no_deliver: args.no_deliver,
+        abort_after_commit: args.abort_after_commit,
         atomic_run: None,
     };
     run_pipeline(&plan, &options, |t| {
@@ -219,6 +230,9 @@ async fn run_file(
             for note in &t.notes {
                 println!("  note: {note}");
             }
+            for line in delivery_lines(t) {
+                println!("  {line}");
+            }
             if let Some(e) = &t.error {
                 tracing::debug!("{}: {e:?}", t.table);
             }
@@ -235,6 +249,40 @@ async fn run_file(
         })
     })
     .await
+}
+
+/// What the summary says of a table's deliveries beyond "committed": a destination left
+/// behind, and versions an earlier run had committed but not delivered.
+fn delivery_lines(t: &TableRun) -> Vec<String> {
+    let mut lines = Vec::new();
+    for d in &t.deliveries {
+        let earlier: Vec<String> = (d.versions.iter())
+            .filter(|v| Some(**v) != t.version)
+            .map(|v| format!("v{v}"))
+            .collect();
+        if !earlier.is_empty() {
+            lines.push(format!(
+                "delivered to {} what earlier runs committed: {}",
+                d.destination,
+                earlier.join(", ")
+            ));
+        }
+        if let Some(e) = &d.error {
+            lines.push(format!("not delivered: {e}"));
+        }
+    }
+    lines
+}
+
+/// One destination's delivery as the report shows it.
+pub(super) fn delivery_json(d: &crate::deliver::Delivery) -> serde_json::Value {
+    json!({
+        "destination": d.destination,
+        "delivered": d.versions,
+        "files": d.files,
+        "cursor": d.cursor,
+        "error": d.error.as_ref().map(|e| e.to_string()),
+    })
 }
 
 /// `customer=GREYSON, region=EU`.
@@ -315,6 +363,13 @@ fn report_json(run: &PipelineRun) -> serde_json::Value {
     } else {
         "failed"
     };
+    let undelivered = (run.tables.iter())
+        .flat_map(|t| &t.deliveries)
+        .any(|d| d.error.is_some());
+    let status = match status {
+        "success" if undelivered => "undelivered",
+        other => other,
+    };
     let tables: Vec<_> = run
         .tables
         .iter()
@@ -337,6 +392,7 @@ fn report_json(run: &PipelineRun) -> serde_json::Value {
                 "notes": t.notes,
                 "partitions": t.partitions.iter().map(partition_json).collect::<Vec<_>>(),
                 "error": t.error.as_ref().map(|e| e.to_string()).or_else(|| t.skipped_because.clone()),
+                "deliveries": t.deliveries.iter().map(delivery_json).collect::<Vec<_>>(),
             })
         })
         .collect();

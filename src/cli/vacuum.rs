@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+
+use crate::deliver::{self, cursor, files};
 use crate::error::{Error, Result, exit_code};
 use crate::spec;
 use crate::store::Store;
@@ -35,12 +38,27 @@ pub(super) async fn execute(args: VacuumArgs, store: Option<&str>) -> Result<u8>
     let grace = parse_grace(&args.grace)?;
     let plan = spec::load(&args.pipeline, store)?;
     let store = Store::open_existing(&plan.store)?;
+    let now = chrono::Utc::now();
+    let chosen: Vec<&spec::TablePlan> = (plan.tables.iter())
+        .filter(|t| args.tables.is_empty() || args.tables.contains(&t.name))
+        .collect();
+    // The oldest version a destination of each table has not received.
+    let mut undelivered = HashMap::new();
+    for table in &chosen {
+        for name in deliver::destinations(table) {
+            if let Some(at) = cursor::position(&store, &table.name, name).await? {
+                let lacked = undelivered.entry(table.name.clone()).or_insert(u64::MAX);
+                *lacked = (*lacked).min(at + 1);
+            }
+        }
+    }
     let plans = store
         .vacuum(
             &args.tables,
             args.keep,
+            &undelivered,
             grace,
-            chrono::Utc::now(),
+            now,
             args.dry_run,
         )
         .await?;
@@ -49,6 +67,34 @@ pub(super) async fn execute(args: VacuumArgs, store: Option<&str>) -> Result<u8>
     } else {
         "removed"
     };
+    // Only a destination's latest cursor record says where it is.
+    for table in &chosen {
+        for name in deliver::destinations(table) {
+            let old = cursor::prune(&store, &table.name, name, args.dry_run).await?;
+            if old > 0 {
+                println!(
+                    "{}: {verb} {old} old delivery records of {name}",
+                    table.name
+                );
+            }
+        }
+    }
+    // Delta files that runs which died left on their way beside their places.
+    let before = std::time::SystemTime::from(now - grace);
+    for table in &chosen {
+        for output in &table.outputs {
+            for leftover in files::leftovers(output, before) {
+                if !args.dry_run {
+                    std::fs::remove_file(&leftover).map_err(|e| Error::io(&leftover, e))?;
+                }
+                println!(
+                    "{}: {verb} {}, left by a run that died",
+                    table.name,
+                    leftover.display()
+                );
+            }
+        }
+    }
     for p in &plans {
         let bytes: u64 = p.files.iter().map(|(_, size)| size).sum();
         let versions = match (p.dropped.first(), p.dropped.last()) {

@@ -9,10 +9,11 @@ use chrono::Utc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use super::progress::{Counting, Progress};
+use super::progress::Progress;
 use super::report::{PendingCommit, record_run};
 use super::scope::{PartitionRows, count_partitions};
 use super::{Facts, Partial, TableJob, TableRun, TableStatus};
+use crate::deliver::{self, Fresh, files};
 use crate::diff::strategy::Strategy;
 use crate::diff::{Counts, Delta};
 use crate::error::{Error, Result};
@@ -64,22 +65,8 @@ pub(super) async fn commit_together(
         let version = pending.record.version;
         match &verdict {
             Ok(()) => {
-                match write_outputs(
-                    &outcome.table,
-                    version,
-                    pending.outputs,
-                    &Progress::new(false, ""),
-                )
-                .await
-                {
-                    Ok(files) => outcome.delta_files = files,
-                    Err(e) => {
-                        // Committed: the data is in the store; only a delta file is missing.
-                        outcome
-                            .notes
-                            .push(format!("the delta could not be written: {e}"));
-                    }
-                }
+                let table = plan.table(&outcome.table).expect("a pipeline table");
+                deliver_committed(store, table, &pending.record, pending.outputs, outcome).await;
             }
             Err((_, true)) => {
                 outcome.status = TableStatus::Conflict;
@@ -173,16 +160,7 @@ pub(super) async fn conclude(
     // nothing is committed yet; only the file writes come after the commit.
     let mut shaped = Vec::with_capacity(table.outputs.len());
     for output in &table.outputs {
-        shaped.push(
-            shape_batches(
-                table,
-                delta,
-                &output.include,
-                output.columns.as_deref(),
-                column_types,
-            )
-            .await?,
-        );
+        shaped.push(files::shape(table, output, delta).await?);
     }
     let run = TableRun {
         table: name.to_string(),
@@ -201,6 +179,7 @@ pub(super) async fn conclude(
         partitions,
         pending: None,
         strategy: Some(concluding.strategy),
+        deliveries: Vec::new(),
     };
     if job.options.dry_run {
         let preview = match shaped.into_iter().next() {
@@ -239,21 +218,25 @@ async fn commit(
     } = concluding;
     let version = facts.version;
     job.progress.phase("writing the snapshot and committing");
-    let outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))> = table
-        .outputs
-        .iter()
-        .map(|o| o.path.clone())
-        .zip(shaped)
-        .collect();
+    // One time for the record and the delta files' names: a delivery repeated later names
+    // its files as this one does.
+    let committed_at = Utc::now();
+    let delivering = !job.options.no_deliver;
     // The delta files are written on another core while the version's files are stored,
     // under temporary names beside their places; only once the commit succeeded are they
-    // renamed into place (step 3). An atomic pipeline writes them once every table committed.
-    let (outputs, preparing) = match job.options.atomic_run {
-        Some(_) => (outputs, None),
-        None => {
-            let table = name.to_string();
-            let preparing =
-                tokio::task::spawn_blocking(move || prepare_outputs(&table, version, &outputs));
+    // renamed into place. An atomic pipeline writes them once every table committed.
+    let (shaped, preparing) = match (&job.options.atomic_run, delivering) {
+        (Some(_), _) => (shaped, None),
+        (None, false) => (Vec::new(), None),
+        (None, true) => {
+            let (table, name) = (table.clone(), name.to_string());
+            let preparing = tokio::task::spawn_blocking(move || {
+                (table.outputs.iter().zip(&shaped))
+                    .map(|(output, shaped)| {
+                        files::prepare(&name, output, version, committed_at, shaped).map(Some)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            });
             (Vec::new(), Some(preparing))
         }
     };
@@ -285,7 +268,7 @@ async fn commit(
         table: name.to_string(),
         version,
         kind: CommitKind::Run,
-        committed_at: Utc::now(),
+        committed_at,
         started_at: job.started_at,
         run_id: job.run_id.to_string(),
         pipeline: job.plan.name.clone(),
@@ -311,6 +294,9 @@ async fn commit(
         previous_version: baseline.map(|b| b.version),
         atomic: None,
     };
+    // A destination seen for the first time receives this version, even if this process
+    // dies right after the commit.
+    deliver::join_missing(store, table, version - 1).await?;
     if let Some(id) = &job.options.atomic_run {
         // An atomic pipeline commits every table together, once all have run; the tables that
         // depend on this one read this version meanwhile.
@@ -319,7 +305,7 @@ async fn commit(
         store.stage(record.clone());
         run.pending = Some(Box::new(PendingCommit {
             record,
-            outputs,
+            outputs: shaped,
             started_at: job.started_at,
             run_id: job.run_id.to_string(),
         }));
@@ -337,9 +323,57 @@ async fn commit(
         "{name}: committed v{version} ({:.2} s)",
         job.started.elapsed().as_secs_f64()
     );
-    // Step 3: outputs, only after the commit succeeded.
-    run.delta_files = publish_outputs(prepared).await?;
+    if job.options.abort_after_commit {
+        // A test's stand-in for kill -9 at the worst moment: nothing after the commit runs.
+        std::process::abort();
+    }
+    if delivering {
+        let fresh = Fresh { version, prepared };
+        run.deliveries = deliver::bring_up_to_date(store, table, Some(fresh), None).await;
+        run.delta_files = run
+            .deliveries
+            .iter()
+            .flat_map(|d| d.files.clone())
+            .collect();
+    }
     Ok(run)
+}
+
+/// Deliver an atomic pipeline's committed version of `table` (its outputs shaped, not written)
+/// and everything before it its destinations lack; the outcome says what reached where.
+async fn deliver_committed(
+    store: &Store,
+    table: &TablePlan,
+    record: &CommitRecord,
+    shaped: Vec<files::Shaped>,
+    outcome: &mut TableRun,
+) {
+    let mut prepared = Vec::with_capacity(shaped.len());
+    for (output, shaped) in table.outputs.iter().zip(&shaped) {
+        let file = files::prepare(
+            &table.name,
+            output,
+            record.version,
+            record.committed_at,
+            shaped,
+        );
+        match file {
+            Ok(file) => prepared.push(Some(file)),
+            // Read back from the store by the delivery instead, which says what went wrong.
+            Err(e) => {
+                tracing::debug!("{}: preparing {}: {e}", table.name, output.name);
+                prepared.push(None);
+            }
+        }
+    }
+    let fresh = Fresh {
+        version: record.version,
+        prepared,
+    };
+    outcome.deliveries = deliver::bring_up_to_date(store, table, Some(fresh), None).await;
+    outcome.delta_files = (outcome.deliveries.iter())
+        .flat_map(|d| d.files.clone())
+        .collect();
 }
 
 /// Store the new snapshot under `relative` (step 1 of the commit protocol).
@@ -361,49 +395,6 @@ async fn store_snapshot(
     );
     progress.phase("writing the snapshot");
     store.put_file(name, relative, payload).await
-}
-
-/// Write a committed version's delta files; returns where they went.
-async fn write_outputs(
-    table: &str,
-    version: u64,
-    outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))>,
-    progress: &Progress,
-) -> Result<Vec<String>> {
-    let rows: u64 = outputs
-        .iter()
-        .flat_map(|(_, (_, batches))| batches)
-        .map(|b| b.num_rows() as u64)
-        .sum();
-    progress.bar("writing the delta", rows, Counting::Rows);
-    let prepared = prepare_outputs(table, version, &outputs)?;
-    progress.advance(rows);
-    publish_outputs(prepared).await
-}
-
-/// Every output's file written, not yet in its place (see [`sink::prepare_location`]).
-fn prepare_outputs(
-    table: &str,
-    version: u64,
-    outputs: &[(String, (SchemaRef, Vec<RecordBatch>))],
-) -> Result<Vec<sink::PreparedOutput>> {
-    let now = Utc::now();
-    outputs
-        .iter()
-        .map(|(template, (schema, batches))| {
-            let path = sink::output_path(template, table, version, now);
-            sink::prepare_location(&path, schema, batches)
-        })
-        .collect()
-}
-
-/// Put prepared outputs in their places; returns where they went.
-async fn publish_outputs(prepared: Vec<sink::PreparedOutput>) -> Result<Vec<String>> {
-    let mut written = Vec::with_capacity(prepared.len());
-    for output in prepared {
-        written.push(output.publish().await?);
-    }
-    Ok(written)
 }
 
 /// Refuse the run when it would delete or change more than the guard allows, or when the new

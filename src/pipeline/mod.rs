@@ -77,6 +77,12 @@ pub struct RunOptions {
     /// makes a run do. Tests set it to see that way back work.
     #[doc(hidden)]
     pub fall_back_to_join: bool,
+    /// `--no-deliver`: commit only; destinations receive the version at the next delivery.
+    pub no_deliver: bool,
+    /// End the process right after the commit record is created, as a kill -9 would. Tests
+    /// set it to see that a committed version is delivered by the next run.
+    #[doc(hidden)]
+    pub abort_after_commit: bool,
     /// Set by the scheduler for an `atomic: true` pipeline: the id of its pipeline commit.
     #[doc(hidden)]
     pub atomic_run: Option<String>,

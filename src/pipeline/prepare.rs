@@ -342,7 +342,13 @@ async fn write_rejects(
     let (schema, batch) = validate::rejects_batch(rejected_rows, &reject_columns)?;
     match &table.validate.rejects_path {
         Some(template) => {
-            let path = sink::output_path(template, name, facts.version, Utc::now());
+            // Another run's rejects file of the same name stays: this one goes beside it.
+            let (path, beside) =
+                crate::deliver::files::places(template, name, facts.version, Utc::now());
+            let path = match beside {
+                Some(beside) if path.exists() => beside,
+                _ => path,
+            };
             sink::write_location(&path, &schema, &[batch]).await
         }
         None => {

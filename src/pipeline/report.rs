@@ -64,6 +64,8 @@ pub struct TableRun {
     pub pending: Option<Box<PendingCommit>>,
     /// The comparison strategy that classified the rows (none when the run ended before).
     pub strategy: Option<Strategy>,
+    /// What each destination received after the commit.
+    pub deliveries: Vec<crate::deliver::Delivery>,
 }
 
 /// The outcome of a pipeline run.
@@ -80,7 +82,8 @@ pub struct PipelineRun {
 }
 
 impl PipelineRun {
-    /// The exit code: 0, or 1 when any table failed, else the code of the failure (4 conflict).
+    /// The exit code: 0, or 1 when any table failed, else the code of the failure (4 conflict),
+    /// else 5 when a committed version did not reach a destination.
     pub fn exit_code(&self) -> u8 {
         // Tables an atomic run did not commit because another failed take that one's code.
         let causes = self
@@ -92,7 +95,12 @@ impl PipelineRun {
         if codes.is_empty() && self.tables.iter().any(|t| t.error.is_some()) {
             codes.push(crate::error::exit_code::FAILED);
         }
-        if codes.is_empty() {
+        let undelivered = (self.tables.iter())
+            .flat_map(|t| &t.deliveries)
+            .any(|d| d.error.is_some());
+        if codes.is_empty() && undelivered {
+            crate::error::exit_code::UNDELIVERED
+        } else if codes.is_empty() {
             0
         } else if codes.contains(&crate::error::exit_code::FAILED) {
             crate::error::exit_code::FAILED
@@ -132,6 +140,7 @@ pub(crate) fn not_started(table: &str) -> TableRun {
         partitions: Vec::new(),
         pending: None,
         strategy: None,
+        deliveries: Vec::new(),
     }
 }
 
@@ -195,8 +204,8 @@ pub struct PartitionCounts {
 pub struct PendingCommit {
     /// Its commit record (with `atomic` set).
     pub record: CommitRecord,
-    /// The outputs to write once committed: path template, and the shaped delta.
-    pub outputs: Vec<(String, (SchemaRef, Vec<RecordBatch>))>,
+    /// Each output's shaped delta, to deliver once committed.
+    pub outputs: Vec<crate::deliver::files::Shaped>,
     /// When the table's run started.
     pub started_at: DateTime<Utc>,
     /// The table run's id.

@@ -37,25 +37,6 @@ pub fn render_path(template: &str, table: &str, version: u64, now: DateTime<Utc>
         .replace("{date}", &now.format("%Y-%m-%d").to_string())
 }
 
-/// The file an output writes this run. A templated path that already exists (two runs within
-/// the same `{timestamp}` second, say) gets `-v<version>` before its extension rather than
-/// overwriting the earlier run's delta; a plain path (a "latest" copy) is replaced.
-pub fn output_path(template: &str, table: &str, version: u64, now: DateTime<Utc>) -> PathBuf {
-    let path = PathBuf::from(render_path(template, table, version, now));
-    if !template.contains('{') || !path.exists() {
-        return path;
-    }
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = match path.extension() {
-        Some(ext) => format!("{stem}-v{version}.{}", ext.to_string_lossy()),
-        None => format!("{stem}-v{version}"),
-    };
-    path.with_file_name(name)
-}
-
 /// The placeholders output path templates understand.
 pub const PLACEHOLDERS: [&str; 4] = ["{table}", "{version}", "{timestamp}", "{date}"];
 
@@ -589,13 +570,50 @@ impl PreparedOutput {
     /// Put the file in its place: rename the local file (replacing a file of that name), or
     /// upload the bucket's in one PUT. Returns where it went.
     pub async fn publish(self) -> Result<String> {
+        self.publish_unless_taken(None).await
+    }
+
+    /// [`publish`](Self::publish), except that a local file whose place holds a file of other
+    /// bytes goes to `elsewhere` when given: a place holding these very bytes is this file,
+    /// put there before (by a delivery that did not get to record it).
+    pub async fn publish_unless_taken(self, elsewhere: Option<PathBuf>) -> Result<String> {
         match self.waiting {
             Waiting::File(temp, path) => {
+                let path = match elsewhere {
+                    Some(other) if path.exists() && !same_bytes(&temp, &path)? => other,
+                    _ => path,
+                };
                 temp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+                Ok(path.display().to_string())
             }
-            Waiting::Bytes(bytes) => crate::cloud::put(&self.location, bytes.into()).await?,
+            Waiting::Bytes(bytes) => {
+                crate::cloud::put(&self.location, bytes.into()).await?;
+                Ok(self.location)
+            }
         }
-        Ok(self.location)
+    }
+}
+
+/// Whether two local files hold the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read;
+    let open = |p: &Path| std::fs::File::open(p).map_err(|e| Error::io(p, e));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let size =
+        |f: &std::fs::File, p: &Path| f.metadata().map(|m| m.len()).map_err(|e| Error::io(p, e));
+    if size(&fa, a)? != size(&fb, b)? {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = fa.read(&mut ba).map_err(|e| Error::io(a, e))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n]).map_err(|e| Error::io(b, e))?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
     }
 }
 

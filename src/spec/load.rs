@@ -765,7 +765,17 @@ fn outputs(
                 })
                 .collect(),
         };
+        let output_name = o.name.clone().unwrap_or_else(|| o.path.clone());
+        if outputs
+            .iter()
+            .any(|known: &OutputPlan| known.name == output_name)
+        {
+            problems.push(format!(
+                "line {line}: table {name}: two outputs are named {output_name:?}; give each its own `name:` (a delivery's progress is kept under it)."
+            ));
+        }
         outputs.push(OutputPlan {
+            name: output_name,
             path: resolve_path(dir, &o.path),
             include,
             columns: o.columns,

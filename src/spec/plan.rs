@@ -298,6 +298,9 @@ impl CompareColumns {
 /// One delta file.
 #[derive(Debug, Clone)]
 pub struct OutputPlan {
+    /// The destination's name (`name:`, else the path as the pipeline file writes it): its
+    /// cursor is kept under it, and `deliver --destination` picks it.
+    pub name: String,
     /// Path template, absolute, with `{table}`, `{version}`, `{timestamp}`, `{date}`.
     pub path: String,
     /// Which change kinds go in.

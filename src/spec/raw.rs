@@ -138,6 +138,7 @@ pub enum YamlScalar {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutput {
+    pub name: Option<String>,
     pub path: String,
     pub include: Option<Vec<ChangeKindName>>,
     pub columns: Option<Vec<String>>,

@@ -6,6 +6,7 @@
 //! <table>/snapshots/v00000002-<run id>.parquet   full snapshot of version 2, with _row_hash
 //! <table>/changes/v00000002-<run id>.parquet     the change rows of the run that made it
 //! <table>/_commits/00000002.json                 the commit record: makes version 2 visible
+//! <table>/_deliveries/<destination>/00000002.json a destination's cursor: it has v2 whole
 //! _runs/<started at>-<table>-<run id>.json       one record per table run, failed ones too
 //! ```
 //!
@@ -16,10 +17,12 @@
 //!    (`PutMode::Create`). It lists the files with sizes and checksums. This single create is
 //!    the moment the version becomes visible. If another run created it first, this run gets
 //!    `AlreadyExists`, commits nothing and exits 4 (conflict).
-//! 3. Outputs (delta files) are renamed into place and the run record is written after the
-//!    commit. The delta files are written before it, under temporary names beside their
-//!    places: a crash leaves such a `.<name>.<id>.tmp` file in the output folder, never a
-//!    delta of an uncommitted version under its name.
+//! 3. After the commit, every destination of the table (delta files among them) is brought up
+//!    to the new version from its cursor ([`crate::deliver`]), and the run record is written.
+//!    A delta file is written before the commit, under a temporary name beside its place: a
+//!    crash leaves such a `.<name>.<id>.tmp` file (which `vacuum` removes), never a delta of
+//!    an uncommitted version under its name; the next run or `tidemark deliver` delivers a
+//!    committed version whose delta did not reach its place.
 //!
 //! A version is therefore either fully visible (record present, files written before it) or
 //! absent; the previous version stays intact and readable at every step. A record also names
@@ -323,6 +326,41 @@ impl Store {
             .collect();
         versions.sort_unstable();
         Ok(versions)
+    }
+
+    /// The numbers of the records `<table>/<folder>/<number>.json`, ascending (the cursors of
+    /// `crate::deliver::cursor` are kept so).
+    pub(crate) async fn numbered_records(&self, table: &str, folder: &str) -> Result<Vec<u64>> {
+        self.numbered(table, folder, ".json").await
+    }
+
+    /// Create the record `<table>/<relative>` if absent: true when this call created it, false
+    /// when it was there already (written by another process, or by this one before a crash).
+    pub(crate) async fn create_record(
+        &self,
+        table: &str,
+        relative: &str,
+        bytes: Vec<u8>,
+    ) -> Result<bool> {
+        let path = Path::from(format!("{table}/{relative}"));
+        let objects = self.ensure_put_if_absent().await?;
+        match self.create(objects, &path, PutPayload::from(bytes)).await {
+            Ok(()) => {
+                self.sync(&path)?;
+                Ok(true)
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(store_error(self.file_url(table, relative), e)),
+        }
+    }
+
+    /// Remove the record `<table>/<relative>` (one that is gone already is no error).
+    pub(crate) async fn remove_record(&self, table: &str, relative: &str) -> Result<()> {
+        let path = Path::from(format!("{table}/{relative}"));
+        match self.objects()?.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_error(self.file_url(table, relative), e)),
+        }
     }
 
     /// A version's commit record.

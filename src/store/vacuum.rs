@@ -5,7 +5,8 @@
 //! dropped versions (oldest first), which makes them invisible; then the files. A crash in
 //! between leaves unreferenced files, which the next vacuum removes. The grace period protects
 //! the files of a run in progress, written before its commit record exists; the latest version is
-//! always kept.
+//! always kept, and so is every version a destination has not received yet (its change rows
+//! are what the destination will be sent).
 
 use std::collections::HashSet;
 
@@ -34,11 +35,13 @@ pub struct VacuumPlan {
 
 impl Store {
     /// Plan (and unless `dry_run`, carry out) a vacuum of `tables` (every table when empty),
-    /// keeping the newest `keep` versions (at least 1) and files modified after `now - grace`.
+    /// keeping the newest `keep` versions (at least 1), the versions from `undelivered[table]`
+    /// on (the oldest a destination lacks), and files modified after `now - grace`.
     pub async fn vacuum(
         &self,
         tables: &[String],
         keep: usize,
+        undelivered: &std::collections::HashMap<String, u64>,
         grace: chrono::Duration,
         now: DateTime<Utc>,
         dry_run: bool,
@@ -53,7 +56,9 @@ impl Store {
         let mut plans = Vec::with_capacity(tables.len());
         for table in tables {
             let versions = self.versions(&table).await?;
-            let split = versions.len().saturating_sub(keep);
+            let lacked = undelivered.get(&table).copied().unwrap_or(u64::MAX);
+            let split = (versions.len().saturating_sub(keep))
+                .min(versions.iter().take_while(|v| **v < lacked).count());
             let (dropped, kept) = versions.split_at(split);
             // Every kept version's record must be readable: never delete while unsure what a
             // kept version needs.

@@ -4,6 +4,7 @@ mod bad_input;
 mod bounds;
 mod composite_keys;
 mod corpus;
+mod deliveries;
 mod exact_diff;
 mod faults;
 mod guards;

@@ -315,7 +315,15 @@ fn a_pipeline_runs_with_its_store_sources_and_outputs_on_s3() {
     );
     let vacuum = w.run(&["vacuum", "p.yaml", "--keep", "1", "--grace", "0s"]);
     assert_code(&vacuum, 0);
-    let left = list(&format!("{root}/store/items"));
+    let (deliveries, left): (Vec<String>, Vec<String>) = list(&format!("{root}/store/items"))
+        .into_iter()
+        .partition(|f| f.starts_with("_deliveries/"));
+    // Each output's latest cursor record stays (it has v3), the older ones go.
+    assert_eq!(deliveries.len(), 2, "{deliveries:?}");
+    assert!(
+        deliveries.iter().all(|f| f.ends_with("/00000003.json")),
+        "{deliveries:?}"
+    );
     // v3 shares v1's snapshot file; v1's and v2's records, v2's files and rejects are gone.
     assert_eq!(left.len(), 3, "{left:?}");
     assert_eq!(left[0], "_commits/00000003.json");

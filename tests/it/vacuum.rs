@@ -145,7 +145,10 @@ fn check_sequence(ops: &[Op]) {
                 }
                 Op::Vacuum(keep) => {
                     let before = store.versions("items").await.unwrap();
-                    store.vacuum(&[], *keep, grace, clock, false).await.unwrap();
+                    store
+                        .vacuum(&[], *keep, &Default::default(), grace, clock, false)
+                        .await
+                        .unwrap();
                     let after = store.versions("items").await.unwrap();
                     let expected = &before[before.len().saturating_sub(*keep)..];
                     assert_eq!(after, expected, "vacuum keeps the newest {keep}");

@@ -1,0 +1,177 @@
+//! Deliver: every committed version's change rows handed on to the table's destinations, in
+//! version order, each destination from its own cursor (the outbox, [`cursor`]).
+//!
+//! A version is committed whether or not its delivery succeeds. After a commit (by a run, a
+//! rollback or a reset), each destination behind the latest version is brought up to it,
+//! version by version; one that fails keeps its cursor where it was and the command exits 5
+//! ("committed, not delivered"); the next run or `tidemark deliver` resumes from the cursor.
+//! The version a run just committed is handed on from memory ([`Fresh`]); an older one is read
+//! back from the store ([`stored`]), to the same rows.
+//!
+//! Destinations: delta files ([`files`]).
+
+pub mod cursor;
+pub mod files;
+pub mod stored;
+
+use crate::error::{Error, Result};
+use crate::spec::{ChangeKind, OutputPlan, TablePlan};
+use crate::store::Store;
+
+/// What bringing one destination up to date did.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The destination's name.
+    pub destination: String,
+    /// The versions it received now, ascending.
+    pub versions: Vec<u64>,
+    /// The files written.
+    pub files: Vec<String>,
+    /// Its cursor afterwards: the last version it has whole (`None`: it has not joined).
+    pub cursor: Option<u64>,
+    /// It joined now, at `cursor`: it receives the versions after it.
+    pub joined: bool,
+    /// Why it stopped short of the latest version.
+    pub error: Option<Error>,
+}
+
+impl Delivery {
+    fn new(destination: &str) -> Delivery {
+        Delivery {
+            destination: destination.to_string(),
+            versions: Vec::new(),
+            files: Vec::new(),
+            cursor: None,
+            joined: false,
+            error: None,
+        }
+    }
+}
+
+/// The version a run just committed, its delta files written beside their places (one entry
+/// per output, in order; `None` for one not prepared).
+pub struct Fresh {
+    /// The version.
+    pub version: u64,
+    /// Each output's file, waiting to be put in its place.
+    pub prepared: Vec<Option<files::Prepared>>,
+}
+
+/// The names of `table`'s destinations, in the pipeline file's order.
+pub fn destinations(table: &TablePlan) -> impl Iterator<Item = &str> {
+    table.outputs.iter().map(|o| o.name.as_str())
+}
+
+/// Make every destination of `table` without a cursor join at `version` (see [`cursor`]).
+pub async fn join_missing(store: &Store, table: &TablePlan, version: u64) -> Result<()> {
+    cursor::join_missing(store, &table.name, destinations(table), version).await?;
+    Ok(())
+}
+
+/// Bring every destination of `table` (`only`: that one) up to the latest version, version by
+/// version. A destination that has not joined joins at the latest version.
+pub async fn bring_up_to_date(
+    store: &Store,
+    table: &TablePlan,
+    mut fresh: Option<Fresh>,
+    only: Option<&str>,
+) -> Vec<Delivery> {
+    let versions = match store.versions(&table.name).await {
+        Ok(v) => v,
+        Err(e) => {
+            return (table.outputs.iter())
+                .filter(|o| only.is_none_or(|d| d == o.name))
+                .map(|o| Delivery {
+                    error: Some(not_delivered(table, &o.name, None, &e)),
+                    ..Delivery::new(&o.name)
+                })
+                .collect();
+        }
+    };
+    let mut deliveries = Vec::new();
+    for (index, output) in table.outputs.iter().enumerate() {
+        if only.is_some_and(|d| d != output.name) {
+            continue;
+        }
+        let mut delivery = Delivery::new(&output.name);
+        let prepared = fresh.as_mut().and_then(|f| {
+            let version = f.version;
+            f.prepared.get_mut(index)?.take().map(|p| (version, p))
+        });
+        if let Err(e) =
+            deliver_output(store, table, output, &versions, prepared, &mut delivery).await
+        {
+            let at = delivery
+                .cursor
+                .map(|c| versions.iter().find(|v| **v > c).copied());
+            delivery.error = Some(not_delivered(table, &output.name, at.flatten(), &e));
+        }
+        deliveries.push(delivery);
+    }
+    deliveries
+}
+
+/// The error of a destination left behind.
+fn not_delivered(table: &TablePlan, destination: &str, version: Option<u64>, e: &Error) -> Error {
+    Error::Undelivered {
+        table: table.name.clone(),
+        destination: destination.to_string(),
+        version,
+        reason: e.to_string(),
+    }
+}
+
+/// Bring one output up to the latest of `versions` from its cursor.
+async fn deliver_output(
+    store: &Store,
+    table: &TablePlan,
+    output: &OutputPlan,
+    versions: &[u64],
+    mut prepared: Option<(u64, files::Prepared)>,
+    delivery: &mut Delivery,
+) -> Result<()> {
+    let name = table.name.as_str();
+    let Some(&latest) = versions.last() else {
+        return Ok(());
+    };
+    let Some(position) = cursor::position(store, name, &output.name).await? else {
+        cursor::advance(store, name, &output.name, latest, Vec::new(), true).await?;
+        delivery.cursor = Some(latest);
+        delivery.joined = true;
+        return Ok(());
+    };
+    delivery.cursor = Some(position);
+    for &version in versions.iter().filter(|v| **v > position) {
+        let record = store.commit_record(name, version).await?;
+        let file = match prepared.take_if(|(v, _)| *v == version) {
+            Some((_, file)) => file,
+            None => {
+                let with_unchanged = output.include.contains(&ChangeKind::Unchanged);
+                let delta = stored::delta_of(store, &record, with_unchanged).await?;
+                let shaped = files::shape(table, output, &delta).await?;
+                let (output, committed_at) = (output.clone(), record.committed_at);
+                let table = name.to_string();
+                tokio::task::spawn_blocking(move || {
+                    files::prepare(&table, &output, version, committed_at, &shaped)
+                })
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?
+            }
+        };
+        let path = file.publish().await?;
+        cursor::advance(
+            store,
+            name,
+            &output.name,
+            version,
+            vec![path.clone()],
+            false,
+        )
+        .await?;
+        tracing::info!("{name}: delivered v{version} to {}", output.name);
+        delivery.files.push(path);
+        delivery.versions.push(version);
+        delivery.cursor = Some(version);
+    }
+    Ok(())
+}
