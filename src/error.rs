@@ -335,6 +335,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// A destination (a database) refused or failed what was sent to it.
+    #[error("{message}")]
+    Destination {
+        /// What went wrong, with the table or column (never a secret).
+        message: String,
+    },
+
     /// A bug of tidemark's: a table's run stopped where it never should (a panic).
     #[error(
         "table {table}: internal error ({detail}); nothing of this run was committed. Please report it, with the command and the `-vv` log."
@@ -400,7 +407,7 @@ impl Error {
             | Error::ChangeColumnTaken { .. }
             | Error::PreviousKeyColumnTaken { .. } => exit_code::INVALID,
             Error::Conflict { .. } => exit_code::CONFLICT,
-            Error::Undelivered { .. } => exit_code::UNDELIVERED,
+            Error::Undelivered { .. } | Error::Destination { .. } => exit_code::UNDELIVERED,
             Error::Refused { .. } => exit_code::REFUSED,
             Error::TablesFailed { code, .. } => *code,
             _ => exit_code::FAILED,

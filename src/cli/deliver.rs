@@ -41,7 +41,7 @@ pub(super) async fn execute(args: DeliverArgs, global: &super::GlobalArgs) -> Re
     let mut code = exit_code::OK;
     let mut any = false;
     // In dependency order, as the runs commit them.
-    for table in chosen {
+    for table in &chosen {
         if table.outputs.is_empty() {
             continue;
         }
@@ -58,9 +58,20 @@ pub(super) async fn execute(args: DeliverArgs, global: &super::GlobalArgs) -> Re
             }
         }
     }
+    if chosen.iter().any(|t| !t.destinations.is_empty()) {
+        any = true;
+        crate::deliver::database::check_settings(&chosen)?;
+        let only = args.destination.as_deref();
+        for (table, d) in crate::deliver::database::deliver(&plan, &store, &chosen, only).await {
+            println!("{table}: {}: {}", d.destination, outcome(&d));
+            if d.error.is_some() {
+                code = exit_code::UNDELIVERED;
+            }
+        }
+    }
     if !any {
         println!(
-            "the pipeline has no destinations: a table's `output:` names where its changes go"
+            "the pipeline has no destinations: a table's `output:` or `deliver:` names where its changes go"
         );
     }
     Ok(code)
@@ -96,13 +107,15 @@ fn outcome(d: &Delivery) -> String {
         return format!("joins at v{at}: it receives the versions committed after it");
     }
     match (d.versions.first(), d.versions.last()) {
+        (Some(first), Some(last)) if first == last && d.files.is_empty() => {
+            format!("delivered v{first}")
+        }
         (Some(first), Some(last)) if first == last => {
             format!("delivered v{first} ({})", d.files.join(", "))
         }
         (Some(first), Some(last)) => format!(
-            "delivered v{first} to v{last} ({} versions, {} files)",
-            d.versions.len(),
-            d.files.len()
+            "delivered v{first} to v{last} ({} versions)",
+            d.versions.len()
         ),
         _ => format!("up to date (v{at})"),
     }

@@ -142,6 +142,7 @@ pub(super) async fn execute(args: DiffArgs, store: Option<&str>) -> Result<u8> {
         emit_deleted: true,
         delete_set: Vec::new(),
         outputs: Vec::new(),
+        destinations: Vec::new(),
         change_columns: ChangeColumns::default(),
         renames: args.renames,
         guard: Default::default(),

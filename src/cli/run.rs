@@ -186,6 +186,10 @@ async fn run_file(
             message: collisions.join("\n"),
         });
     }
+    if !args.dry_run && !args.no_deliver {
+        let tables: Vec<&spec::TablePlan> = plan.tables.iter().collect();
+        crate::deliver::database::check_settings(&tables)?;
+    }
     if !args.dry_run {
         // A delta that could not be put in its place must fail the run before its commit.
         let now = chrono::Utc::now();
@@ -212,7 +216,7 @@ async fn run_file(
         abort_after_commit: args.abort_after_commit,
         atomic_run: None,
     };
-    run_pipeline(&plan, &options, |t| {
+    let run = run_pipeline(&plan, &options, |t| {
         crate::pipeline::above_progress(|| {
             println!("{}", summary_line(t));
             for p in &t.partitions {
@@ -230,7 +234,7 @@ async fn run_file(
             for note in &t.notes {
                 println!("  note: {note}");
             }
-            for line in delivery_lines(t) {
+            for line in delivery_lines(t, |kind| kind == "files") {
                 println!("  {line}");
             }
             if let Some(e) = &t.error {
@@ -248,14 +252,21 @@ async fn run_file(
             }
         })
     })
-    .await
+    .await?;
+    // Databases receive the pipeline's tables together, once all have run.
+    for t in &run.tables {
+        for line in delivery_lines(t, |kind| kind != "files") {
+            println!("{}: {line}", t.table);
+        }
+    }
+    Ok(run)
 }
 
 /// What the summary says of a table's deliveries beyond "committed": a destination left
 /// behind, and versions an earlier run had committed but not delivered.
-fn delivery_lines(t: &TableRun) -> Vec<String> {
+fn delivery_lines(t: &TableRun, kinds: impl Fn(&str) -> bool) -> Vec<String> {
     let mut lines = Vec::new();
-    for d in &t.deliveries {
+    for d in t.deliveries.iter().filter(|d| kinds(d.kind)) {
         let earlier: Vec<String> = (d.versions.iter())
             .filter(|v| Some(**v) != t.version)
             .map(|v| format!("v{v}"))

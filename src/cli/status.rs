@@ -33,6 +33,8 @@ pub(super) async fn execute(args: StatusArgs, store: Option<&str>) -> Result<u8>
     let plan = spec::load(&args.pipeline, store)?;
     let store = Store::open_existing(&plan.store)?;
     let runs = store.runs().await?;
+    let all: Vec<&crate::spec::TablePlan> = plan.tables.iter().collect();
+    let databases = crate::deliver::database::positions(&plan, &all).await;
     let mut tables = Vec::with_capacity(plan.tables.len());
     for table in &plan.tables {
         let latest = store.latest(&table.name).await?;
@@ -59,6 +61,26 @@ pub(super) async fn execute(args: StatusArgs, store: Option<&str>) -> Result<u8>
                 "delivered_version": at,
                 "lag": lag,
                 "failed_rows": 0,
+            }));
+        }
+        for (_, name, at) in databases.iter().filter(|(t, _, _)| *t == table.name) {
+            let (at, error) = match at {
+                Ok(at) => (*at, None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let versions = store.versions(&table.name).await?;
+            let lag = match (at, error.is_none()) {
+                (Some(at), _) => Some(versions.iter().filter(|v| **v > at).count()),
+                (None, true) if !versions.is_empty() => Some(versions.len()),
+                _ => None,
+            };
+            destinations.push(json!({
+                "destination": name,
+                "kind": "postgres",
+                "delivered_version": at,
+                "lag": lag,
+                "failed_rows": 0,
+                "error": error,
             }));
         }
         tables.push(json!({
@@ -116,6 +138,10 @@ fn print_text(status: &serde_json::Value) {
         println!("{name}: {head}{last}");
         for d in t["destinations"].as_array().into_iter().flatten() {
             let destination = d["destination"].as_str().unwrap_or_default();
+            if let Some(error) = d["error"].as_str() {
+                println!("  {destination}: unknown: {error}");
+                continue;
+            }
             let line = match (d["delivered_version"].as_u64(), d["lag"].as_u64()) {
                 (Some(at), Some(0)) => format!("has v{at}, up to date"),
                 (Some(at), Some(1)) => format!("has v{at}, 1 version behind"),

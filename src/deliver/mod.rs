@@ -8,10 +8,14 @@
 //! The version a run just committed is handed on from memory ([`Fresh`]); an older one is read
 //! back from the store ([`stored`]), to the same rows.
 //!
-//! Destinations: delta files ([`files`]).
+//! Destinations: delta files ([`files`]), each with its cursor in the store; databases
+//! ([`database`]: PostgreSQL), whose cursor is in the database, applied in the same
+//! transaction as the rows.
 
 pub mod cursor;
+pub mod database;
 pub mod files;
+pub mod postgres;
 pub mod stored;
 
 use crate::error::{Error, Result};
@@ -23,6 +27,8 @@ use crate::store::Store;
 pub struct Delivery {
     /// The destination's name.
     pub destination: String,
+    /// Its kind: `files` or `postgres`.
+    pub kind: &'static str,
     /// The versions it received now, ascending.
     pub versions: Vec<u64>,
     /// The files written.
@@ -36,9 +42,10 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    fn new(destination: &str) -> Delivery {
+    fn new(destination: &str, kind: &'static str) -> Delivery {
         Delivery {
             destination: destination.to_string(),
+            kind,
             versions: Vec::new(),
             files: Vec::new(),
             cursor: None,
@@ -83,7 +90,7 @@ pub async fn bring_up_to_date(
                 .filter(|o| only.is_none_or(|d| d == o.name))
                 .map(|o| Delivery {
                     error: Some(not_delivered(table, &o.name, None, &e)),
-                    ..Delivery::new(&o.name)
+                    ..Delivery::new(&o.name, "files")
                 })
                 .collect();
         }
@@ -93,7 +100,7 @@ pub async fn bring_up_to_date(
         if only.is_some_and(|d| d != output.name) {
             continue;
         }
-        let mut delivery = Delivery::new(&output.name);
+        let mut delivery = Delivery::new(&output.name, "files");
         let prepared = fresh.as_mut().and_then(|f| {
             let version = f.version;
             f.prepared.get_mut(index)?.take().map(|p| (version, p))
@@ -112,7 +119,12 @@ pub async fn bring_up_to_date(
 }
 
 /// The error of a destination left behind.
-fn not_delivered(table: &TablePlan, destination: &str, version: Option<u64>, e: &Error) -> Error {
+pub(crate) fn not_delivered(
+    table: &TablePlan,
+    destination: &str,
+    version: Option<u64>,
+    e: &Error,
+) -> Error {
     Error::Undelivered {
         table: table.name.clone(),
         destination: destination.to_string(),

@@ -30,7 +30,7 @@ pub async fn delta_of(store: &Store, record: &CommitRecord, with_unchanged: bool
     let mut batches = changes;
     if with_unchanged {
         let snapshot = read(store, record, &record.snapshot, "snapshot").await?;
-        let unchanged = unchanged_rows(record, &schema, &batches, snapshot)?;
+        let unchanged = snapshot_rows(record, &schema, &batches, snapshot, ChangeKind::Unchanged)?;
         batches = in_key_order(record, &schema, batches.into_iter().chain(unchanged))?;
     }
     Ok(Delta {
@@ -48,6 +48,19 @@ fn failure(record: &CommitRecord, e: impl Into<datafusion::error::DataFusionErro
         ),
         e.into(),
     )
+}
+
+/// Version `record`'s snapshot as a delta of NEW rows: what a destination that has nothing
+/// yet receives.
+pub async fn snapshot_as_new(store: &Store, record: &CommitRecord) -> Result<Delta> {
+    let snapshot = read(store, record, &record.snapshot, "snapshot").await?;
+    let schema = empty_delta_schema(record)?;
+    let batches = snapshot_rows(record, &schema, &[], snapshot, ChangeKind::New)?;
+    Ok(Delta {
+        schema,
+        batches,
+        counts: record.counts,
+    })
 }
 
 /// A file of the version, checked against its record, as batches.
@@ -134,12 +147,13 @@ fn key_places(record: &CommitRecord, schema: &Schema) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// The snapshot's rows whose key has no change row, as UNCHANGED delta rows.
-fn unchanged_rows(
+/// The snapshot's rows whose key has no change row, as delta rows of `kind`.
+fn snapshot_rows(
     record: &CommitRecord,
     schema: &SchemaRef,
     changes: &[RecordBatch],
     snapshot: Vec<RecordBatch>,
+    kind: ChangeKind,
 ) -> Result<Vec<RecordBatch>> {
     let fail = |e| failure(record, e);
     let keys = key_places(record, schema)?;
@@ -180,11 +194,9 @@ fn unchanged_rows(
         let mut columns = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
             let column = match field.name().as_str() {
-                CHANGE_TYPE_COLUMN => Arc::new(StringArray::from(vec![
-                    ChangeKind::Unchanged
-                        .canonical();
-                    n
-                ])) as ArrayRef,
+                CHANGE_TYPE_COLUMN => {
+                    Arc::new(StringArray::from(vec![kind.canonical(); n])) as ArrayRef
+                }
                 CHANGE_REASON_COLUMN => new_null_array(&DataType::Utf8, n),
                 name => match snapshot_schema.index_of(name) {
                     Ok(at) => cast(kept.column(at), field.data_type()).map_err(fail)?,

@@ -131,7 +131,17 @@ pub async fn run_pipeline_in(
         }
     }
     let started_at = Utc::now();
-    let tables = schedule::schedule(plan, &selected, store, options, &mut on_table).await;
+    let mut tables = schedule::schedule(plan, &selected, store, options, &mut on_table).await;
+    if !options.dry_run && !options.no_deliver {
+        // Databases take the pipeline's tables together, parents before children.
+        for (name, delivery) in
+            crate::deliver::database::deliver(plan, store, &selected, None).await
+        {
+            if let Some(run) = tables.iter_mut().find(|t| t.table == name) {
+                run.deliveries.push(delivery);
+            }
+        }
+    }
     Ok(PipelineRun {
         pipeline: plan.name.clone(),
         started_at,

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::Spanned;
 
 use super::plan::*;
-use super::raw::{
-    ChangeKindName, Files, Mode, RawLimit, RawPipeline, RawTable, RawValidate, SheetValue,
-};
+use super::raw::{Files, Mode, RawLimit, RawPipeline, RawTable, RawValidate, SheetValue};
 use crate::error::{Error, Result};
 use crate::source::{FileSelection, SheetRef, SourceFormat, SourceOptions, types};
 
@@ -270,7 +268,7 @@ fn valid_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn resolve_path(dir: &Path, p: &str) -> String {
+pub(super) fn resolve_path(dir: &Path, p: &str) -> String {
     if p.contains("://") || Path::new(p).is_absolute() {
         p.to_string()
     } else {
@@ -736,54 +734,6 @@ fn renames(
     raw.value
 }
 
-/// `output:` files.
-fn outputs(
-    dir: &Path,
-    name: &str,
-    raw: Option<Vec<Spanned<super::raw::RawOutput>>>,
-    problems: &mut Vec<String>,
-) -> Vec<OutputPlan> {
-    let mut outputs = Vec::new();
-    for o in raw.into_iter().flatten() {
-        let line = o.referenced.line();
-        let o = o.value;
-        check_output_path(
-            &o.path,
-            &format!("line {line}: table {name}: output path"),
-            problems,
-        );
-        let include = match o.include {
-            None => super::plan::DEFAULT_INCLUDE.to_vec(),
-            Some(list) => list
-                .into_iter()
-                .map(|k| match k {
-                    ChangeKindName::New => ChangeKind::New,
-                    ChangeKindName::Changed => ChangeKind::Changed,
-                    ChangeKindName::Deleted => ChangeKind::Deleted,
-                    ChangeKindName::Renamed => ChangeKind::Renamed,
-                    ChangeKindName::Unchanged => ChangeKind::Unchanged,
-                })
-                .collect(),
-        };
-        let output_name = o.name.clone().unwrap_or_else(|| o.path.clone());
-        if outputs
-            .iter()
-            .any(|known: &OutputPlan| known.name == output_name)
-        {
-            problems.push(format!(
-                "line {line}: table {name}: two outputs are named {output_name:?}; give each its own `name:` (a delivery's progress is kept under it)."
-            ));
-        }
-        outputs.push(OutputPlan {
-            name: output_name,
-            path: resolve_path(dir, &o.path),
-            include,
-            columns: o.columns,
-        });
-    }
-    outputs
-}
-
 fn table_plan(
     dir: &Path,
     name: &str,
@@ -832,7 +782,8 @@ fn table_plan(
             d.set.map(|m| m.into_iter().collect()).unwrap_or_default(),
         ),
     };
-    let outputs = outputs(dir, name, raw.output, problems);
+    let outputs = super::destinations::outputs(dir, name, raw.output, problems);
+    let destinations = super::destinations::destinations(dir, name, raw.deliver, problems);
     let renames = renames(name, raw.renames, &mode, problems);
     if problems.len() > before {
         return None;
@@ -856,6 +807,7 @@ fn table_plan(
         emit_deleted,
         delete_set,
         outputs,
+        destinations,
         change_columns,
         renames,
         guard,
@@ -916,7 +868,7 @@ fn validation(
 }
 
 /// An output or rejects path must say its format by extension and use known placeholders.
-fn check_output_path(path: &str, what: &str, problems: &mut Vec<String>) {
+pub(super) fn check_output_path(path: &str, what: &str, problems: &mut Vec<String>) {
     if SourceFormat::from_extension(path).is_none_or(|f| f == SourceFormat::Excel) {
         problems.push(format!(
             "{what} `{path}` must end in .csv, .parquet or .json (JSON lines)."

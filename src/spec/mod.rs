@@ -4,9 +4,11 @@
 //! ([`collisions`]) are refused.
 
 mod collisions;
+mod destinations;
 mod load;
 mod plan;
 mod raw;
+pub mod secrets;
 
 pub use collisions::output_collisions;
 pub use load::load;

@@ -105,6 +105,8 @@ pub struct TablePlan {
     pub delete_set: Vec<(String, YamlScalar)>,
     /// Delta files to write.
     pub outputs: Vec<OutputPlan>,
+    /// `deliver:` destinations (databases).
+    pub destinations: Vec<DestinationPlan>,
     /// Names of the bookkeeping columns and labels.
     pub change_columns: ChangeColumns,
     /// `renames`: a DELETED and a NEW row of the same compared content are one RENAMED row.
@@ -307,6 +309,46 @@ pub struct OutputPlan {
     pub include: Vec<ChangeKind>,
     /// Optional projection and order.
     pub columns: Option<Vec<String>>,
+}
+
+/// One `deliver:` destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationPlan {
+    /// Its name, unique within the table (`name:`, else its kind).
+    pub name: String,
+    /// Where it is.
+    pub kind: DestinationKind,
+}
+
+/// The kinds of destination.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestinationKind {
+    /// A PostgreSQL table.
+    Postgres(DatabasePlan),
+}
+
+/// A database table that receives a table's changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabasePlan {
+    /// The connection URL as written: `${VAR}` is read from the environment at run time.
+    pub url: String,
+    /// The target table (`schema.table` or `table`).
+    pub table: String,
+    /// Create the table from the snapshot's schema when missing (and add new columns).
+    pub create: bool,
+    /// What a DELETED row does.
+    pub deletes: Deletes,
+}
+
+/// `deletes:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletes {
+    /// Delete the row.
+    Delete,
+    /// Set this column to the version's commit time.
+    Soft(String),
+    /// Leave the row.
+    Ignore,
 }
 
 /// `change_columns`.

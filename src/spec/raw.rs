@@ -37,6 +37,7 @@ pub struct RawTable {
     pub guard: Option<Spanned<RawGuard>>,
     pub on_delete: Option<RawOnDelete>,
     pub output: Option<Vec<Spanned<RawOutput>>>,
+    pub deliver: Option<Vec<Spanned<RawDestination>>>,
     pub change_columns: Option<RawChangeColumns>,
     pub renames: Option<Spanned<bool>>,
 }
@@ -142,6 +143,34 @@ pub struct RawOutput {
     pub path: String,
     pub include: Option<Vec<ChangeKindName>>,
     pub columns: Option<Vec<String>>,
+}
+
+/// One entry of `deliver:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    pub name: Option<String>,
+    pub postgres: Option<RawDatabase>,
+}
+
+/// A database destination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub url: String,
+    pub table: Option<String>,
+    pub create: Option<bool>,
+    pub deletes: Option<RawDeletes>,
+    pub soft_delete_column: Option<String>,
+}
+
+/// `deletes:`.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum RawDeletes {
+    Delete,
+    Soft,
+    Ignore,
 }
 
 /// A change type as written in `include:`.

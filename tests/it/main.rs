@@ -15,6 +15,8 @@ mod kill;
 mod matching;
 mod memory;
 mod modes;
+mod pg_server;
+mod postgres;
 mod races;
 mod renames;
 mod restore;

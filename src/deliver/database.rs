@@ -1,0 +1,272 @@
+//! Database destinations: a pipeline's tables applied to one database in rounds.
+//!
+//! A round is one transaction. It takes the destination's lock, reads every table's cursor
+//! from the target itself (`tidemark_deliveries`), and takes for each table the next version it
+//! lacks (a table that has none yet gets its latest snapshot, whole, as NEW rows). It stages
+//! those rows, moves renamed keys and upserts (parents first: the dependency order), then
+//! deletes (children first), advances the cursors, and commits. So a crash at
+//! any moment applies a version wholly or not at all, never twice, and a foreign key between
+//! the tables is never violated. Rounds go on until every table is at its latest version.
+//!
+//! The database itself is one file away ([`Database`]): [`super::postgres`].
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{Delivery, stored};
+use crate::diff::Delta;
+use crate::error::{Error, Result};
+use crate::spec::secrets::{self, Secret};
+use crate::spec::{DatabasePlan, DestinationKind, Plan, TablePlan};
+use crate::store::{CommitRecord, Store};
+
+/// A table's rows of one round, and where they go.
+pub struct Staged<'a> {
+    /// The pipeline's table.
+    pub table: &'a TablePlan,
+    /// Its destination settings.
+    pub target: &'a DatabasePlan,
+    /// The rows: the version's delta (value columns, a renamed row's old key columns, the
+    /// change type and reason).
+    pub delta: Delta,
+    /// The version they bring the table to.
+    pub record: CommitRecord,
+}
+
+/// A database that receives a pipeline's changes, one transaction per round.
+#[async_trait::async_trait]
+pub trait Database: Send {
+    /// Begin a round: open the transaction, hold the destination's lock, and return each
+    /// table's cursor (the version it has whole).
+    async fn begin(&mut self, pipeline: &str, destination: &str) -> Result<HashMap<String, u64>>;
+    /// Make sure `staged`'s target table takes its rows: create it (or add columns) when the
+    /// settings allow, else name the column that does not fit. Nothing is written otherwise.
+    async fn fit(&mut self, staged: &Staged<'_>) -> Result<()>;
+    /// Copy the rows into the round's staging table `index`.
+    async fn stage(&mut self, index: usize, staged: &Staged<'_>) -> Result<()>;
+    /// Apply the DELETED rows of staging table `index` (delete, soft-delete or leave them).
+    async fn delete(&mut self, index: usize, staged: &Staged<'_>) -> Result<()>;
+    /// Apply the RENAMED rows: the old key updated in place.
+    async fn rename(&mut self, index: usize, staged: &Staged<'_>) -> Result<()>;
+    /// Upsert the NEW, CHANGED and RENAMED rows on the key.
+    async fn upsert(&mut self, index: usize, staged: &Staged<'_>) -> Result<()>;
+    /// Set the table's cursor to the staged version.
+    async fn advance(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        staged: &Staged<'_>,
+    ) -> Result<()>;
+    /// Commit the round.
+    async fn commit(&mut self) -> Result<()>;
+}
+
+/// One database destination of a pipeline: its name, connection, and the tables it takes.
+struct Group<'a> {
+    name: &'a str,
+    url: &'a str,
+    tables: Vec<(&'a TablePlan, &'a DatabasePlan)>,
+}
+
+/// The database destinations of `tables` (`only`: that one), each with its tables in the
+/// pipeline's (dependency) order.
+fn groups<'a>(tables: &[&'a TablePlan], only: Option<&str>) -> Vec<Group<'a>> {
+    let mut groups: Vec<Group<'a>> = Vec::new();
+    for table in tables {
+        for destination in &table.destinations {
+            if only.is_some_and(|d| d != destination.name) {
+                continue;
+            }
+            let DestinationKind::Postgres(target) = &destination.kind;
+            let name = destination.name.as_str();
+            match groups
+                .iter_mut()
+                .find(|g| g.name == name && g.url == target.url)
+            {
+                Some(group) => group.tables.push((table, target)),
+                None => groups.push(Group {
+                    name,
+                    url: &target.url,
+                    tables: vec![(table, target)],
+                }),
+            }
+        }
+    }
+    groups
+}
+
+/// Bring every database destination of `tables` up to their latest versions. Returns, per
+/// table, what each destination received.
+pub async fn deliver(
+    plan: &Plan,
+    store: &Store,
+    tables: &[&TablePlan],
+    only: Option<&str>,
+) -> Vec<(String, Delivery)> {
+    let mut out = Vec::new();
+    for group in groups(tables, only) {
+        let mut deliveries: Vec<Delivery> = (group.tables.iter())
+            .map(|_| Delivery::new(group.name, "postgres"))
+            .collect();
+        let secret = secrets::expand(group.url, &format!("destination {}: url", group.name));
+        let outcome = match secret {
+            Ok(secret) => deliver_group(plan, store, &group, &secret, &mut deliveries)
+                .await
+                .map_err(|e| redacted(e, &secret)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            for (delivery, (table, _)) in deliveries.iter_mut().zip(&group.tables) {
+                let lacked = next_version(store, table, delivery.cursor).await;
+                let version = lacked.ok().flatten().map(|r| r.version);
+                delivery.error = Some(super::not_delivered(table, group.name, version, &e));
+            }
+        }
+        for (delivery, (table, _)) in deliveries.into_iter().zip(&group.tables) {
+            out.push((table.name.clone(), delivery));
+        }
+    }
+    out
+}
+
+/// `e` with the secret's values taken out of its words.
+fn redacted(e: Error, secret: &Secret) -> Error {
+    Error::Destination {
+        message: secret.redact(&e.to_string()),
+    }
+}
+
+/// Rounds until every table of `group` is at its latest version.
+async fn deliver_group(
+    plan: &Plan,
+    store: &Store,
+    group: &Group<'_>,
+    secret: &Secret,
+    deliveries: &mut [Delivery],
+) -> Result<()> {
+    let mut database = super::postgres::Postgres::connect(secret).await?;
+    loop {
+        let cursors = database.begin(&plan.name, group.name).await?;
+        let mut staged = Vec::new();
+        for (index, (table, target)) in group.tables.iter().enumerate() {
+            let cursor = cursors.get(&table.name).copied();
+            deliveries[index].cursor = cursor;
+            if let Some(next) = next_version(store, table, cursor).await? {
+                let delta = match cursor {
+                    Some(_) => stored::delta_of(store, &next, false).await?,
+                    None => stored::snapshot_as_new(store, &next).await?,
+                };
+                staged.push((
+                    index,
+                    Staged {
+                        table,
+                        target,
+                        delta,
+                        record: next,
+                    },
+                ));
+            }
+        }
+        if staged.is_empty() {
+            database.commit().await?;
+            return Ok(());
+        }
+        for (_, s) in &staged {
+            database.fit(s).await?;
+        }
+        for (i, s) in &staged {
+            database.stage(*i, s).await?;
+        }
+        // Parents first for upserts (a child's new parent exists before it), then children
+        // first for deletes (a parent goes once nothing points at it any more; a child that
+        // moved to another parent was moved by its upsert).
+        for (i, s) in &staged {
+            database.rename(*i, s).await?;
+            database.upsert(*i, s).await?;
+        }
+        for (i, s) in staged.iter().rev() {
+            database.delete(*i, s).await?;
+            database.advance(&plan.name, group.name, s).await?;
+        }
+        database.commit().await?;
+        for (i, s) in &staged {
+            tracing::info!(
+                "{}: delivered v{} to {}",
+                s.table.name,
+                s.record.version,
+                group.name
+            );
+            deliveries[*i].versions.push(s.record.version);
+            deliveries[*i].cursor = Some(s.record.version);
+        }
+    }
+}
+
+/// The version a table with `cursor` receives next: the first visible one above it, or with
+/// no cursor the latest (its snapshot whole).
+async fn next_version(
+    store: &Store,
+    table: &TablePlan,
+    cursor: Option<u64>,
+) -> Result<Option<CommitRecord>> {
+    let versions = store.versions(&table.name).await?;
+    let next = match cursor {
+        Some(c) => versions.iter().find(|v| **v > c).copied(),
+        None => versions.last().copied(),
+    };
+    match next {
+        Some(v) => Ok(Some(store.commit_record(&table.name, v).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Where each database destination of `tables` is: per table and destination, the version it
+/// has whole (`None`: nothing yet), or why that cannot be read.
+pub async fn positions(
+    plan: &Plan,
+    tables: &[&TablePlan],
+) -> Vec<(String, String, Result<Option<u64>>)> {
+    let mut out = Vec::new();
+    for group in groups(tables, None) {
+        let read = async {
+            let secret = secrets::expand(group.url, &format!("destination {}: url", group.name))?;
+            let found = async {
+                let database = super::postgres::Postgres::connect(&secret).await?;
+                database.cursors(&plan.name, group.name).await
+            };
+            found.await.map_err(|e| redacted(e, &secret))
+        };
+        match read.await {
+            Ok(cursors) => {
+                for (table, _) in &group.tables {
+                    let at = cursors.get(&table.name).copied();
+                    out.push((table.name.clone(), group.name.to_string(), Ok(at)));
+                }
+            }
+            Err(e) => {
+                for (table, _) in &group.tables {
+                    let e = Error::Destination {
+                        message: e.to_string(),
+                    };
+                    out.push((table.name.clone(), group.name.to_string(), Err(e)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Check that every database destination of `tables` can be connected to as written: each
+/// `${VAR}` of its URL is set. Nothing is connected.
+pub fn check_settings(tables: &[&TablePlan]) -> Result<()> {
+    for group in groups(tables, None) {
+        secrets::expand(group.url, &format!("destination {}: url", group.name))?;
+    }
+    Ok(())
+}
+
+/// The commit time a soft delete writes.
+pub fn deleted_at(record: &CommitRecord) -> DateTime<Utc> {
+    record.committed_at
+}
