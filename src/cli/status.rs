@@ -42,7 +42,7 @@ pub(super) async fn execute(args: StatusArgs, store: Option<&str>) -> Result<u8>
         let last_run: Option<&RunRecord> =
             (runs.iter().rev()).find(|r| r.table == table.name && r.pipeline == plan.name);
         let mut destinations = Vec::new();
-        for name in deliver::destinations(table) {
+        for name in deliver::file_destinations(table) {
             let at = cursor::position(&store, &table.name, name).await?;
             let lag = match (at, latest_version) {
                 (Some(at), Some(latest)) => Some(
@@ -63,8 +63,9 @@ pub(super) async fn execute(args: StatusArgs, store: Option<&str>) -> Result<u8>
                 "failed_rows": 0,
             }));
         }
-        for (_, name, at) in databases.iter().filter(|(t, _, _)| *t == table.name) {
-            let (at, error) = match at {
+        for position in databases.iter().filter(|p| p.table == table.name) {
+            let name = &position.destination;
+            let (at, error) = match &position.at {
                 Ok(at) => (*at, None),
                 Err(e) => (None, Some(e.to_string())),
             };
@@ -76,7 +77,7 @@ pub(super) async fn execute(args: StatusArgs, store: Option<&str>) -> Result<u8>
             };
             destinations.push(json!({
                 "destination": name,
-                "kind": "postgres",
+                "kind": position.kind,
                 "delivered_version": at,
                 "lag": lag,
                 "failed_rows": 0,

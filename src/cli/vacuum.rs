@@ -45,12 +45,27 @@ pub(super) async fn execute(args: VacuumArgs, store: Option<&str>) -> Result<u8>
     // The oldest version a destination of each table has not received.
     let mut undelivered = HashMap::new();
     for table in &chosen {
-        for name in deliver::destinations(table) {
+        for name in deliver::file_destinations(table) {
             if let Some(at) = cursor::position(&store, &table.name, name).await? {
                 let lacked = undelivered.entry(table.name.clone()).or_insert(u64::MAX);
                 *lacked = (*lacked).min(at + 1);
             }
         }
+    }
+    // A database keeps its own cursors; one that cannot be read keeps every version.
+    for position in crate::deliver::database::positions(&plan, &chosen).await {
+        let (table, name) = (position.table, position.destination);
+        let lacked = match position.at {
+            Ok(Some(at)) => at + 1,
+            // It has nothing yet: it receives the latest snapshot whole.
+            Ok(None) => continue,
+            Err(e) => {
+                println!("{table}: keeps every version: destination {name} cannot be read ({e})");
+                0
+            }
+        };
+        let entry = undelivered.entry(table).or_insert(u64::MAX);
+        *entry = (*entry).min(lacked);
     }
     let plans = store
         .vacuum(
@@ -69,7 +84,7 @@ pub(super) async fn execute(args: VacuumArgs, store: Option<&str>) -> Result<u8>
     };
     // Only a destination's latest cursor record says where it is.
     for table in &chosen {
-        for name in deliver::destinations(table) {
+        for name in deliver::file_destinations(table) {
             let old = cursor::prune(&store, &table.name, name, args.dry_run).await?;
             if old > 0 {
                 println!(

@@ -8,17 +8,20 @@
 //! any moment applies a version wholly or not at all, never twice, and a foreign key between
 //! the tables is never violated. Rounds go on until every table is at its latest version.
 //!
-//! The database itself is one file away ([`Database`]): [`super::postgres`].
+//! The database itself is one file away ([`Database`]): [`super::postgres`],
+//! [`super::sqlite`].
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use super::{Delivery, stored};
-use crate::diff::Delta;
+use datafusion::arrow::datatypes::DataType;
+
+use crate::diff::{CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Delta, previous_key_column};
 use crate::error::{Error, Result};
 use crate::spec::secrets::{self, Secret};
-use crate::spec::{DatabasePlan, DestinationKind, Plan, TablePlan};
+use crate::spec::{ChangeKind, DatabasePlan, Deletes, DestinationKind, Plan, TablePlan};
 use crate::store::{CommitRecord, Store};
 
 /// A table's rows of one round, and where they go.
@@ -32,6 +35,101 @@ pub struct Staged<'a> {
     pub delta: Delta,
     /// The version they bring the table to.
     pub record: CommitRecord,
+}
+
+impl Staged<'_> {
+    /// The delta's value columns (the snapshot's), with their types: not the change type and
+    /// reason, nor a renamed row's old key columns.
+    pub fn value_columns(&self) -> Vec<(String, DataType)> {
+        (self.delta.schema.fields().iter())
+            .filter(|f| {
+                let name = f.name().as_str();
+                name != CHANGE_TYPE_COLUMN
+                    && name != CHANGE_REASON_COLUMN
+                    && !self
+                        .table
+                        .key
+                        .iter()
+                        .any(|k| previous_key_column(k) == name)
+            })
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect()
+    }
+}
+
+/// The column of a staging table that holds each row's change type.
+pub const KIND: &str = "_tidemark_kind";
+
+/// The round's staging table `index`.
+pub fn stage_name(index: usize) -> String {
+    quoted(&format!("_tidemark_stage_{index}"))
+}
+
+/// An identifier quoted for SQL (both databases quote with `"`).
+pub fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Identifiers quoted for SQL, comma separated.
+pub fn quoted_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    (names.into_iter())
+        .map(|n| quoted(n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `t.k1 = s.k1 AND …` between the target `t` and the staging table `s` (`staged_side`
+/// names the staging table's column for each key column).
+pub fn matching(key: &[String], staged_side: impl Fn(&str) -> String) -> String {
+    (key.iter())
+        .map(|k| format!("t.{} = s.{}", quoted(k), staged_side(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The statement that moves the RENAMED rows of staging table `index` to their new keys in
+/// `target` (quoted), in place: `UPDATE … FROM`, which both databases take.
+pub fn rename_sql(staged: &Staged<'_>, index: usize, target: &str) -> String {
+    let sets: Vec<String> = (staged.value_columns().iter())
+        .map(|(c, _)| format!("{} = s.{}", quoted(c), quoted(c)))
+        .collect();
+    format!(
+        "UPDATE {target} AS t SET {} FROM {} AS s WHERE s.{} = '{}' AND {}",
+        sets.join(", "),
+        stage_name(index),
+        quoted(KIND),
+        ChangeKind::Renamed.canonical(),
+        matching(&staged.table.key, |k| quoted(&previous_key_column(k)))
+    )
+}
+
+/// The statement that upserts the NEW, CHANGED and RENAMED rows of staging table `index` into
+/// `target` (quoted) on the key; a soft-deleted row that comes back is no longer deleted.
+pub fn upsert_sql(staged: &Staged<'_>, index: usize, target: &str) -> String {
+    let columns = staged.value_columns();
+    let list = quoted_list(columns.iter().map(|(c, _)| c));
+    let mut sets: Vec<String> = (columns.iter())
+        .filter(|(c, _)| !staged.table.key.contains(c))
+        .map(|(c, _)| format!("{} = excluded.{}", quoted(c), quoted(c)))
+        .collect();
+    if let Deletes::Soft(column) = &staged.target.deletes {
+        sets.push(format!("{} = NULL", quoted(column)));
+    }
+    let on_conflict = match sets.is_empty() {
+        true => "DO NOTHING".to_string(),
+        false => format!("DO UPDATE SET {}", sets.join(", ")),
+    };
+    let kinds = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Renamed]
+        .map(|k| format!("'{}'", k.canonical()))
+        .join(", ");
+    // `AND true`: SQLite would read ON CONFLICT after a bare FROM as a join's ON.
+    format!(
+        "INSERT INTO {target} ({list}) SELECT {list} FROM {} WHERE {} IN ({kinds}) AND true
+         ON CONFLICT ({}) {on_conflict}",
+        stage_name(index),
+        quoted(KIND),
+        quoted_list(&staged.table.key)
+    )
 }
 
 /// A database that receives a pipeline's changes, one transaction per round.
@@ -60,11 +158,38 @@ pub trait Database: Send {
     ) -> Result<()>;
     /// Commit the round.
     async fn commit(&mut self) -> Result<()>;
+    /// Each table's cursor for `destination` of `pipeline`, read outside a round.
+    async fn cursors(&mut self, pipeline: &str, destination: &str) -> Result<HashMap<String, u64>>;
+}
+
+/// The kinds of database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Postgres,
+    Sqlite,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::Sqlite => "sqlite",
+        }
+    }
+
+    /// Connect to (open) the database at `url`.
+    async fn connect(self, url: &Secret) -> Result<Box<dyn Database>> {
+        Ok(match self {
+            Kind::Postgres => Box::new(super::postgres::Postgres::connect(url).await?),
+            Kind::Sqlite => Box::new(super::sqlite::Sqlite::open(url.expose())?),
+        })
+    }
 }
 
 /// One database destination of a pipeline: its name, connection, and the tables it takes.
 struct Group<'a> {
     name: &'a str,
+    kind: Kind,
     url: &'a str,
     tables: Vec<(&'a TablePlan, &'a DatabasePlan)>,
 }
@@ -78,15 +203,17 @@ fn groups<'a>(tables: &[&'a TablePlan], only: Option<&str>) -> Vec<Group<'a>> {
             if only.is_some_and(|d| d != destination.name) {
                 continue;
             }
-            let DestinationKind::Postgres(target) = &destination.kind;
+            let (kind, target) = match &destination.kind {
+                DestinationKind::Postgres(target) => (Kind::Postgres, target),
+                DestinationKind::Sqlite(target) => (Kind::Sqlite, target),
+            };
             let name = destination.name.as_str();
-            match groups
-                .iter_mut()
-                .find(|g| g.name == name && g.url == target.url)
-            {
+            let same = |g: &&mut Group<'a>| g.name == name && g.kind == kind && g.url == target.url;
+            match groups.iter_mut().find(same) {
                 Some(group) => group.tables.push((table, target)),
                 None => groups.push(Group {
                     name,
+                    kind,
                     url: &target.url,
                     tables: vec![(table, target)],
                 }),
@@ -107,7 +234,7 @@ pub async fn deliver(
     let mut out = Vec::new();
     for group in groups(tables, only) {
         let mut deliveries: Vec<Delivery> = (group.tables.iter())
-            .map(|_| Delivery::new(group.name, "postgres"))
+            .map(|_| Delivery::new(group.name, group.kind.name()))
             .collect();
         let secret = secrets::expand(group.url, &format!("destination {}: url", group.name));
         let outcome = match secret {
@@ -145,7 +272,7 @@ async fn deliver_group(
     secret: &Secret,
     deliveries: &mut [Delivery],
 ) -> Result<()> {
-    let mut database = super::postgres::Postgres::connect(secret).await?;
+    let mut database = group.kind.connect(secret).await?;
     loop {
         let cursors = database.begin(&plan.name, group.name).await?;
         let mut staged = Vec::new();
@@ -215,24 +342,43 @@ async fn next_version(
         Some(c) => versions.iter().find(|v| **v > c).copied(),
         None => versions.last().copied(),
     };
-    match next {
-        Some(v) => Ok(Some(store.commit_record(&table.name, v).await?)),
-        None => Ok(None),
+    let Some(next) = next else {
+        return Ok(None);
+    };
+    let record = store.commit_record(&table.name, next).await?;
+    if let (Some(c), Some(read)) = (cursor, record.previous_version)
+        && read > c
+    {
+        return Err(Error::Destination {
+            message: format!(
+                "table {}: the destination has v{c}, but the versions after it up to v{read} were removed (vacuum) before it received them; delete its row in tidemark_deliveries and it receives the latest snapshot whole",
+                table.name
+            ),
+        });
     }
+    Ok(Some(record))
 }
 
-/// Where each database destination of `tables` is: per table and destination, the version it
-/// has whole (`None`: nothing yet), or why that cannot be read.
-pub async fn positions(
-    plan: &Plan,
-    tables: &[&TablePlan],
-) -> Vec<(String, String, Result<Option<u64>>)> {
+/// Where one table is in one database destination.
+pub struct Position {
+    /// The table.
+    pub table: String,
+    /// The destination's name.
+    pub destination: String,
+    /// `postgres` or `sqlite`.
+    pub kind: &'static str,
+    /// The version it has whole (`None`: nothing yet), or why that cannot be read.
+    pub at: Result<Option<u64>>,
+}
+
+/// Where each database destination of `tables` is, per table.
+pub async fn positions(plan: &Plan, tables: &[&TablePlan]) -> Vec<Position> {
     let mut out = Vec::new();
     for group in groups(tables, None) {
         let read = async {
             let secret = secrets::expand(group.url, &format!("destination {}: url", group.name))?;
             let found = async {
-                let database = super::postgres::Postgres::connect(&secret).await?;
+                let mut database = group.kind.connect(&secret).await?;
                 database.cursors(&plan.name, group.name).await
             };
             found.await.map_err(|e| redacted(e, &secret))
@@ -241,7 +387,12 @@ pub async fn positions(
             Ok(cursors) => {
                 for (table, _) in &group.tables {
                     let at = cursors.get(&table.name).copied();
-                    out.push((table.name.clone(), group.name.to_string(), Ok(at)));
+                    out.push(Position {
+                        table: table.name.clone(),
+                        destination: group.name.to_string(),
+                        kind: group.kind.name(),
+                        at: Ok(at),
+                    });
                 }
             }
             Err(e) => {
@@ -249,7 +400,12 @@ pub async fn positions(
                     let e = Error::Destination {
                         message: e.to_string(),
                     };
-                    out.push((table.name.clone(), group.name.to_string(), Err(e)));
+                    out.push(Position {
+                        table: table.name.clone(),
+                        destination: group.name.to_string(),
+                        kind: group.kind.name(),
+                        at: Err(e),
+                    });
                 }
             }
         }

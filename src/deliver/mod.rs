@@ -9,13 +9,14 @@
 //! back from the store ([`stored`]), to the same rows.
 //!
 //! Destinations: delta files ([`files`]), each with its cursor in the store; databases
-//! ([`database`]: PostgreSQL), whose cursor is in the database, applied in the same
+//! ([`database`]: PostgreSQL, SQLite), whose cursor is in the database, applied in the same
 //! transaction as the rows.
 
 pub mod cursor;
 pub mod database;
 pub mod files;
 pub mod postgres;
+pub mod sqlite;
 pub mod stored;
 
 use crate::error::{Error, Result};
@@ -64,14 +65,19 @@ pub struct Fresh {
     pub prepared: Vec<Option<files::Prepared>>,
 }
 
-/// The names of `table`'s destinations, in the pipeline file's order.
-pub fn destinations(table: &TablePlan) -> impl Iterator<Item = &str> {
+/// The names of `table`'s file destinations (`output:`), whose cursors the store keeps.
+pub fn file_destinations(table: &TablePlan) -> impl Iterator<Item = &str> {
     table.outputs.iter().map(|o| o.name.as_str())
+}
+
+/// The names of all of `table`'s destinations: its outputs, then its databases.
+pub fn destinations(table: &TablePlan) -> impl Iterator<Item = &str> {
+    file_destinations(table).chain(table.destinations.iter().map(|d| d.name.as_str()))
 }
 
 /// Make every destination of `table` without a cursor join at `version` (see [`cursor`]).
 pub async fn join_missing(store: &Store, table: &TablePlan, version: u64) -> Result<()> {
-    cursor::join_missing(store, &table.name, destinations(table), version).await?;
+    cursor::join_missing(store, &table.name, file_destinations(table), version).await?;
     Ok(())
 }
 
@@ -153,8 +159,16 @@ async fn deliver_output(
         return Ok(());
     };
     delivery.cursor = Some(position);
+    let mut at = position;
     for &version in versions.iter().filter(|v| **v > position) {
         let record = store.commit_record(name, version).await?;
+        if let Some(read) = record.previous_version.filter(|read| *read > at) {
+            return Err(Error::Destination {
+                message: format!(
+                    "it has v{at}, but the versions after it up to v{read} were removed (vacuum) before it received them, and their deltas with them; to start it afresh with the versions after v{version}, remove its folder under {name}/_deliveries/ in the store"
+                ),
+            });
+        }
         let file = match prepared.take_if(|(v, _)| *v == version) {
             Some((_, file)) => file,
             None => {
@@ -184,6 +198,7 @@ async fn deliver_output(
         delivery.files.push(path);
         delivery.versions.push(version);
         delivery.cursor = Some(version);
+        at = version;
     }
     Ok(())
 }

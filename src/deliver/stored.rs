@@ -25,11 +25,11 @@ use crate::store::{CommitRecord, Store, StoredFile};
 
 /// Version `record`'s delta, with its UNCHANGED rows when `with_unchanged`.
 pub async fn delta_of(store: &Store, record: &CommitRecord, with_unchanged: bool) -> Result<Delta> {
-    let changes = read(store, record, &record.changes, "change rows").await?;
-    let (schema, changes) = in_delta_names(record, changes)?;
+    let (stored, changes) = read(store, record, &record.changes, "change rows").await?;
+    let (schema, changes) = in_delta_names(record, &stored, changes)?;
     let mut batches = changes;
     if with_unchanged {
-        let snapshot = read(store, record, &record.snapshot, "snapshot").await?;
+        let (_, snapshot) = read(store, record, &record.snapshot, "snapshot").await?;
         let unchanged = snapshot_rows(record, &schema, &batches, snapshot, ChangeKind::Unchanged)?;
         batches = in_key_order(record, &schema, batches.into_iter().chain(unchanged))?;
     }
@@ -53,7 +53,7 @@ fn failure(record: &CommitRecord, e: impl Into<datafusion::error::DataFusionErro
 /// Version `record`'s snapshot as a delta of NEW rows: what a destination that has nothing
 /// yet receives.
 pub async fn snapshot_as_new(store: &Store, record: &CommitRecord) -> Result<Delta> {
-    let snapshot = read(store, record, &record.snapshot, "snapshot").await?;
+    let (_, snapshot) = read(store, record, &record.snapshot, "snapshot").await?;
     let schema = empty_delta_schema(record)?;
     let batches = snapshot_rows(record, &schema, &[], snapshot, ChangeKind::New)?;
     Ok(Delta {
@@ -63,21 +63,24 @@ pub async fn snapshot_as_new(store: &Store, record: &CommitRecord) -> Result<Del
     })
 }
 
-/// A file of the version, checked against its record, as batches.
+/// A file of the version, checked against its record: its schema and batches.
 async fn read(
     store: &Store,
     record: &CommitRecord,
     file: &StoredFile,
     role: &str,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     store.check_before_reading(record, file, role).await?;
     let bytes: Bytes = store.read_file(&record.table, &file.path).await?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.build())
-        .map_err(|e| failure(record, e))?;
-    reader
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| failure(record, e))?;
+    let schema = builder.schema().clone();
+    let batches = builder
+        .build()
+        .map_err(|e| failure(record, e))?
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| failure(record, e))
+        .map_err(|e| failure(record, e))?;
+    Ok((schema, batches))
 }
 
 /// The stored change rows under the delta's names. They are stored as the delta's columns
@@ -86,12 +89,9 @@ async fn read(
 /// so they are renamed by place.
 fn in_delta_names(
     record: &CommitRecord,
+    stored: &SchemaRef,
     batches: Vec<RecordBatch>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let stored = match batches.first() {
-        Some(b) => b.schema(),
-        None => return Ok((empty_delta_schema(record)?, Vec::new())),
-    };
     let values = record.schema.len();
     let previous = stored.fields().len().checked_sub(values + 2);
     let damaged = || Error::Store {

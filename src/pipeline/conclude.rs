@@ -32,6 +32,7 @@ pub(super) async fn commit_together(
     store: &Store,
     id: &str,
     outcomes: &mut [TableRun],
+    deliver: bool,
 ) {
     let failed: Vec<&str> = outcomes
         .iter()
@@ -66,7 +67,10 @@ pub(super) async fn commit_together(
         match &verdict {
             Ok(()) => {
                 let table = plan.table(&outcome.table).expect("a pipeline table");
-                deliver_committed(store, table, &pending.record, pending.outputs, outcome).await;
+                if deliver {
+                    deliver_committed(store, table, &pending.record, pending.outputs, outcome)
+                        .await;
+                }
             }
             Err((_, true)) => {
                 outcome.status = TableStatus::Conflict;

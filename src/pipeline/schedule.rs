@@ -134,7 +134,7 @@ pub(super) async fn schedule(
     }
     let mut outcomes: Vec<TableRun> = outcomes.into_iter().flatten().collect();
     if let Some(id) = &atomic {
-        commit_together(plan, store, id, &mut outcomes).await;
+        commit_together(plan, store, id, &mut outcomes, !options.no_deliver).await;
         for outcome in &outcomes {
             on_table(outcome);
         }

@@ -8,7 +8,7 @@ use serde_saphyr::Spanned;
 use super::plan::{
     ChangeKind, DatabasePlan, Deletes, DestinationKind, DestinationPlan, OutputPlan,
 };
-use super::raw::{ChangeKindName, RawDeletes, RawDestination, RawOutput};
+use super::raw::{ChangeKindName, RawDatabase, RawDeletes, RawDestination, RawOutput};
 
 /// `output:` files.
 pub(super) fn outputs(
@@ -60,7 +60,8 @@ pub(super) fn outputs(
 
 /// `deliver:` destinations.
 pub(super) fn destinations(
-    _dir: &Path,
+    dir: &Path,
+    outputs: &[OutputPlan],
     table: &str,
     raw: Option<Vec<Spanned<RawDestination>>>,
     problems: &mut Vec<String>,
@@ -70,48 +71,93 @@ pub(super) fn destinations(
         let line = d.referenced.line();
         let at = format!("line {line}: table {table}: deliver");
         let d = d.value;
-        let Some(pg) = d.postgres else {
-            problems.push(format!(
-                "{at}: name where the changes go: `postgres: {{url: ..., table: ...}}`."
-            ));
-            continue;
+        let (kind, raw_db) = match (d.postgres, d.sqlite) {
+            (Some(pg), None) => ("postgres", pg),
+            (None, Some(lite)) => ("sqlite", lite),
+            (None, None) => {
+                problems.push(format!(
+                    "{at}: name where the changes go: `postgres: {{url: ..., table: ...}}` or `sqlite: {{path: shop.db}}`."
+                ));
+                continue;
+            }
+            (Some(_), Some(_)) => {
+                problems.push(format!(
+                    "{at}: one destination is one database: give `postgres:` and `sqlite:` entries of their own."
+                ));
+                continue;
+            }
         };
-        let name = d.name.unwrap_or_else(|| "postgres".to_string());
-        if destinations.iter().any(|known| known.name == name) {
+        let name = d.name.unwrap_or_else(|| kind.to_string());
+        let taken = destinations.iter().any(|known| known.name == name)
+            || outputs.iter().any(|o| o.name == name);
+        if taken {
             problems.push(format!(
                 "{at}: two destinations are named {name:?}; give each its own `name:` (its progress is kept under it)."
             ));
         }
-        if let Some(problem) = super::secrets::problem(&pg.url) {
-            problems.push(format!("{at}: url: {problem}"));
-        }
-        let deletes = match pg.deletes.unwrap_or(RawDeletes::Delete) {
-            RawDeletes::Delete => Deletes::Delete,
-            RawDeletes::Ignore => Deletes::Ignore,
-            RawDeletes::Soft => match &pg.soft_delete_column {
-                Some(column) => Deletes::Soft(column.clone()),
-                None => {
-                    problems.push(format!(
-                        "{at}: `deletes: soft` sets a column to the commit time: name it with `soft_delete_column: deleted_at`."
-                    ));
-                    continue;
-                }
-            },
+        let Some(plan) = database(dir, table, &at, kind, raw_db, problems) else {
+            continue;
         };
-        if pg.soft_delete_column.is_some() && !matches!(deletes, Deletes::Soft(_)) {
-            problems.push(format!(
-                "{at}: `soft_delete_column` is used only with `deletes: soft`."
-            ));
-        }
-        destinations.push(DestinationPlan {
-            name,
-            kind: DestinationKind::Postgres(DatabasePlan {
-                url: pg.url,
-                table: pg.table.unwrap_or_else(|| table.to_string()),
-                create: pg.create.unwrap_or(false),
-                deletes,
-            }),
-        });
+        let kind = match kind {
+            "postgres" => DestinationKind::Postgres(plan),
+            _ => DestinationKind::Sqlite(plan),
+        };
+        destinations.push(DestinationPlan { name, kind });
     }
     destinations
+}
+
+/// One database's settings: `url:` (PostgreSQL) or `path:` (SQLite, relative to the pipeline
+/// file), the table, `create`, `deletes`.
+fn database(
+    dir: &Path,
+    table: &str,
+    at: &str,
+    kind: &str,
+    raw: RawDatabase,
+    problems: &mut Vec<String>,
+) -> Option<DatabasePlan> {
+    let url = match (kind, raw.url, raw.path) {
+        ("postgres", Some(url), None) => url,
+        ("sqlite", None, Some(path)) => super::load::resolve_path(dir, &path),
+        ("postgres", _, _) => {
+            problems.push(format!(
+                "{at}: postgres takes `url: ${{DATABASE_URL}}` (and no `path`)."
+            ));
+            return None;
+        }
+        _ => {
+            problems.push(format!(
+                "{at}: sqlite takes `path: shop.db` (and no `url`)."
+            ));
+            return None;
+        }
+    };
+    if let Some(problem) = super::secrets::problem(&url) {
+        problems.push(format!("{at}: url: {problem}"));
+    }
+    let deletes = match raw.deletes.unwrap_or(RawDeletes::Delete) {
+        RawDeletes::Delete => Deletes::Delete,
+        RawDeletes::Ignore => Deletes::Ignore,
+        RawDeletes::Soft => match &raw.soft_delete_column {
+            Some(column) => Deletes::Soft(column.clone()),
+            None => {
+                problems.push(format!(
+                    "{at}: `deletes: soft` sets a column to the commit time: name it with `soft_delete_column: deleted_at`."
+                ));
+                return None;
+            }
+        },
+    };
+    if raw.soft_delete_column.is_some() && !matches!(deletes, Deletes::Soft(_)) {
+        problems.push(format!(
+            "{at}: `soft_delete_column` is used only with `deletes: soft`."
+        ));
+    }
+    Some(DatabasePlan {
+        url,
+        table: raw.table.unwrap_or_else(|| table.to_string()),
+        create: raw.create.unwrap_or(false),
+        deletes,
+    })
 }

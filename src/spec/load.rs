@@ -783,7 +783,8 @@ fn table_plan(
         ),
     };
     let outputs = super::destinations::outputs(dir, name, raw.output, problems);
-    let destinations = super::destinations::destinations(dir, name, raw.deliver, problems);
+    let destinations =
+        super::destinations::destinations(dir, &outputs, name, raw.deliver, problems);
     let renames = renames(name, raw.renames, &mode, problems);
     if problems.len() > before {
         return None;

@@ -325,6 +325,8 @@ pub struct DestinationPlan {
 pub enum DestinationKind {
     /// A PostgreSQL table.
     Postgres(DatabasePlan),
+    /// A table in an SQLite file (`url` is the file's path).
+    Sqlite(DatabasePlan),
 }
 
 /// A database table that receives a table's changes.

@@ -151,13 +151,15 @@ pub struct RawOutput {
 pub struct RawDestination {
     pub name: Option<String>,
     pub postgres: Option<RawDatabase>,
+    pub sqlite: Option<RawDatabase>,
 }
 
 /// A database destination.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
-    pub url: String,
+    pub url: Option<String>,
+    pub path: Option<String>,
     pub table: Option<String>,
     pub create: Option<bool>,
     pub deletes: Option<RawDeletes>,

@@ -317,3 +317,36 @@ fn delivering_later_from_the_store_writes_what_the_run_would_have() {
     }
     assert_eq!(seen.len(), 5, "{seen:?}");
 }
+
+/// An output taken out of the pipeline while vacuum removed versions it had not received is
+/// not handed the next version as if nothing was missing: its delivery stops, saying why.
+#[test]
+fn a_destination_whose_versions_were_vacuumed_away_is_stopped_not_skipped_ahead() {
+    let w = Workdir::new();
+    w.write("items.yaml", PIPELINE);
+    w.write("items.csv", "sku,qty\nA,1\n");
+    assert_code(&w.run(&["run", "items.yaml"]), 0);
+    w.write(
+        "without.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n",
+    );
+    for qty in [2, 3] {
+        w.write("items.csv", format!("sku,qty\nA,{qty}\n"));
+        assert_code(&w.run(&["run", "without.yaml"]), 0);
+    }
+    let vacuum = w.run(&["vacuum", "without.yaml", "--keep", "1", "--grace", "0s"]);
+    assert_code(&vacuum, 0);
+    w.write("items.csv", "sku,qty\nA,4\n");
+    let run = w.run(&["run", "items.yaml"]);
+    assert_code(&run, 5);
+    let text = stdout(&run);
+    assert!(
+        text.contains("not delivered: items v3 is committed but not delivered to latest: it has v1, but the versions after it up to v2 were removed (vacuum) before it received them"),
+        "{text}"
+    );
+    assert_eq!(
+        listing(&w.path("out")),
+        ["items-1.csv", "latest.csv"],
+        "nothing was skipped ahead"
+    );
+}

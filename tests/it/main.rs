@@ -25,6 +25,7 @@ mod s3;
 mod schema_drift;
 mod sources;
 mod sql_logic;
+mod sqlite;
 mod store_sync;
 mod strategies;
 mod streamed;

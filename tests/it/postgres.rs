@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::pg_server::{database, query};
 use crate::workdir::{Lcg, Workdir, assert_code, stderr, stdout};
 
-const ITEMS: &str = r#"tables:
+pub(crate) const ITEMS: &str = r#"tables:
   items:
     source:
       path: items.csv
@@ -27,19 +27,19 @@ const ITEMS: &str = r#"tables:
 "#;
 
 /// One row of the items table: its CSV fields and the text PostgreSQL shows for each column.
-struct Item {
-    id: u64,
-    name: Option<String>,
-    qty: Option<i32>,
-    price: Option<i64>,
-    ratio: Option<i64>,
-    active: Option<bool>,
-    day: Option<u32>,
-    second: Option<u32>,
+pub(crate) struct Item {
+    pub(crate) id: u64,
+    pub(crate) name: Option<String>,
+    pub(crate) qty: Option<i32>,
+    pub(crate) price: Option<i64>,
+    pub(crate) ratio: Option<i64>,
+    pub(crate) active: Option<bool>,
+    pub(crate) day: Option<u32>,
+    pub(crate) second: Option<u32>,
 }
 
 impl Item {
-    fn random(id: u64, rng: &mut Lcg) -> Item {
+    pub(crate) fn random(id: u64, rng: &mut Lcg) -> Item {
         let maybe = |rng: &mut Lcg| !rng.chance(12);
         Item {
             id,
@@ -100,12 +100,12 @@ impl Item {
     }
 }
 
-fn cents(c: i64) -> String {
+pub(crate) fn cents(c: i64) -> String {
     let sign = if c < 0 { "-" } else { "" };
     format!("{sign}{}.{:02}", c.abs() / 100, c.abs() % 100)
 }
 
-fn clock(s: u32) -> String {
+pub(crate) fn clock(s: u32) -> String {
     format!(
         "2024-03-01 {:02}:{:02}:{:02}",
         s / 3600,
@@ -114,7 +114,7 @@ fn clock(s: u32) -> String {
     )
 }
 
-fn write_items(w: &Workdir, items: &[Item]) {
+pub(crate) fn write_items(w: &Workdir, items: &[Item]) {
     let mut csv = String::from("id,name,qty,price,ratio,active,day,at\n");
     for item in items {
         csv.push_str(&item.csv());
@@ -125,7 +125,7 @@ fn write_items(w: &Workdir, items: &[Item]) {
 
 /// The next day: rows changed, removed, added, and now and then one moved to a new key with
 /// its values (a rename).
-fn next_day(items: Vec<Item>, rng: &mut Lcg, next_id: &mut u64) -> Vec<Item> {
+pub(crate) fn next_day(items: Vec<Item>, rng: &mut Lcg, next_id: &mut u64) -> Vec<Item> {
     let mut out = Vec::new();
     for item in items {
         match rng.below(100) {

@@ -53,7 +53,12 @@ impl ToSql for Cell<'_> {
                     Ok(IsNull::No)
                 }
             },
-            Values::Arrow(array) if array.is_null(self.row) => Ok(IsNull::Yes),
+            // A column of no values (type Null) has no null buffer: every row is null.
+            Values::Arrow(array)
+                if array.is_null(self.row) || array.data_type() == &DataType::Null =>
+            {
+                Ok(IsNull::Yes)
+            }
             Values::Arrow(array) => {
                 encode(array.as_ref(), self.row, ty, out)?;
                 Ok(IsNull::No)
@@ -90,9 +95,16 @@ fn encode(array: &dyn Array, row: usize, ty: &Type, out: &mut BytesMut) -> Resul
         }
         Type::NUMERIC => {
             let (unscaled, scale) = match from {
+                // A negative scale counts tens: 12 at scale -2 is 1200.
+                DataType::Decimal128(_, scale) if *scale < 0 => {
+                    let unscaled = array.as_primitive::<Decimal128Type>().value(row);
+                    let tens = 10i128.checked_pow(scale.unsigned_abs() as u32);
+                    let value = tens.and_then(|t| unscaled.checked_mul(t));
+                    (value.ok_or("a decimal value beyond 38 digits")?, 0)
+                }
                 DataType::Decimal128(_, scale) => (
                     array.as_primitive::<Decimal128Type>().value(row),
-                    (*scale).max(0) as u32,
+                    *scale as u32,
                 ),
                 _ => (integer(array, row).ok_or_else(|| unsupported(from, ty))?, 0),
             };
@@ -132,8 +144,9 @@ fn encode(array: &dyn Array, row: usize, ty: &Type, out: &mut BytesMut) -> Resul
             out.put_i32(i32::try_from(days - EPOCH_DAYS)?);
         }
         Type::TIMESTAMP | Type::TIMESTAMPTZ => {
-            let micros = timestamp_micros(array, row).ok_or_else(|| unsupported(from, ty))?;
-            out.put_i64(micros - EPOCH_MICROS);
+            let micros = timestamp_micros(array, row).ok_or_else(|| unsupported(from, ty))??;
+            let since = micros.checked_sub(EPOCH_MICROS);
+            out.put_i64(since.ok_or("a timestamp beyond the years PostgreSQL holds")?);
         }
         Type::TIME => out.put_i64(time_micros(array, row).ok_or_else(|| unsupported(from, ty))?),
         _ => return Err(unsupported(from, ty)),
@@ -185,21 +198,25 @@ fn binary(array: &dyn Array, row: usize) -> Option<&[u8]> {
     })
 }
 
-fn timestamp_micros(array: &dyn Array, row: usize) -> Option<i64> {
+/// A timestamp cell in microseconds since 1970; `None` for another type.
+fn timestamp_micros(array: &dyn Array, row: usize) -> Option<Result<i64, Failure>> {
     let DataType::Timestamp(unit, _) = array.data_type() else {
         return None;
     };
+    let beyond = || -> Failure { "a timestamp beyond the years PostgreSQL holds".into() };
     Some(match unit {
-        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row) * 1_000_000,
-        TimeUnit::Millisecond => {
-            array.as_primitive::<TimestampMillisecondType>().value(row) * 1_000
-        }
-        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
+        TimeUnit::Second => (array.as_primitive::<TimestampSecondType>().value(row))
+            .checked_mul(1_000_000)
+            .ok_or_else(beyond),
+        TimeUnit::Millisecond => (array.as_primitive::<TimestampMillisecondType>().value(row))
+            .checked_mul(1_000)
+            .ok_or_else(beyond),
+        TimeUnit::Microsecond => Ok(array.as_primitive::<TimestampMicrosecondType>().value(row)),
         // PostgreSQL keeps microseconds.
-        TimeUnit::Nanosecond => array
+        TimeUnit::Nanosecond => Ok(array
             .as_primitive::<TimestampNanosecondType>()
             .value(row)
-            .div_euclid(1_000),
+            .div_euclid(1_000)),
     })
 }
 
@@ -282,6 +299,35 @@ mod tests {
         assert_eq!(numeric(100_000_000, 0), [1, 2, 0, 0, 1]);
         assert_eq!(numeric(0, 2), [0, 0, 0, 2]);
         assert_eq!(numeric(-0, 0), [0, 0, 0, 0]);
+        // A negative scale counts tens: 12 at scale -2 is 1200 (and a column of no values
+        // is null in every row).
+        use datafusion::arrow::array::{Decimal128Array, NullArray};
+        let hundreds = Values::Arrow(std::sync::Arc::new(
+            Decimal128Array::from(vec![12])
+                .with_precision_and_scale(5, -2)
+                .unwrap(),
+        ));
+        let mut out = BytesMut::new();
+        let cell = Cell {
+            values: &hundreds,
+            row: 0,
+        };
+        assert!(matches!(
+            cell.to_sql(&Type::NUMERIC, &mut out).unwrap(),
+            IsNull::No
+        ));
+        let mut expected = BytesMut::new();
+        put_numeric(&mut expected, 1200, 0);
+        assert_eq!(out, expected);
+        let nothing = Values::Arrow(std::sync::Arc::new(NullArray::new(2)));
+        let cell = Cell {
+            values: &nothing,
+            row: 1,
+        };
+        assert!(matches!(
+            cell.to_sql(&Type::TEXT, &mut out).unwrap(),
+            IsNull::Yes
+        ));
         // The largest Decimal128 value keeps all its 38 digits.
         let big = numeric(i128::MAX / 10, 0);
         assert_eq!(big[0], 10);

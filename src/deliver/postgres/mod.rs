@@ -15,16 +15,16 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use super::database::{Database, Staged, deleted_at};
-use crate::diff::{CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, previous_key_column};
+use super::database::{
+    Database, KIND, Staged, deleted_at, matching, rename_sql, stage_name, upsert_sql,
+};
+use super::database::{quoted, quoted_list};
+use crate::diff::{CHANGE_TYPE_COLUMN, previous_key_column};
 use crate::error::{Error, Result};
 use crate::spec::secrets::Secret;
 use crate::spec::{ChangeKind, Deletes};
 use cells::{Cell, Values};
-use schema::{TargetColumn, quoted, quoted_list, table_name};
-
-/// The column of a staging table that holds each row's change type.
-const KIND: &str = "_tidemark_kind";
+use schema::{TargetColumn, table_name};
 
 /// A connection to a PostgreSQL database, in a round or between rounds.
 pub struct Postgres {
@@ -62,7 +62,11 @@ impl Postgres {
     }
 
     /// Each table's cursor for `destination` of `pipeline`, read outside a round.
-    pub async fn cursors(&self, pipeline: &str, destination: &str) -> Result<HashMap<String, u64>> {
+    async fn cursors_outside(
+        &self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<HashMap<String, u64>> {
         let exists: Option<String> = self
             .client
             .query_one("SELECT to_regclass('tidemark_deliveries')::text", &[])
@@ -139,7 +143,8 @@ impl Postgres {
             .query(
                 "SELECT array_agg(a.attname::text ORDER BY a.attname)
                  FROM pg_index i
-                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid
+                   AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])
                  WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL
                  GROUP BY i.indexrelid",
                 &[&quoted_table],
@@ -152,40 +157,11 @@ impl Postgres {
     }
 }
 
-/// The delta's value columns (those it shares with the snapshot), with their types.
-fn value_columns(staged: &Staged<'_>) -> Vec<(String, DataType)> {
-    (staged.delta.schema.fields().iter())
-        .filter(|f| {
-            let name = f.name().as_str();
-            name != CHANGE_TYPE_COLUMN
-                && name != CHANGE_REASON_COLUMN
-                && !staged
-                    .table
-                    .key
-                    .iter()
-                    .any(|k| previous_key_column(k) == name)
-        })
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect()
-}
-
-fn stage_name(index: usize) -> String {
-    quoted(&format!("_tidemark_stage_{index}"))
-}
-
-/// `t.k1 = s.k1 AND …` over `columns` of the target `t` and the staging table `s`.
-fn matching(key: &[String], staged_side: impl Fn(&str) -> String) -> String {
-    (key.iter())
-        .map(|k| format!("t.{} = s.{}", quoted(k), staged_side(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ")
-}
-
 #[async_trait::async_trait]
 impl Database for Postgres {
     async fn begin(&mut self, pipeline: &str, destination: &str) -> Result<HashMap<String, u64>> {
         self.client
-            .batch_execute("BEGIN")
+            .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await
             .map_err(|e| failed("starting a transaction", e))?;
         let lock = format!("tidemark/{pipeline}/{destination}");
@@ -209,7 +185,7 @@ impl Database for Postgres {
 
     async fn fit(&mut self, staged: &Staged<'_>) -> Result<()> {
         let target = &staged.target.table;
-        let wanted = value_columns(staged);
+        let wanted = staged.value_columns();
         let unfit = |message: String| Error::Destination {
             message: format!("table {target}: {message}; nothing was written"),
         };
@@ -262,7 +238,7 @@ impl Database for Postgres {
 
     async fn stage(&mut self, index: usize, staged: &Staged<'_>) -> Result<()> {
         let (target, _, _) = table_name(&staged.target.table);
-        let columns = value_columns(staged);
+        let columns = staged.value_columns();
         let renames = (staged.delta.schema.fields().iter()).any(|f| {
             staged
                 .table
@@ -360,58 +336,17 @@ impl Database for Postgres {
             return Ok(());
         }
         let (target, _, _) = table_name(&staged.target.table);
-        let sets: Vec<String> = (value_columns(staged).iter())
-            .map(|(c, _)| format!("{} = s.{}", quoted(c), quoted(c)))
-            .collect();
-        let on = matching(&staged.table.key, |k| quoted(&previous_key_column(k)));
-        let sql = format!(
-            "UPDATE {target} AS t SET {} FROM {} AS s WHERE s.{} = '{}' AND {on}",
-            sets.join(", "),
-            stage_name(index),
-            quoted(KIND),
-            ChangeKind::Renamed.canonical()
-        );
-        self.execute(
-            &format!("moving renamed keys of {}", staged.target.table),
-            &sql,
-            &[],
-        )
-        .await?;
+        let doing = format!("moving renamed keys of {}", staged.target.table);
+        self.execute(&doing, &rename_sql(staged, index, &target), &[])
+            .await?;
         Ok(())
     }
 
     async fn upsert(&mut self, index: usize, staged: &Staged<'_>) -> Result<()> {
         let (target, _, _) = table_name(&staged.target.table);
-        let columns = value_columns(staged);
-        let list = quoted_list(columns.iter().map(|(c, _)| c));
-        let mut sets: Vec<String> = (columns.iter())
-            .filter(|(c, _)| !staged.table.key.contains(c))
-            .map(|(c, _)| format!("{} = EXCLUDED.{}", quoted(c), quoted(c)))
-            .collect();
-        if let Deletes::Soft(column) = &staged.target.deletes {
-            // A row that comes back is no longer deleted.
-            sets.push(format!("{} = NULL", quoted(column)));
-        }
-        let on_conflict = match sets.is_empty() {
-            true => "DO NOTHING".to_string(),
-            false => format!("DO UPDATE SET {}", sets.join(", ")),
-        };
-        let kinds = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Renamed]
-            .map(|k| format!("'{}'", k.canonical()))
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO {target} ({list}) SELECT {list} FROM {} WHERE {} IN ({kinds})
-             ON CONFLICT ({}) {on_conflict}",
-            stage_name(index),
-            quoted(KIND),
-            quoted_list(&staged.table.key)
-        );
-        self.execute(
-            &format!("upserting rows of {}", staged.target.table),
-            &sql,
-            &[],
-        )
-        .await?;
+        let doing = format!("upserting rows of {}", staged.target.table);
+        self.execute(&doing, &upsert_sql(staged, index, &target), &[])
+            .await?;
         Ok(())
     }
 
@@ -439,6 +374,10 @@ impl Database for Postgres {
             .batch_execute("COMMIT")
             .await
             .map_err(|e| failed("committing", e))
+    }
+
+    async fn cursors(&mut self, pipeline: &str, destination: &str) -> Result<HashMap<String, u64>> {
+        self.cursors_outside(pipeline, destination).await
     }
 }
 

@@ -2,6 +2,8 @@
 //! whether an existing column holds its values exactly (an `integer` column does not hold a
 //! 64-bit one; a `numeric(10,2)` does not hold three decimals).
 
+use super::super::database::quoted;
+
 use datafusion::arrow::datatypes::DataType;
 
 /// A column of the target table, as the catalogue describes it.
@@ -106,19 +108,6 @@ pub fn shown(column: &TargetColumn) -> String {
         ("numeric", Some(p), Some(s)) => format!("numeric({p},{s})"),
         (udt, _, _) => udt.to_string(),
     }
-}
-
-/// An identifier quoted for SQL.
-pub fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Identifiers quoted for SQL, comma separated.
-pub fn quoted_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
-    (names.into_iter())
-        .map(|n| quoted(n.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A table name (`schema.table` or `table`) quoted part by part, and its two parts (the
