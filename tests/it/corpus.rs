@@ -653,6 +653,13 @@ fn cases() -> Vec<Case> {
             &["line 7: table items: deliver: two destinations are named \"shopdb\""],
         ),
         case(
+            "pipeline_deliver_variable_not_set",
+            pipeline("tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    deliver:\n      - postgres: {url: \"${TIDEMARK_CORPUS_UNSET}\"}\n"),
+            check,
+            2,
+            &["items: error: destination postgres: url reads the environment variable TIDEMARK_CORPUS_UNSET, which is not set; set it where tidemark runs (its value is never printed or stored)."],
+        ),
+        case(
             "pipeline_deliver_unknown_key_suggests",
             pipeline("tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    deliver:\n      - postgres: {url: \"${DB}\", tabel: x}\n"),
             check,
