@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use futures::pin_mut;
+use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls};
 
 use super::database::{
     Database, KIND, Staged, deleted_at, matching, rename_sql, stage_name, upsert_sql,
@@ -31,6 +31,25 @@ pub struct Postgres {
     client: Client,
 }
 
+/// The TLS connector: rustls with ring, trusting the system's root certificates.
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for certificate in found.certs {
+        // A certificate the system lists but rustls cannot read is one fewer root, no error.
+        let _ = roots.add(certificate);
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Destination {
+            message: format!("setting up TLS: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 fn failed(doing: &str, e: tokio_postgres::Error) -> Error {
     let message = match e.as_db_error() {
         Some(db) => {
@@ -40,7 +59,16 @@ fn failed(doing: &str, e: tokio_postgres::Error) -> Error {
             }
             m
         }
-        None => e.to_string(),
+        None => {
+            // The cause says what failed (a refused connection, a certificate not trusted).
+            let mut m = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                m.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            m
+        }
     };
     Error::Destination {
         message: format!("{doing}: {message}"),
@@ -48,9 +76,11 @@ fn failed(doing: &str, e: tokio_postgres::Error) -> Error {
 }
 
 impl Postgres {
-    /// Connect with the destination's URL (`postgresql://user@host:port/db`).
+    /// Connect with the destination's URL (`postgresql://user@host:port/db`). TLS follows the
+    /// URL's `sslmode` (`prefer` by default: TLS when the server offers it, `require` to insist,
+    /// `disable`), with the server's certificate checked against the system's roots.
     pub async fn connect(url: &Secret) -> Result<Postgres> {
-        let (client, connection) = tokio_postgres::connect(url.expose(), NoTls)
+        let (client, connection) = tokio_postgres::connect(url.expose(), tls()?)
             .await
             .map_err(|e| failed("connecting to PostgreSQL", e))?;
         tokio::spawn(async move {
