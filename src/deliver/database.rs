@@ -60,6 +60,27 @@ impl Staged<'_> {
 /// The column of a staging table that holds each row's change type.
 pub const KIND: &str = "_tidemark_kind";
 
+/// The arrays of `names` in a batch of staged rows: the staging table's columns, the change
+/// type under [`KIND`].
+pub fn staged_columns(
+    batch: &datafusion::arrow::array::RecordBatch,
+    names: &[String],
+) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+    let schema = batch.schema();
+    (names.iter())
+        .map(|name| {
+            let lookup = match name == KIND {
+                true => CHANGE_TYPE_COLUMN,
+                false => name.as_str(),
+            };
+            let at = schema.index_of(lookup).map_err(|e| Error::Destination {
+                message: format!("the rows lack column {lookup}: {e}"),
+            })?;
+            Ok(batch.column(at).clone())
+        })
+        .collect()
+}
+
 /// The round's staging table `index`.
 pub fn stage_name(index: usize) -> String {
     quoted(&format!("_tidemark_stage_{index}"))

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
     UInt16Type, UInt32Type,
@@ -21,9 +21,9 @@ use rusqlite::types::Value;
 
 use super::database::{
     Database, KIND, Staged, deleted_at, matching, quoted, quoted_list, rename_sql, stage_name,
-    upsert_sql,
+    staged_columns, upsert_sql,
 };
-use crate::diff::{CHANGE_TYPE_COLUMN, previous_key_column};
+use crate::diff::previous_key_column;
 use crate::error::{Error, Result};
 use crate::spec::{ChangeKind, Deletes};
 
@@ -337,7 +337,7 @@ impl Database for Sqlite {
             .map_err(|e| failed(&doing, &self.path, e))?;
         let options = FormatOptions::default();
         for batch in &staged.delta.batches {
-            let arrays = batch_columns(batch, &names)?;
+            let arrays = staged_columns(batch, &names)?;
             let formatters = (arrays.iter())
                 .map(|a| ArrayFormatter::try_new(a.as_ref(), &options))
                 .collect::<std::result::Result<Vec<_>, _>>()
@@ -467,25 +467,6 @@ impl Database for Sqlite {
             false => Ok(HashMap::new()),
         }
     }
-}
-
-/// The arrays of `names` in `batch` (the change type under [`KIND`]).
-fn batch_columns(batch: &RecordBatch, names: &[String]) -> Result<Vec<std::sync::Arc<dyn Array>>> {
-    let schema = batch.schema();
-    names
-        .iter()
-        .map(|name| {
-            let lookup = if name == KIND {
-                CHANGE_TYPE_COLUMN
-            } else {
-                name.as_str()
-            };
-            let at = schema.index_of(lookup).map_err(|e| Error::Destination {
-                message: format!("the rows lack column {lookup}: {e}"),
-            })?;
-            Ok(batch.column(at).clone())
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -16,10 +16,11 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
 
 use super::database::{
-    Database, KIND, Staged, deleted_at, matching, rename_sql, stage_name, upsert_sql,
+    Database, KIND, Staged, deleted_at, matching, rename_sql, stage_name, staged_columns,
+    upsert_sql,
 };
 use super::database::{quoted, quoted_list};
-use crate::diff::{CHANGE_TYPE_COLUMN, previous_key_column};
+use crate::diff::previous_key_column;
 use crate::error::{Error, Result};
 use crate::spec::secrets::Secret;
 use crate::spec::{ChangeKind, Deletes};
@@ -466,26 +467,12 @@ impl Postgres {
     }
 }
 
-/// The values of `names` in `batch` (the change type column under [`KIND`]), nested columns as
-/// JSON texts.
+/// The values of `names` in `batch` (see [`staged_columns`]), nested columns as JSON texts.
 fn batch_values(batch: &RecordBatch, names: &[String]) -> Result<Vec<Values>> {
-    let schema = batch.schema();
-    names
-        .iter()
-        .map(|name| {
-            let lookup = if name == KIND {
-                CHANGE_TYPE_COLUMN
-            } else {
-                name.as_str()
-            };
-            let at = schema.index_of(lookup).map_err(|e| Error::Destination {
-                message: format!("the rows lack column {lookup}: {e}"),
-            })?;
-            let column = batch.column(at);
-            match schema::is_nested(column.data_type()) {
-                true => json_texts(column).map(Values::Json),
-                false => Ok(Values::Arrow(column.clone())),
-            }
+    (staged_columns(batch, names)?.into_iter())
+        .map(|column| match schema::is_nested(column.data_type()) {
+            true => json_texts(&column).map(Values::Json),
+            false => Ok(Values::Arrow(column)),
         })
         .collect()
 }
