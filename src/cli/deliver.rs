@@ -62,7 +62,7 @@ pub(super) async fn execute(args: DeliverArgs, global: &super::GlobalArgs) -> Re
         any = true;
         crate::deliver::database::check_settings(&chosen)?;
         let only = args.destination.as_deref();
-        for (table, d) in crate::deliver::database::deliver(&plan, &store, &chosen, only).await {
+        for (table, d) in crate::deliver::deliver_remote(&plan, &store, &chosen, only).await {
             println!("{table}: {}: {}", d.destination, outcome(&d));
             if d.error.is_some() {
                 code = exit_code::UNDELIVERED;

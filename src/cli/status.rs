@@ -42,7 +42,7 @@ pub(super) async fn execute(args: StatusArgs, store: Option<&str>) -> Result<u8>
         let last_run: Option<&RunRecord> =
             (runs.iter().rev()).find(|r| r.table == table.name && r.pipeline == plan.name);
         let mut destinations = Vec::new();
-        for name in deliver::file_destinations(table) {
+        for name in deliver::store_cursors(table) {
             let at = cursor::position(&store, &table.name, name).await?;
             let lag = match (at, latest_version) {
                 (Some(at), Some(latest)) => Some(
@@ -57,7 +57,10 @@ pub(super) async fn execute(args: StatusArgs, store: Option<&str>) -> Result<u8>
             };
             destinations.push(json!({
                 "destination": name,
-                "kind": "files",
+                "kind": match table.outputs.iter().any(|o| o.name == name) {
+                    true => "files",
+                    false => "http",
+                },
                 "delivered_version": at,
                 "lag": lag,
                 "failed_rows": 0,

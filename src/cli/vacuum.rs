@@ -45,7 +45,7 @@ pub(super) async fn execute(args: VacuumArgs, store: Option<&str>) -> Result<u8>
     // The oldest version a destination of each table has not received.
     let mut undelivered = HashMap::new();
     for table in &chosen {
-        for name in deliver::file_destinations(table) {
+        for name in deliver::store_cursors(table) {
             if let Some(at) = cursor::position(&store, &table.name, name).await? {
                 let lacked = undelivered.entry(table.name.clone()).or_insert(u64::MAX);
                 *lacked = (*lacked).min(at + 1);
@@ -84,7 +84,7 @@ pub(super) async fn execute(args: VacuumArgs, store: Option<&str>) -> Result<u8>
     };
     // Only a destination's latest cursor record says where it is.
     for table in &chosen {
-        for name in deliver::file_destinations(table) {
+        for name in deliver::store_cursors(table) {
             let old = cursor::prune(&store, &table.name, name, args.dry_run).await?;
             if old > 0 {
                 println!(

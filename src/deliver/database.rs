@@ -227,6 +227,7 @@ fn groups<'a>(tables: &[&'a TablePlan], only: Option<&str>) -> Vec<Group<'a>> {
             let (kind, target) = match &destination.kind {
                 DestinationKind::Postgres(target) => (Kind::Postgres, target),
                 DestinationKind::Sqlite(target) => (Kind::Sqlite, target),
+                DestinationKind::Http(_) => continue,
             };
             let name = destination.name.as_str();
             let same = |g: &&mut Group<'a>| g.name == name && g.kind == kind && g.url == target.url;

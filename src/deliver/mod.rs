@@ -15,6 +15,7 @@
 pub mod cursor;
 pub mod database;
 pub mod files;
+pub mod http;
 pub mod postgres;
 pub mod sqlite;
 pub mod stored;
@@ -28,7 +29,7 @@ use crate::store::Store;
 pub struct Delivery {
     /// The destination's name.
     pub destination: String,
-    /// Its kind: `files` or `postgres`.
+    /// Its kind: `files`, `postgres`, `sqlite` or `http`.
     pub kind: &'static str,
     /// The versions it received now, ascending.
     pub versions: Vec<u64>,
@@ -73,6 +74,25 @@ pub fn file_destinations(table: &TablePlan) -> impl Iterator<Item = &str> {
 /// The names of all of `table`'s destinations: its outputs, then its databases.
 pub fn destinations(table: &TablePlan) -> impl Iterator<Item = &str> {
     file_destinations(table).chain(table.destinations.iter().map(|d| d.name.as_str()))
+}
+
+/// The names of `table`'s destinations whose cursors the store keeps: its outputs, then its
+/// HTTP APIs.
+pub fn store_cursors(table: &TablePlan) -> impl Iterator<Item = &str> {
+    file_destinations(table).chain(http::destinations(table).map(|(name, _)| name))
+}
+
+/// Bring every database and HTTP destination of `tables` (`only`: that one) up to date, the
+/// databases first. Returns, per table, what each destination received.
+pub async fn deliver_remote(
+    plan: &crate::spec::Plan,
+    store: &Store,
+    tables: &[&TablePlan],
+    only: Option<&str>,
+) -> Vec<(String, Delivery)> {
+    let mut out = database::deliver(plan, store, tables, only).await;
+    out.extend(http::deliver(store, tables, only).await);
+    out
 }
 
 /// Make every destination of `table` without a cursor join at `version` (see [`cursor`]).

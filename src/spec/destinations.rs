@@ -6,9 +6,12 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::plan::{
-    ChangeKind, DatabasePlan, Deletes, DestinationKind, DestinationPlan, OutputPlan,
+    ChangeKind, DatabasePlan, Deletes, DestinationKind, DestinationPlan, HttpPlan, OutputPlan,
+    PerChange,
 };
-use super::raw::{ChangeKindName, RawDatabase, RawDeletes, RawDestination, RawOutput};
+use super::raw::{
+    ChangeKindName, RawDatabase, RawDeletes, RawDestination, RawHttp, RawOutput, RawPerChange,
+};
 
 /// `output:` files.
 pub(super) fn outputs(
@@ -71,23 +74,19 @@ pub(super) fn destinations(
         let line = d.referenced.line();
         let at = format!("line {line}: table {table}: deliver");
         let d = d.value;
-        let (kind, raw_db) = match (d.postgres, d.sqlite) {
-            (Some(pg), None) => ("postgres", pg),
-            (None, Some(lite)) => ("sqlite", lite),
-            (None, None) => {
-                problems.push(format!(
-                    "{at}: name where the changes go: `postgres: {{url: ..., table: ...}}` or `sqlite: {{path: shop.db}}`."
-                ));
-                continue;
-            }
-            (Some(_), Some(_)) => {
-                problems.push(format!(
-                    "{at}: one destination is one database: give `postgres:` and `sqlite:` entries of their own."
-                ));
-                continue;
-            }
+        let given = [d.postgres.is_some(), d.sqlite.is_some(), d.http.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            problems.push(format!(
+                "{at}: name one place the changes go: `postgres: {{url: ..., table: ...}}`, `sqlite: {{path: shop.db}}` or `http: {{url: ..., method: ...}}` (give each its own entry)."
+            ));
+            continue;
+        }
+        let kind_name = match (&d.postgres, &d.sqlite) {
+            (Some(_), _) => "postgres",
+            (_, Some(_)) => "sqlite",
+            _ => "http",
         };
-        let name = d.name.unwrap_or_else(|| kind.to_string());
+        let name = d.name.unwrap_or_else(|| kind_name.to_string());
         let taken = destinations.iter().any(|known| known.name == name)
             || outputs.iter().any(|o| o.name == name);
         if taken {
@@ -95,12 +94,20 @@ pub(super) fn destinations(
                 "{at}: two destinations are named {name:?}; give each its own `name:` (its progress is kept under it)."
             ));
         }
-        let Some(plan) = database(dir, table, &at, kind, raw_db, problems) else {
-            continue;
+        let kind = match (d.postgres, d.sqlite, d.http) {
+            (Some(pg), _, _) => {
+                database(dir, table, &at, "postgres", pg, problems).map(DestinationKind::Postgres)
+            }
+            (_, Some(lite), _) => {
+                database(dir, table, &at, "sqlite", lite, problems).map(DestinationKind::Sqlite)
+            }
+            (_, _, Some(http)) => {
+                self::http(&at, http, problems).map(|p| DestinationKind::Http(Box::new(p)))
+            }
+            _ => None,
         };
-        let kind = match kind {
-            "postgres" => DestinationKind::Postgres(plan),
-            _ => DestinationKind::Sqlite(plan),
+        let Some(kind) = kind else {
+            continue;
         };
         destinations.push(DestinationPlan { name, kind });
     }
@@ -160,4 +167,136 @@ fn database(
         create: raw.create.unwrap_or(false),
         deletes,
     })
+}
+
+/// An HTTP destination's settings: templates checked, rate and durations read.
+fn http(at: &str, raw: RawHttp, problems: &mut Vec<String>) -> Option<HttpPlan> {
+    let before = problems.len();
+    let per_change = |raw: Option<RawPerChange>| match raw {
+        None => PerChange::default(),
+        Some(RawPerChange::One(v)) => PerChange {
+            new: Some(v.clone()),
+            changed: Some(v.clone()),
+            deleted: Some(v),
+            renamed: None,
+        },
+        Some(RawPerChange::Each(e)) => PerChange {
+            new: e.new,
+            changed: e.changed,
+            deleted: e.deleted,
+            renamed: e.renamed,
+        },
+    };
+    let url = per_change(raw.url);
+    let method = match raw.method {
+        None => per_change(Some(RawPerChange::One("POST".into()))),
+        given => per_change(given),
+    };
+    let body = per_change(raw.body);
+    if url.given().next().is_none() {
+        problems.push(format!(
+            "{at}: http takes `url:`, a template over the row such as \"https://api.example.com/items/{{{{ key.sku }}}}\"."
+        ));
+    }
+    for (kind, m) in method.given() {
+        if !["POST", "PUT", "PATCH", "DELETE"].contains(&m) {
+            problems.push(format!(
+                "{at}: method {kind}: {m:?} is not one of POST, PUT, PATCH, DELETE."
+            ));
+        }
+        if url.of(kind_of(kind)).is_none() {
+            problems.push(format!("{at}: {kind} rows have a method but no `url:`."));
+        }
+    }
+    let templates = (url.given().map(|(k, t)| (format!("url {k}"), t)))
+        .chain(body.given().map(|(k, t)| (format!("body {k}"), t)));
+    let headers: Vec<(String, String)> = raw.headers.unwrap_or_default().into_iter().collect();
+    for (setting, text) in templates
+        .chain(
+            headers
+                .iter()
+                .map(|(h, t)| (format!("header {h}"), t.as_str())),
+        )
+        .collect::<Vec<_>>()
+    {
+        if let Some(problem) = super::secrets::problem(text) {
+            problems.push(format!("{at}: {setting}: {problem}"));
+        } else if let Err(problem) = crate::deliver::http::check_template(text) {
+            problems.push(format!("{at}: {setting}: {problem}"));
+        }
+    }
+    for (name, _) in &headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(format!(
+                "{at}: header {name:?} is not a header name (letters, digits and `-`)."
+            ));
+        }
+    }
+    let rate_limit = raw.rate_limit.and_then(|text| match rate(&text) {
+        Some(r) => Some(r),
+        None => {
+            problems.push(format!(
+                "{at}: rate_limit {text:?}: write requests per unit, such as 10/s, 600/min or 1000/h."
+            ));
+            None
+        }
+    });
+    let mut duration_of = |setting: &str, text: Option<String>, default: u64| match text {
+        None => std::time::Duration::from_millis(default),
+        Some(text) => duration(&text).unwrap_or_else(|| {
+            problems.push(format!(
+                "{at}: {setting} {text:?}: write a number and a unit, such as 500ms, 30s or 2m."
+            ));
+            std::time::Duration::ZERO
+        }),
+    };
+    let timeout = duration_of("timeout", raw.timeout, 30_000);
+    let backoff = duration_of("backoff", raw.backoff, 1_000);
+    (problems.len() == before).then_some(HttpPlan {
+        url,
+        method,
+        body,
+        headers,
+        rate_limit,
+        retries: raw.retries.unwrap_or(5),
+        timeout,
+        backoff,
+    })
+}
+
+fn kind_of(name: &str) -> ChangeKind {
+    match name {
+        "new" => ChangeKind::New,
+        "changed" => ChangeKind::Changed,
+        "deleted" => ChangeKind::Deleted,
+        _ => ChangeKind::Renamed,
+    }
+}
+
+/// Requests per second from `10/s`, `600/min`, `1000/h`.
+fn rate(text: &str) -> Option<f64> {
+    let (count, unit) = text.trim().split_once('/')?;
+    let count: f64 = count.trim().parse().ok().filter(|c: &f64| *c > 0.0)?;
+    let seconds = match unit.trim() {
+        "s" => 1.0,
+        "min" | "m" => 60.0,
+        "h" => 3600.0,
+        _ => return None,
+    };
+    Some(count / seconds)
+}
+
+/// A duration from `500ms`, `30s`, `2m`.
+fn duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(unit_at);
+    let n: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(millis))
 }

@@ -327,6 +327,69 @@ pub enum DestinationKind {
     Postgres(DatabasePlan),
     /// A table in an SQLite file (`url` is the file's path).
     Sqlite(DatabasePlan),
+    /// An HTTP API called per changed row.
+    Http(Box<HttpPlan>),
+}
+
+/// An HTTP API that receives a table's changes, a request per changed row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpPlan {
+    /// URL templates (minijinja over the row), per change type.
+    pub url: PerChange,
+    /// Methods per change type; a change type without one is not sent.
+    pub method: PerChange,
+    /// Body templates per change type; without one, the row as a JSON object (no body for
+    /// DELETE).
+    pub body: PerChange,
+    /// Header names and value templates; `${VAR}` in them is read from the environment.
+    pub headers: Vec<(String, String)>,
+    /// The most requests per second (`None`: as fast as the server answers).
+    pub rate_limit: Option<f64>,
+    /// How often a request is tried again on 429, 5xx, a timeout or a lost connection.
+    pub retries: u32,
+    /// How long one request may take.
+    pub timeout: std::time::Duration,
+    /// The first wait before trying again (doubled each time), unless the server says
+    /// `Retry-After`.
+    pub backoff: std::time::Duration,
+}
+
+/// A setting per change type (a RENAMED row takes CHANGED's unless it has its own).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PerChange {
+    /// For NEW rows.
+    pub new: Option<String>,
+    /// For CHANGED rows.
+    pub changed: Option<String>,
+    /// For DELETED rows.
+    pub deleted: Option<String>,
+    /// For RENAMED rows.
+    pub renamed: Option<String>,
+}
+
+impl PerChange {
+    /// The setting for `kind`.
+    pub fn of(&self, kind: ChangeKind) -> Option<&str> {
+        match kind {
+            ChangeKind::New => self.new.as_deref(),
+            ChangeKind::Changed => self.changed.as_deref(),
+            ChangeKind::Deleted => self.deleted.as_deref(),
+            ChangeKind::Renamed => self.renamed.as_deref().or(self.changed.as_deref()),
+            ChangeKind::Unchanged => None,
+        }
+    }
+
+    /// The settings that are given, with their change type's name.
+    pub fn given(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("new", &self.new),
+            ("changed", &self.changed),
+            ("deleted", &self.deleted),
+            ("renamed", &self.renamed),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
+    }
 }
 
 /// A database table that receives a table's changes.

@@ -152,6 +152,39 @@ pub struct RawDestination {
     pub name: Option<String>,
     pub postgres: Option<RawDatabase>,
     pub sqlite: Option<RawDatabase>,
+    pub http: Option<RawHttp>,
+}
+
+/// An HTTP destination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub url: Option<RawPerChange>,
+    pub method: Option<RawPerChange>,
+    pub headers: Option<indexmap::IndexMap<String, String>>,
+    pub body: Option<RawPerChange>,
+    pub rate_limit: Option<String>,
+    pub retries: Option<u32>,
+    pub timeout: Option<String>,
+    pub backoff: Option<String>,
+}
+
+/// A setting given once for every change type, or per change type.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPerChange {
+    One(String),
+    Each(RawEachChange),
+}
+
+/// A setting per change type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEachChange {
+    pub new: Option<String>,
+    pub changed: Option<String>,
+    pub deleted: Option<String>,
+    pub renamed: Option<String>,
 }
 
 /// A database destination.

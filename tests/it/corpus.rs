@@ -629,7 +629,7 @@ fn cases() -> Vec<Case> {
             pipeline("tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    deliver:\n      - name: shopdb\n"),
             check,
             2,
-            &["line 6: table items: deliver: name where the changes go: `postgres: {url: ..., table: ...}` or `sqlite: {path: shop.db}`."],
+            &["line 6: table items: deliver: name one place the changes go: `postgres: {url: ..., table: ...}`, `sqlite: {path: shop.db}` or `http: {url: ..., method: ...}` (give each its own entry)."],
         ),
         case(
             "pipeline_deliver_soft_deletes_without_a_column",
