@@ -19,6 +19,9 @@ pub struct DeliverArgs {
     /// Only the destination of this name (an output's `name:`, else its path as written).
     #[arg(long, value_name = "D")]
     pub destination: Option<String>,
+    /// Send the rows in HTTP destinations' dead-letter files again first.
+    #[arg(long)]
+    pub retry_failed: bool,
 }
 
 pub(super) async fn execute(args: DeliverArgs, global: &super::GlobalArgs) -> Result<u8> {
@@ -62,7 +65,9 @@ pub(super) async fn execute(args: DeliverArgs, global: &super::GlobalArgs) -> Re
         any = true;
         crate::deliver::database::check_settings(&chosen)?;
         let only = args.destination.as_deref();
-        for (table, d) in crate::deliver::deliver_remote(&plan, &store, &chosen, only).await {
+        for (table, d) in
+            crate::deliver::deliver_remote(&plan, &store, &chosen, only, args.retry_failed).await
+        {
             println!("{table}: {}: {}", d.destination, outcome(&d));
             if d.error.is_some() {
                 code = exit_code::UNDELIVERED;
@@ -102,6 +107,17 @@ fn outcome(d: &Delivery) -> String {
     if let Some(e) = &d.error {
         return format!("not delivered: {e}");
     }
+    match d.failed_rows {
+        0 => delivered(d),
+        n => format!(
+            "{}; {n} rows wait in its dead-letter file (`tidemark deliver --retry-failed` sends them again)",
+            delivered(d)
+        ),
+    }
+}
+
+/// What a delivery that did not fail received, in words.
+fn delivered(d: &Delivery) -> String {
     let at = d.cursor.unwrap_or(0);
     if d.joined {
         return format!("joins at v{at}: it receives the versions committed after it");

@@ -55,15 +55,22 @@ pub(super) async fn execute(args: StatusArgs, store: Option<&str>) -> Result<u8>
                 ),
                 _ => None,
             };
+            let files = table.outputs.iter().any(|o| o.name == name);
+            let (failed_rows, dead_letter_file) = match files {
+                true => (0, None),
+                false => {
+                    let (rows, file) =
+                        crate::deliver::http::dead_letters(&store, &table.name, name).await?;
+                    (rows, (rows > 0).then_some(file))
+                }
+            };
             destinations.push(json!({
                 "destination": name,
-                "kind": match table.outputs.iter().any(|o| o.name == name) {
-                    true => "files",
-                    false => "http",
-                },
+                "kind": if files { "files" } else { "http" },
                 "delivered_version": at,
                 "lag": lag,
-                "failed_rows": 0,
+                "failed_rows": failed_rows,
+                "dead_letter_file": dead_letter_file,
             }));
         }
         for position in databases.iter().filter(|p| p.table == table.name) {
@@ -154,6 +161,11 @@ fn print_text(status: &serde_json::Value) {
                 (None, _) => "has received nothing yet".to_string(),
             };
             println!("  {destination}: {line}, {} failed rows", d["failed_rows"]);
+            if let Some(file) = d["dead_letter_file"].as_str() {
+                println!(
+                    "    dead letters: {file} (`tidemark deliver --retry-failed` sends them again)"
+                );
+            }
         }
     }
 }

@@ -39,7 +39,7 @@ pub struct CursorRecord {
 
 /// The folder of a destination's records, relative to its table's: its name, made safe for a
 /// file name and kept distinct by a hash of the name.
-fn folder(destination: &str) -> String {
+pub(crate) fn folder(destination: &str) -> String {
     let readable: String = destination
         .chars()
         .map(|c| match c {

@@ -41,6 +41,8 @@ pub struct Delivery {
     pub joined: bool,
     /// Why it stopped short of the latest version.
     pub error: Option<Error>,
+    /// Rows in its dead-letter file (an HTTP destination's), after this delivery.
+    pub failed_rows: usize,
 }
 
 impl Delivery {
@@ -53,6 +55,7 @@ impl Delivery {
             cursor: None,
             joined: false,
             error: None,
+            failed_rows: 0,
         }
     }
 }
@@ -83,15 +86,16 @@ pub fn store_cursors(table: &TablePlan) -> impl Iterator<Item = &str> {
 }
 
 /// Bring every database and HTTP destination of `tables` (`only`: that one) up to date, the
-/// databases first. Returns, per table, what each destination received.
+/// databases first (`retry_failed`: HTTP destinations send their dead letters again first). Returns, per table, what each destination received.
 pub async fn deliver_remote(
     plan: &crate::spec::Plan,
     store: &Store,
     tables: &[&TablePlan],
     only: Option<&str>,
+    retry_failed: bool,
 ) -> Vec<(String, Delivery)> {
     let mut out = database::deliver(plan, store, tables, only).await;
-    out.extend(http::deliver(store, tables, only).await);
+    out.extend(http::deliver(store, tables, only, retry_failed).await);
     out
 }
 

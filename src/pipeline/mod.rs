@@ -134,7 +134,9 @@ pub async fn run_pipeline_in(
     let mut tables = schedule::schedule(plan, &selected, store, options, &mut on_table).await;
     if !options.dry_run && !options.no_deliver {
         // Databases take the pipeline's tables together, parents before children.
-        for (name, delivery) in crate::deliver::deliver_remote(plan, store, &selected, None).await {
+        for (name, delivery) in
+            crate::deliver::deliver_remote(plan, store, &selected, None, false).await
+        {
             if let Some(run) = tables.iter_mut().find(|t| t.table == name) {
                 run.deliveries.push(delivery);
             }

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::plan::{
-    ChangeKind, DatabasePlan, Deletes, DestinationKind, DestinationPlan, HttpPlan, OutputPlan,
-    PerChange,
+    ChangeKind, DatabasePlan, Deletes, DestinationKind, DestinationPlan, HttpPlan, OnFailure,
+    OutputPlan, PerChange,
 };
 use super::raw::{
     ChangeKindName, RawDatabase, RawDeletes, RawDestination, RawHttp, RawOutput, RawPerChange,
@@ -208,29 +208,30 @@ fn http(at: &str, raw: RawHttp, problems: &mut Vec<String>) -> Option<HttpPlan> 
             problems.push(format!("{at}: {kind} rows have a method but no `url:`."));
         }
     }
-    let templates = (url.given().map(|(k, t)| (format!("url {k}"), t)))
-        .chain(body.given().map(|(k, t)| (format!("body {k}"), t)));
     let headers: Vec<(String, String)> = raw.headers.unwrap_or_default().into_iter().collect();
-    for (setting, text) in templates
-        .chain(
-            headers
-                .iter()
-                .map(|(h, t)| (format!("header {h}"), t.as_str())),
-        )
-        .collect::<Vec<_>>()
-    {
-        if let Some(problem) = super::secrets::problem(text) {
-            problems.push(format!("{at}: {setting}: {problem}"));
-        } else if let Err(problem) = crate::deliver::http::check_template(text) {
-            problems.push(format!("{at}: {setting}: {problem}"));
-        }
-    }
-    for (name, _) in &headers {
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+    template_problems(at, &url, &body, &headers, problems);
+    let remember: Vec<(String, String)> = raw.remember.unwrap_or_default().into_iter().collect();
+    for (name, pointer) in &remember {
+        if !pointer.is_empty() && !pointer.starts_with('/') {
             problems.push(format!(
-                "{at}: header {name:?} is not a header name (letters, digits and `-`)."
+                "{at}: remember {name}: {pointer:?} is not a JSON pointer into the response; write it as /data/id (each step after a `/`)."
             ));
         }
+    }
+    let on_failure = match raw.on_failure.as_deref() {
+        None | Some("dead_letter") => OnFailure::DeadLetter,
+        Some("stop") => OnFailure::Stop,
+        Some(other) => {
+            problems.push(format!(
+                "{at}: on_failure {other:?}: write dead_letter (the row goes to the dead-letter file and delivery goes on) or stop."
+            ));
+            OnFailure::Stop
+        }
+    };
+    if raw.concurrency == Some(0) {
+        problems.push(format!(
+            "{at}: concurrency 0: give the most requests in flight at once, 1 or more."
+        ));
     }
     let rate_limit = raw.rate_limit.and_then(|text| match rate(&text) {
         Some(r) => Some(r),
@@ -261,7 +262,41 @@ fn http(at: &str, raw: RawHttp, problems: &mut Vec<String>) -> Option<HttpPlan> 
         retries: raw.retries.unwrap_or(5),
         timeout,
         backoff,
+        remember,
+        on_failure,
+        concurrency: raw.concurrency.unwrap_or(4).max(1),
     })
+}
+
+/// The problems of an HTTP destination's templates and header names.
+fn template_problems(
+    at: &str,
+    url: &PerChange,
+    body: &PerChange,
+    headers: &[(String, String)],
+    problems: &mut Vec<String>,
+) {
+    let templates = (url.given().map(|(k, t)| (format!("url {k}"), t)))
+        .chain(body.given().map(|(k, t)| (format!("body {k}"), t)))
+        .chain(
+            headers
+                .iter()
+                .map(|(h, t)| (format!("header {h}"), t.as_str())),
+        );
+    for (setting, text) in templates {
+        if let Some(problem) = super::secrets::problem(text) {
+            problems.push(format!("{at}: {setting}: {problem}"));
+        } else if let Err(problem) = crate::deliver::http::check_template(text) {
+            problems.push(format!("{at}: {setting}: {problem}"));
+        }
+    }
+    for (name, _) in headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(format!(
+                "{at}: header {name:?} is not a header name (letters, digits and `-`)."
+            ));
+        }
+    }
 }
 
 fn kind_of(name: &str) -> ChangeKind {

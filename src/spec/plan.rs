@@ -352,6 +352,21 @@ pub struct HttpPlan {
     /// The first wait before trying again (doubled each time), unless the server says
     /// `Retry-After`.
     pub backoff: std::time::Duration,
+    /// Response fields kept per key (name, JSON pointer), given to later requests as `remote`.
+    pub remember: Vec<(String, String)>,
+    /// What a row the server refuses for good does to the delivery.
+    pub on_failure: OnFailure,
+    /// The most requests in flight at once (the rate limit still bounds how fast they start).
+    pub concurrency: usize,
+}
+
+/// What a row the server refuses for good (or still fails after the retries) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// It goes to the destination's dead-letter file and delivery goes on.
+    DeadLetter,
+    /// Delivery stops at its version (exit 5); the next delivery sends what was not confirmed.
+    Stop,
 }
 
 /// A setting per change type (a RENAMED row takes CHANGED's unless it has its own).

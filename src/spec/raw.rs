@@ -167,6 +167,9 @@ pub struct RawHttp {
     pub retries: Option<u32>,
     pub timeout: Option<String>,
     pub backoff: Option<String>,
+    pub remember: Option<indexmap::IndexMap<String, String>>,
+    pub on_failure: Option<String>,
+    pub concurrency: Option<usize>,
 }
 
 /// A setting given once for every change type, or per change type.

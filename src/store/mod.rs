@@ -334,6 +334,29 @@ impl Store {
         self.numbered(table, folder, ".json").await
     }
 
+    /// The names of the files right in `<table>/<folder>`, ascending (none: no such folder).
+    pub(crate) async fn file_names(&self, table: &str, folder: &str) -> Result<Vec<String>> {
+        let Some(objects) = &self.objects else {
+            return Ok(Vec::new());
+        };
+        let prefix = Path::from(format!("{table}/{folder}"));
+        let listing = match objects.list_with_delimiter(Some(&prefix)).await {
+            Ok(listing) => listing,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(store_error(
+                    format!("{}/{table}/{folder}", self.location),
+                    e,
+                ));
+            }
+        };
+        let mut names: Vec<String> = (listing.objects.iter())
+            .filter_map(|m| Some(m.location.filename()?.to_string()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Create the record `<table>/<relative>` if absent: true when this call created it, false
     /// when it was there already (written by another process, or by this one before a crash).
     pub(crate) async fn create_record(

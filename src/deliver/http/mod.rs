@@ -10,13 +10,24 @@
 //! deliver` sends the version again. A destination that has nothing yet receives the latest
 //! snapshot whole, as NEW rows.
 
+mod dead_letters;
+mod journal;
+mod progress;
 mod request;
+mod send;
+
+use std::collections::{HashSet, VecDeque};
 
 use datafusion::arrow::array::RecordBatch;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::{Map, Value as Json};
 
+use dead_letters::DeadLetters;
+use progress::{Pending, Progress, refused};
 pub use request::check_template;
-use request::{Pace, Row, Sent, Sources, Templates};
+use request::{Row, Sources, Templates};
+use send::Pace;
 
 use super::{Delivery, cursor, stored};
 use crate::diff::{CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Delta, previous_key_column};
@@ -32,12 +43,25 @@ pub fn destinations(table: &TablePlan) -> impl Iterator<Item = (&str, &HttpPlan)
     })
 }
 
+/// How many rows of `table`'s HTTP destination `name` are in its dead-letter file, and where
+/// that file is.
+pub async fn dead_letters(store: &Store, table: &str, name: &str) -> Result<(usize, String)> {
+    let folder = cursor::folder(name);
+    let letters = DeadLetters::open(store, table, &folder).await?;
+    Ok((
+        letters.len(),
+        store.file_url(table, &DeadLetters::relative(&folder)),
+    ))
+}
+
 /// Bring every HTTP destination of `tables` (`only`: that one) up to its table's latest
-/// version. Returns, per table, what each destination received.
+/// version, first sending the dead letters again when `retry_failed`. Returns, per table,
+/// what each destination received.
 pub async fn deliver(
     store: &Store,
     tables: &[&TablePlan],
     only: Option<&str>,
+    retry_failed: bool,
 ) -> Vec<(String, Delivery)> {
     let mut out = Vec::new();
     for table in tables {
@@ -46,7 +70,8 @@ pub async fn deliver(
                 continue;
             }
             let mut delivery = Delivery::new(name, "http");
-            if let Err((version, e)) = deliver_one(store, table, name, plan, &mut delivery).await {
+            let done = deliver_one(store, table, name, plan, retry_failed, &mut delivery).await;
+            if let Err((version, e)) = done {
                 delivery.error = Some(super::not_delivered(table, name, version, &e));
             }
             out.push((table.name.clone(), delivery));
@@ -55,24 +80,87 @@ pub async fn deliver(
     out
 }
 
+/// The parts of a destination that every request uses.
+struct Link<'a> {
+    plan: &'a HttpPlan,
+    client: reqwest::Client,
+    pace: Pace,
+    templates: Templates<'a>,
+}
+
 /// Bring one HTTP destination up to date; on failure, the version it stopped at.
 async fn deliver_one(
     store: &Store,
     table: &TablePlan,
     name: &str,
     plan: &HttpPlan,
+    retry_failed: bool,
     delivery: &mut Delivery,
 ) -> std::result::Result<(), (Option<u64>, Error)> {
     let sources = Sources::of(plan);
-    let templates = Templates::new(plan, &sources, name).map_err(|e| (None, e))?;
-    let client = reqwest::Client::builder()
-        .timeout(plan.timeout)
-        .build()
-        .map_err(|e| (None, destination_error(e.to_string())))?;
-    let mut pace = Pace::new(plan.rate_limit);
+    let link = Link {
+        plan,
+        client: reqwest::Client::builder()
+            .timeout(plan.timeout)
+            .build()
+            .map_err(|e| (None, destination_error(e.to_string())))?,
+        pace: Pace::new(plan.rate_limit),
+        templates: Templates::new(plan, &sources, name).map_err(|e| (None, e))?,
+    };
+    let folder = cursor::folder(name);
+    let mut progress =
+        (Progress::open(store, &table.name, &folder).await).map_err(|e| (None, e))?;
+    let outcome = deliver_versions(
+        store,
+        table,
+        name,
+        &link,
+        &mut progress,
+        retry_failed,
+        delivery,
+    );
+    let outcome = outcome.await;
+    delivery.failed_rows = progress.dead.len();
+    outcome?;
+    if progress.dead_now > 0 {
+        let (_, file) = dead_letters(store, &table.name, name)
+            .await
+            .map_err(|e| (None, e))?;
+        return Err((
+            None,
+            destination_error(format!(
+                "{} rows were refused by the server and went to the dead-letter file {file} (the row, the status, the response); `tidemark deliver --retry-failed` sends them again",
+                progress.dead_now
+            )),
+        ));
+    }
+    Ok(())
+}
+
+async fn deliver_versions(
+    store: &Store,
+    table: &TablePlan,
+    name: &str,
+    link: &Link<'_>,
+    progress: &mut Progress,
+    retry_failed: bool,
+    delivery: &mut Delivery,
+) -> std::result::Result<(), (Option<u64>, Error)> {
     let versions = store.versions(&table.name).await.map_err(|e| (None, e))?;
     let position = (cursor::position(store, &table.name, name).await).map_err(|e| (None, e))?;
     delivery.cursor = position;
+    if retry_failed {
+        let letters = progress.dead.by_version();
+        let mut rows = letters.into_iter().map(|letter| {
+            Ok(Pending {
+                row: letter.row,
+                idempotency_key: letter.idempotency_key,
+            })
+        });
+        send_all(store, link, progress, &mut rows, None)
+            .await
+            .map_err(|e| (None, e))?;
+    }
     let pending: Vec<u64> = match position {
         Some(at) => versions.iter().copied().filter(|v| *v > at).collect(),
         None => versions.last().copied().into_iter().collect(),
@@ -96,29 +184,18 @@ async fn deliver_one(
             None => stored::snapshot_as_new(store, &record).await,
         }
         .map_err(failed)?;
-        let rows = rows_of(table, &record, &delta).map_err(failed)?;
-        for row in &rows {
-            let key = format!("{}-{}-{version}", record.run_id, row.key_text());
-            let Some(request) = templates.request(plan, row, key) else {
-                continue;
-            };
-            let refused = |why: String| {
-                failed(destination_error(format!(
-                    "the {} row {} was not accepted: {why}",
-                    row.kind.canonical(),
-                    row.key_text()
-                )))
-            };
-            let request = request.map_err(refused)?;
-            if let Sent::Failed(why) =
-                request::send(&client, plan, &mut pace, &request, &templates).await
-            {
-                return Err(refused(why));
-            }
-        }
+        let confirmed = progress
+            .confirmed_of(store, version)
+            .await
+            .map_err(failed)?;
+        let mut rows = VersionRows::new(table, &record, &delta, confirmed);
+        send_all(store, link, progress, &mut rows, Some(version))
+            .await
+            .map_err(failed)?;
         cursor::advance(store, &table.name, name, version, Vec::new(), false)
             .await
             .map_err(failed)?;
+        progress.version_done(store).await.map_err(failed)?;
         tracing::info!("{}: delivered v{version} to {name}", table.name);
         delivery.versions.push(version);
         delivery.cursor = Some(version);
@@ -126,55 +203,165 @@ async fn deliver_one(
     Ok(())
 }
 
+/// Send `rows`, up to the destination's concurrency at once, taking in each outcome
+/// (`version`: the rows are that version's, and their confirmations are kept). On an error
+/// nothing more is started; the requests in flight are awaited and taken in first.
+async fn send_all(
+    store: &Store,
+    link: &Link<'_>,
+    progress: &mut Progress,
+    rows: &mut dyn Iterator<Item = Result<Pending>>,
+    version: Option<u64>,
+) -> Result<()> {
+    let mut in_flight = FuturesUnordered::new();
+    let mut stop: Option<Error> = None;
+    loop {
+        while stop.is_none() && in_flight.len() < link.plan.concurrency {
+            let Some(next) = rows.next() else {
+                break;
+            };
+            let pending = match next {
+                Ok(pending) => pending,
+                Err(e) => {
+                    stop = Some(e);
+                    break;
+                }
+            };
+            let remote = progress.remote(link.plan, &pending.row);
+            let key = pending.idempotency_key.clone();
+            let request = match link
+                .templates
+                .request(link.plan, &pending.row, key, &remote)
+            {
+                None => continue,
+                Some(Err(why)) => {
+                    stop = Some(refused(&pending.row, why));
+                    break;
+                }
+                Some(Ok(request)) => request,
+            };
+            in_flight.push(async move {
+                let sent = send::send(
+                    &link.client,
+                    link.plan,
+                    &link.pace,
+                    &request,
+                    &link.templates,
+                );
+                (pending, sent.await)
+            });
+        }
+        let Some((pending, sent)) = in_flight.next().await else {
+            break;
+        };
+        if let Err(e) = progress.outcome(link.plan, pending, sent, version) {
+            stop.get_or_insert(e);
+        }
+        progress.save_now_and_then(store).await?;
+    }
+    progress.save(store).await?;
+    stop.map_or(Ok(()), Err)
+}
+
+/// The rows of a version's delta not yet confirmed, read a batch at a time.
+struct VersionRows<'a> {
+    table: &'a TablePlan,
+    record: &'a CommitRecord,
+    batches: std::slice::Iter<'a, RecordBatch>,
+    ready: VecDeque<Row>,
+    confirmed: HashSet<String>,
+}
+
+impl<'a> VersionRows<'a> {
+    fn new(
+        table: &'a TablePlan,
+        record: &'a CommitRecord,
+        delta: &'a Delta,
+        confirmed: HashSet<String>,
+    ) -> VersionRows<'a> {
+        VersionRows {
+            table,
+            record,
+            batches: delta.batches.iter(),
+            ready: VecDeque::new(),
+            confirmed,
+        }
+    }
+}
+
+impl Iterator for VersionRows<'_> {
+    type Item = Result<Pending>;
+
+    fn next(&mut self) -> Option<Result<Pending>> {
+        loop {
+            if let Some(row) = self.ready.pop_front() {
+                let key = row.key_text();
+                if self.confirmed.contains(&key) {
+                    continue;
+                }
+                let version = self.record.version;
+                let idempotency_key = format!("{}-{key}-{version}", self.record.run_id);
+                return Some(Ok(Pending {
+                    row,
+                    idempotency_key,
+                }));
+            }
+            let batch = self.batches.next()?;
+            match rows_of(self.table, self.record, batch) {
+                Ok(rows) => self.ready.extend(rows),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
 fn destination_error(message: String) -> Error {
     Error::Destination { message }
 }
 
-/// The rows of `delta` with their values as JSON (as a `.json` delta file writes them).
-fn rows_of(table: &TablePlan, record: &CommitRecord, delta: &Delta) -> Result<Vec<Row>> {
+/// The rows of `batch` with their values as JSON (as a `.json` delta file writes them).
+fn rows_of(table: &TablePlan, record: &CommitRecord, batch: &RecordBatch) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for batch in &delta.batches {
-        for object in json_objects(batch)? {
-            let kind = match object.get(CHANGE_TYPE_COLUMN).and_then(Json::as_str) {
-                Some("NEW") => ChangeKind::New,
-                Some("CHANGED") => ChangeKind::Changed,
-                Some("DELETED") => ChangeKind::Deleted,
-                Some("RENAMED") => ChangeKind::Renamed,
-                _ => continue,
-            };
-            let pick = |names: &mut dyn Iterator<Item = (String, String)>| -> Map<String, Json> {
-                names
-                    .map(|(from, to)| (to, object.get(&from).cloned().unwrap_or(Json::Null)))
-                    .collect()
-            };
-            let values = pick(
-                &mut record
-                    .schema
+    for object in json_objects(batch)? {
+        let kind = match object.get(CHANGE_TYPE_COLUMN).and_then(Json::as_str) {
+            Some("NEW") => ChangeKind::New,
+            Some("CHANGED") => ChangeKind::Changed,
+            Some("DELETED") => ChangeKind::Deleted,
+            Some("RENAMED") => ChangeKind::Renamed,
+            _ => continue,
+        };
+        let pick = |names: &mut dyn Iterator<Item = (String, String)>| -> Map<String, Json> {
+            names
+                .map(|(from, to)| (to, object.get(&from).cloned().unwrap_or(Json::Null)))
+                .collect()
+        };
+        let values = pick(
+            &mut record
+                .schema
+                .iter()
+                .map(|c| (c.name.clone(), c.name.clone())),
+        );
+        let key = pick(&mut table.key.iter().map(|k| (k.clone(), k.clone())));
+        let previous_key = (kind == ChangeKind::Renamed).then(|| {
+            pick(
+                &mut table
+                    .key
                     .iter()
-                    .map(|c| (c.name.clone(), c.name.clone())),
-            );
-            let key = pick(&mut table.key.iter().map(|k| (k.clone(), k.clone())));
-            let previous_key = (kind == ChangeKind::Renamed).then(|| {
-                pick(
-                    &mut table
-                        .key
-                        .iter()
-                        .map(|k| (previous_key_column(k), k.clone())),
-                )
-            });
-            rows.push(Row {
-                kind,
-                values,
-                key,
-                previous_key,
-                reason: object
-                    .get(CHANGE_REASON_COLUMN)
-                    .cloned()
-                    .unwrap_or(Json::Null),
-                table: table.name.clone(),
-                version: record.version,
-            });
-        }
+                    .map(|k| (previous_key_column(k), k.clone())),
+            )
+        });
+        rows.push(Row {
+            kind,
+            values,
+            key,
+            previous_key,
+            reason: object
+                .get(CHANGE_REASON_COLUMN)
+                .cloned()
+                .unwrap_or(Json::Null),
+            table: table.name.clone(),
+            version: record.version,
+        });
     }
     Ok(rows)
 }

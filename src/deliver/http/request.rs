@@ -3,22 +3,18 @@
 //!
 //! Templates are minijinja (Jinja) over `row` (the row's values), `key`, `previous_key` (a
 //! RENAMED row's old key), `change` (`new`, `changed`, `deleted`, `renamed`), `reason`,
-//! `table` and `version`. A `${VAR}` in a template is read from the environment, but only in
+//! `table`, `version` and `remote` (what `remember:` kept from earlier responses for the
+//! key, a null until then). A `${VAR}` in a template is read from the environment, but only in
 //! the template's own text: it becomes a template variable, so a value in the data that looks
 //! like `${HOME}` stays text and is never expanded.
 
-use std::time::{Duration, Instant};
-
 use minijinja::{Environment, UndefinedBehavior, Value};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result};
 use crate::spec::secrets::{self, Secret};
 use crate::spec::{ChangeKind, HttpPlan};
-
-/// The longest wait a `Retry-After` is honoured with; a longer one counts as this.
-const LONGEST_WAIT: Duration = Duration::from_secs(300);
 
 /// `text` as minijinja source: each `${VAR}` a lookup of the secret, not text to expand.
 fn source(text: &str) -> String {
@@ -36,6 +32,12 @@ fn environment<'s>() -> Environment<'s> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    // A null renders as nothing (`/items/{{ remote.id }}` before the id is known), not as
+    // `none`; `| tojson` writes a JSON null.
+    env.set_formatter(|out, state, value| match value.is_none() {
+        true => Ok(()),
+        false => minijinja::escape_formatter(out, state, value),
+    });
     env
 }
 
@@ -138,6 +140,7 @@ impl<'s> Templates<'s> {
         plan: &HttpPlan,
         row: &Row,
         idempotency_key: String,
+        remote: &Map<String, Json>,
     ) -> Option<std::result::Result<Request, String>> {
         let method = plan.method.of(row.kind)?;
         let kind = row.kind_name();
@@ -150,6 +153,7 @@ impl<'s> Templates<'s> {
                 "reason": row.reason,
                 "table": row.table,
                 "version": row.version,
+                "remote": remote,
                 "secrets": self.secrets,
             }));
             let method =
@@ -209,8 +213,11 @@ fn kind_name(kind: ChangeKind) -> &'static str {
 }
 
 /// One changed row, its values as JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Row {
+    #[serde(rename = "change", with = "change_name")]
     pub kind: ChangeKind,
+    #[serde(rename = "row")]
     pub values: Map<String, Json>,
     pub key: Map<String, Json>,
     pub previous_key: Option<Map<String, Json>>,
@@ -224,125 +231,49 @@ impl Row {
         kind_name(self.kind)
     }
 
+    /// The key as text (see [`Row::key_text`]) it had before: a RENAMED row's previous key.
+    pub fn previous_key_text(&self) -> Option<String> {
+        self.previous_key.as_ref().map(key_text)
+    }
+
     /// The key as text for an `Idempotency-Key`: each value (a text as it is, another as
     /// JSON) percent-encoded, joined by `,`.
     pub fn key_text(&self) -> String {
-        (self.key.values())
-            .map(|v| {
-                let text = match v {
-                    Json::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+        key_text(&self.key)
     }
 }
 
-/// How a request ended for good.
-pub enum Sent {
-    /// The server took it (2xx; for DELETE also 404 and 410: the item is gone).
-    Accepted,
-    /// It was refused, or still failed after the retries: why, in words.
-    Failed(String),
-}
-
-/// A request's pace: at most `rate` starts per second, across every request of a delivery.
-pub struct Pace {
-    interval: Option<Duration>,
-    next: Instant,
-}
-
-impl Pace {
-    pub fn new(rate: Option<f64>) -> Pace {
-        Pace {
-            interval: rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-            next: Instant::now(),
-        }
-    }
-
-    async fn wait(&mut self) {
-        let Some(interval) = self.interval else {
-            return;
-        };
-        let now = Instant::now();
-        if self.next > now {
-            tokio::time::sleep(self.next - now).await;
-        }
-        self.next = self.next.max(now) + interval;
-    }
-}
-
-/// Send `request`, trying again on 429, 5xx, a timeout or a lost connection, up to
-/// `plan.retries` times, waiting as `Retry-After` says or else doubling `plan.backoff`.
-pub async fn send(
-    client: &reqwest::Client,
-    plan: &HttpPlan,
-    pace: &mut Pace,
-    request: &Request,
-    templates: &Templates<'_>,
-) -> Sent {
-    let mut wait = plan.backoff;
-    let mut attempt = 0;
-    loop {
-        pace.wait().await;
-        let mut builder = client
-            .request(request.method.clone(), &request.url)
-            .headers(request.headers.clone())
-            .header("Idempotency-Key", &request.idempotency_key);
-        if let Some(body) = &request.body {
-            builder = builder.body(body.clone());
-        }
-        let (again, why, retry_after) = match builder.send().await {
-            Ok(response) => {
-                let status = response.status();
-                let gone = request.method == reqwest::Method::DELETE
-                    && matches!(status.as_u16(), 404 | 410);
-                if status.is_success() || gone {
-                    return Sent::Accepted;
-                }
-                let retry_after = (response.headers().get(RETRY_AFTER))
-                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-                    .map(|s| Duration::from_secs(s).min(LONGEST_WAIT));
-                let again = status.as_u16() == 429 || status.is_server_error();
-                let body = response.text().await.unwrap_or_default();
-                let excerpt: String = body.chars().take(300).collect();
-                (
-                    again,
-                    format!("the server answered {status}: {excerpt}"),
-                    retry_after,
-                )
-            }
-            Err(e) if e.is_timeout() => (
-                true,
-                format!("no answer within {} ms", plan.timeout.as_millis()),
-                None,
-            ),
-            Err(e) => (true, format!("the request failed: {}", cause(&e)), None),
-        };
-        if !again || attempt >= plan.retries {
-            let tries = match attempt {
-                0 => String::new(),
-                n => format!(" (after {n} retries)"),
+fn key_text(key: &Map<String, Json>) -> String {
+    (key.values())
+        .map(|v| {
+            let text = match v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
             };
-            let url = templates.redact(&request.url);
-            return Sent::Failed(
-                templates.redact(&format!("{} {url}: {why}{tries}", request.method)),
-            );
-        }
-        attempt += 1;
-        let pause = retry_after.unwrap_or(wait);
-        tokio::time::sleep(pause).await;
-        wait = (wait * 2).min(Duration::from_secs(60));
-    }
+            url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-/// The innermost cause of a request's failure, in its own words.
-fn cause(e: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = e;
-    while let Some(inner) = source.source() {
-        source = inner;
+/// A change type as its canonical label (`NEW`, `CHANGED`, …) in a dead letter.
+mod change_name {
+    use crate::spec::ChangeKind;
+
+    pub fn serialize<S: serde::Serializer>(kind: &ChangeKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.canonical())
     }
-    source.to_string()
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ChangeKind, D::Error> {
+        let name: String = serde::Deserialize::deserialize(d)?;
+        match name.as_str() {
+            "NEW" => Ok(ChangeKind::New),
+            "CHANGED" => Ok(ChangeKind::Changed),
+            "DELETED" => Ok(ChangeKind::Deleted),
+            "RENAMED" => Ok(ChangeKind::Renamed),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not a change type (NEW, CHANGED, DELETED, RENAMED)"
+            ))),
+        }
+    }
 }
