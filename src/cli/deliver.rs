@@ -109,6 +109,10 @@ fn outcome(d: &Delivery) -> String {
     }
     match d.failed_rows {
         0 => delivered(d),
+        1 => format!(
+            "{}; 1 row waits in its dead-letter file (`tidemark deliver --retry-failed` sends it again)",
+            delivered(d)
+        ),
         n => format!(
             "{}; {n} rows wait in its dead-letter file (`tidemark deliver --retry-failed` sends them again)",
             delivered(d)

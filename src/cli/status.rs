@@ -160,7 +160,11 @@ fn print_text(status: &serde_json::Value) {
                 (Some(at), None) => format!("has v{at}"),
                 (None, _) => "has received nothing yet".to_string(),
             };
-            println!("  {destination}: {line}, {} failed rows", d["failed_rows"]);
+            let failed = match d["failed_rows"].as_u64().unwrap_or(0) {
+                1 => "1 failed row".to_string(),
+                n => format!("{n} failed rows"),
+            };
+            println!("  {destination}: {line}, {failed}");
             if let Some(file) = d["dead_letter_file"].as_str() {
                 println!(
                     "    dead letters: {file} (`tidemark deliver --retry-failed` sends them again)"

@@ -9,6 +9,8 @@ mod exact_diff;
 mod faults;
 mod guards;
 mod hostile;
+mod http;
+mod http_server;
 mod inventory;
 mod inventory_data;
 mod kill;

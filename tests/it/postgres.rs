@@ -4,7 +4,6 @@
 //! without a violation; a table that does not fit is named before anything is written; the
 //! URL's secret appears nowhere.
 
-use std::process::Stdio;
 use std::time::Instant;
 
 use crate::pg_server::{database, query};
@@ -248,13 +247,7 @@ fn a_kill_at_any_moment_of_a_delivery_neither_loses_nor_repeats_a_version() {
         items = next_day(items, &mut rng, &mut next_id);
         write_items(&w, &items);
         assert_code(&w.run(&["run", "p.yaml", "--no-deliver", "--force"]), 0);
-        let mut child = w
-            .command()
-            .args(["deliver", "p.yaml"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = w.spawn_quiet(&["deliver", "p.yaml"]);
         std::thread::sleep(whole.mul_f64(rng.below(1000) as f64 / 1000.0));
         let _ = child.kill();
         if !child.wait().unwrap().success() {

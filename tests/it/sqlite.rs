@@ -3,7 +3,6 @@
 //! the storage classes SQLite keeps; a kill -9 at any moment of a delivery neither loses nor
 //! repeats a version.
 
-use std::process::Stdio;
 use std::time::Instant;
 
 use crate::postgres::{ITEMS, Item, cents, clock, next_day, write_items};
@@ -103,13 +102,7 @@ fn a_kill_at_any_moment_of_an_sqlite_delivery_neither_loses_nor_repeats_a_versio
         items = next_day(items, &mut rng, &mut next_id);
         write_items(&w, &items);
         assert_code(&w.run(&["run", "p.yaml", "--no-deliver", "--force"]), 0);
-        let mut child = w
-            .command()
-            .args(["deliver", "p.yaml"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = w.spawn_quiet(&["deliver", "p.yaml"]);
         std::thread::sleep(whole.mul_f64(rng.below(1000) as f64 / 1000.0));
         let _ = child.kill();
         if !child.wait().unwrap().success() {

@@ -47,6 +47,16 @@ impl Workdir {
         command
     }
 
+    /// Start tidemark with `args` in this folder, its output discarded (to be killed, say).
+    pub fn spawn_quiet(&self, args: &[&str]) -> std::process::Child {
+        self.command()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary starts")
+    }
+
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
     }

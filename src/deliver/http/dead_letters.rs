@@ -1,7 +1,12 @@
 //! The dead-letter file of an HTTP destination: the rows the server refused for good, one JSON
 //! object per line (the row, the status, the response body), in the store beside the
-//! destination's cursor. `tidemark deliver --retry-failed` sends them again; a later change of
-//! the same key that the server accepts replaces its dead letter, being newer.
+//! destination's cursor. `tidemark deliver --retry-failed` sends them again.
+//!
+//! While a key has a dead letter, its later changes are not sent but folded into the letter:
+//! the server never took the earlier change, so the later one alone would address what it
+//! does not have (a change of an item it never created). A NEW then CHANGED row waits as NEW
+//! with the latest values; NEW then DELETED leaves nothing to send; a DELETED row followed by
+//! NEW becomes CHANGED (the server still has the item).
 
 use std::collections::BTreeMap;
 
@@ -10,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::request::Row;
 use crate::error::{Error, Result};
+use crate::spec::ChangeKind;
 use crate::store::Store;
 
 const FILE_NAME: &str = "dead_letters.jsonl";
@@ -91,6 +97,53 @@ impl DeadLetters {
     pub fn put(&mut self, letter: DeadLetter) {
         self.letters.insert(letter.row.key_text(), letter);
         self.changed = true;
+    }
+
+    /// Fold `row` into the dead letter of its key (a RENAMED row's previous key), if it has
+    /// one (see the module's words); else give it back.
+    pub fn absorb(&mut self, row: Row, idempotency_key: String) -> Option<(Row, String)> {
+        let held = row.previous_key_text().unwrap_or_else(|| row.key_text());
+        let Some(mut letter) = self.letters.remove(&held) else {
+            return Some((row, idempotency_key));
+        };
+        self.changed = true;
+        let earlier = letter.row;
+        let folded = match (earlier.kind, row.kind) {
+            (ChangeKind::New, ChangeKind::Deleted) => None,
+            (ChangeKind::New, _) => Some(Row {
+                kind: ChangeKind::New,
+                previous_key: None,
+                ..row
+            }),
+            (ChangeKind::Deleted, _) => Some(Row {
+                kind: ChangeKind::Changed,
+                previous_key: None,
+                ..row
+            }),
+            (_, ChangeKind::Deleted) => Some(Row {
+                key: earlier.previous_key.unwrap_or(earlier.key),
+                previous_key: None,
+                ..row
+            }),
+            _ => {
+                let previous_key = earlier.previous_key.or(row.previous_key.clone());
+                let kind = match previous_key {
+                    Some(_) => ChangeKind::Renamed,
+                    None => ChangeKind::Changed,
+                };
+                Some(Row {
+                    kind,
+                    previous_key,
+                    ..row
+                })
+            }
+        };
+        if let Some(row) = folded {
+            letter.row = row;
+            letter.idempotency_key = idempotency_key;
+            self.letters.insert(letter.row.key_text(), letter);
+        }
+        None
     }
 
     /// Clear the dead letter of `key`, if there is one.

@@ -1,14 +1,18 @@
 //! HTTP destinations (reverse ETL): each changed row of a version becomes one request, its URL,
-//! body and headers rendered from the destination's templates ([`request`]).
+//! body and headers rendered from the destination's templates ([`request`]), sent with retries
+//! at the destination's pace ([`send`]), up to `concurrency` at once.
 //!
 //! The cursor is in the store, as for files ([`super::cursor`]): it advances once every row of
-//! a version was accepted. Delivery is at least once: a resumed delivery sends the version's
-//! rows again, each with the same `Idempotency-Key` (`<run id>-<key>-<version>`, the run that
-//! committed the version), so a server that honours it applies each change once. A row the
-//! server refuses for good (a 4xx other than 429, or still failing after the retries) stops
-//! the destination at that version: the command exits 5 and the next run or `tidemark
-//! deliver` sends the version again. A destination that has nothing yet receives the latest
-//! snapshot whole, as NEW rows.
+//! a version has an outcome. Delivery is at least once, each row always with the same
+//! `Idempotency-Key` (`<run id>-<key>-<version>`, the run that committed the version), so a
+//! server that honours it applies each change once. What is learnt on the way (the rows the
+//! server confirmed, the response fields `remember:` keeps) is saved in the store as it goes
+//! ([`progress`]), so a resumed delivery sends only what was not confirmed. A row the server
+//! refuses for good (a 4xx other than 408 and 429, or a 5xx after the retries) goes to the
+//! dead-letter file ([`dead_letters`]) and delivery goes on (`on_failure: stop` halts at that
+//! version instead); a server that does not answer, or still answers 429, stops delivery at
+//! the version. A destination that has nothing yet receives the latest snapshot whole, as NEW
+//! rows.
 
 mod dead_letters;
 mod journal;
@@ -71,9 +75,11 @@ pub async fn deliver(
             }
             let mut delivery = Delivery::new(name, "http");
             let done = deliver_one(store, table, name, plan, retry_failed, &mut delivery).await;
-            if let Err((version, e)) = done {
-                delivery.error = Some(super::not_delivered(table, name, version, &e));
-            }
+            delivery.error = match done {
+                Err((version, e)) => Some(super::not_delivered(table, name, version, &e)),
+                Ok(0) => None,
+                Ok(refused) => Some(refused_now(store, &table.name, name, refused).await),
+            };
             out.push((table.name.clone(), delivery));
         }
     }
@@ -88,7 +94,8 @@ struct Link<'a> {
     templates: Templates<'a>,
 }
 
-/// Bring one HTTP destination up to date; on failure, the version it stopped at.
+/// Bring one HTTP destination up to date: how many rows went to the dead letters on the way;
+/// on failure, the version it stopped at.
 async fn deliver_one(
     store: &Store,
     table: &TablePlan,
@@ -96,7 +103,7 @@ async fn deliver_one(
     plan: &HttpPlan,
     retry_failed: bool,
     delivery: &mut Delivery,
-) -> std::result::Result<(), (Option<u64>, Error)> {
+) -> std::result::Result<usize, (Option<u64>, Error)> {
     let sources = Sources::of(plan);
     let link = Link {
         plan,
@@ -122,19 +129,22 @@ async fn deliver_one(
     let outcome = outcome.await;
     delivery.failed_rows = progress.dead.len();
     outcome?;
-    if progress.dead_now > 0 {
-        let (_, file) = dead_letters(store, &table.name, name)
-            .await
-            .map_err(|e| (None, e))?;
-        return Err((
-            None,
-            destination_error(format!(
-                "{} rows were refused by the server and went to the dead-letter file {file} (the row, the status, the response); `tidemark deliver --retry-failed` sends them again",
-                progress.dead_now
-            )),
-        ));
+    Ok(progress.dead_now)
+}
+
+/// The error that says `refused` rows of this delivery went to the dead-letter file: the
+/// versions were delivered, those rows were not (exit 5).
+async fn refused_now(store: &Store, table: &str, name: &str, refused: usize) -> Error {
+    let (rows, were, wait, them) = match refused {
+        1 => ("1 row".to_string(), "was", "waits", "it"),
+        n => (format!("{n} rows"), "were", "wait", "them"),
+    };
+    match dead_letters(store, table, name).await {
+        Err(e) => e,
+        Ok((_, file)) => destination_error(format!(
+            "{name}: {rows} {were} refused by the server and {wait} in the dead-letter file {file} (with the status and the response); once the server takes {them}, `tidemark deliver --retry-failed` sends {them} again"
+        )),
     }
-    Ok(())
 }
 
 async fn deliver_versions(
@@ -220,9 +230,13 @@ async fn send_all(
             let Some(next) = rows.next() else {
                 break;
             };
-            let pending = match next {
-                Ok(pending) => pending,
-                Err(e) => {
+            let pending = match (next, version) {
+                (Ok(pending), None) => pending,
+                (Ok(pending), Some(version)) => match progress.unless_held(pending, version) {
+                    Some(pending) => pending,
+                    None => continue,
+                },
+                (Err(e), _) => {
                     stop = Some(e);
                     break;
                 }

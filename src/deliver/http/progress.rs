@@ -84,6 +84,23 @@ impl Progress {
             .collect()
     }
 
+    /// `pending` (a row of `version`) if it is to be sent; `None` when its key has a dead
+    /// letter, which takes it in instead (see [`DeadLetters::absorb`]), and it counts as done.
+    pub fn unless_held(&mut self, pending: Pending, version: u64) -> Option<Pending> {
+        let key = pending.row.key_text();
+        match self.dead.absorb(pending.row, pending.idempotency_key) {
+            Some((row, idempotency_key)) => Some(Pending {
+                row,
+                idempotency_key,
+            }),
+            None => {
+                self.confirmed
+                    .set(format!("{version}/{key}"), Json::Bool(true));
+                None
+            }
+        }
+    }
+
     /// Take in how sending `pending` ended; an error when delivery must stop.
     pub fn outcome(
         &mut self,
