@@ -71,7 +71,7 @@ pub(super) async fn execute(args: CheckArgs, store: Option<&str>) -> Result<u8> 
         }
         // Every `${VAR}` a destination reads must be set where the runs happen (nothing is
         // connected to).
-        if let Err(e) = crate::deliver::database::check_settings(&[table]) {
+        if let Err(e) = crate::deliver::check_settings(&[table]) {
             println!("{}: error: {e}", table.name);
             worst = worst.max(e.exit_code());
         }

@@ -63,7 +63,7 @@ pub(super) async fn execute(args: DeliverArgs, global: &super::GlobalArgs) -> Re
     }
     if chosen.iter().any(|t| !t.destinations.is_empty()) {
         any = true;
-        crate::deliver::database::check_settings(&chosen)?;
+        crate::deliver::check_settings(&chosen)?;
         let only = args.destination.as_deref();
         for (table, d) in
             crate::deliver::deliver_remote(&plan, &store, &chosen, only, args.retry_failed).await

@@ -188,7 +188,7 @@ async fn run_file(
     }
     if !args.dry_run && !args.no_deliver {
         let tables: Vec<&spec::TablePlan> = plan.tables.iter().collect();
-        crate::deliver::database::check_settings(&tables)?;
+        crate::deliver::check_settings(&tables)?;
     }
     if !args.dry_run {
         // A delta that could not be put in its place must fail the run before its commit.

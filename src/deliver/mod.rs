@@ -148,6 +148,13 @@ pub async fn bring_up_to_date(
     deliveries
 }
 
+/// Check that every destination of `tables` can be used as written: each `${VAR}` it reads is
+/// set, each template compiles. Nothing is connected to.
+pub fn check_settings(tables: &[&TablePlan]) -> Result<()> {
+    database::check_settings(tables)?;
+    http::check_settings(tables)
+}
+
 /// The error of a destination left behind.
 pub(crate) fn not_delivered(
     table: &TablePlan,

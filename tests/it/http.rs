@@ -416,3 +416,23 @@ fn bad_http_settings_are_named_before_anything_runs() {
         assert!(!w.path(".tidemark").exists(), "{setting}: something ran");
     }
 }
+
+#[test]
+fn an_unset_variable_of_an_http_destination_stops_the_run_before_anything_runs() {
+    let w = Workdir::new();
+    w.write("items.csv", "sku,name,qty\nA,a,1\n");
+    w.write(
+        "p.yaml",
+        "tables:\n  items:\n    source: {path: items.csv}\n    key: sku\n    deliver:\n      - name: board\n        http:\n          url: http://127.0.0.1:9/items\n          headers: {Authorization: \"Bearer ${TM_UNSET_BOARD_TOKEN}\"}\n",
+    );
+    for command in ["check", "run"] {
+        let out = w.run(&[command, "p.yaml"]);
+        assert_code(&out, 2);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            said.contains("destination board reads the environment variable TM_UNSET_BOARD_TOKEN, which is not set"),
+            "{command}: {said}"
+        );
+    }
+    assert!(!w.path(".tidemark").exists(), "something was committed");
+}

@@ -47,6 +47,17 @@ pub fn destinations(table: &TablePlan) -> impl Iterator<Item = (&str, &HttpPlan)
     })
 }
 
+/// Check that every HTTP destination of `tables` can be used as written: each `${VAR}` of its
+/// templates is set.
+pub fn check_settings(tables: &[&TablePlan]) -> Result<()> {
+    for table in tables {
+        for (name, plan) in destinations(table) {
+            Templates::new(plan, &Sources::of(plan), name)?;
+        }
+    }
+    Ok(())
+}
+
 /// How many rows of `table`'s HTTP destination `name` are in its dead-letter file, and where
 /// that file is.
 pub async fn dead_letters(store: &Store, table: &str, name: &str) -> Result<(usize, String)> {
