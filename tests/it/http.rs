@@ -436,3 +436,75 @@ fn an_unset_variable_of_an_http_destination_stops_the_run_before_anything_runs()
     }
     assert!(!w.path(".tidemark").exists(), "something was committed");
 }
+
+#[test]
+fn a_renamed_key_patches_the_item_its_old_key_created() {
+    let server = BoardServer::start(TOKEN);
+    let w = workdir(&server);
+    w.write(
+        "p.yaml",
+        pipeline(&server.url()).replace("    key: sku\n", "    key: sku\n    renames: true\n"),
+    );
+    let mut items: Vec<Item> = (1..=5).map(|n| item(n, Some(n as i64))).collect();
+    write_items(&w, &items);
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    let id_of_s003 = (server.board().items.iter())
+        .find(|(_, item)| item["sku"] == "s003")
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    items[2].sku = "s103".into();
+    write_items(&w, &items);
+    let renamed = w.run(&["run", "p.yaml"]);
+    assert_code(&renamed, 0);
+    assert!(
+        stdout(&renamed).contains("1 renamed"),
+        "{}",
+        stdout(&renamed)
+    );
+    assert_eq!(on_board(&server), expected(&items));
+    let board = server.board();
+    assert_eq!(board.items[&id_of_s003]["sku"], "s103");
+    let last = board.received.last().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("PATCH", format!("/items/{id_of_s003}").as_str())
+    );
+    assert_eq!(board.applied.len(), 6);
+}
+
+#[test]
+fn with_on_failure_stop_a_refused_row_holds_the_destination_at_its_version() {
+    let server = BoardServer::start(TOKEN);
+    server.board().refused_skus.insert("s002".into());
+    let w = workdir(&server);
+    w.write(
+        "p.yaml",
+        pipeline(&server.url()).replace(
+            "concurrency: 4",
+            "concurrency: 1\n          on_failure: stop",
+        ),
+    );
+    let items: Vec<Item> = (1..=3).map(|n| item(n, Some(n as i64))).collect();
+    write_items(&w, &items);
+    let stopped = w.run(&["run", "p.yaml"]);
+    assert_code(&stopped, 5);
+    assert!(
+        stdout(&stopped).contains("the NEW row s002 was not accepted: POST")
+            && stdout(&stopped).contains("422"),
+        "{}",
+        stdout(&stopped)
+    );
+    assert!(dead_letters(&w).is_empty());
+    let status = w.run(&["status", "p.yaml"]);
+    assert!(
+        stdout(&status).contains("board: has received nothing yet, 0 failed rows"),
+        "{}{}",
+        stdout(&status),
+        stderr(&status)
+    );
+    server.board().refused_skus.clear();
+    assert_code(&w.run(&["deliver", "p.yaml"]), 0);
+    assert_eq!(on_board(&server), expected(&items));
+    // s001 was taken before the refusal and is not applied again.
+    assert_eq!(server.board().applied.len(), 3);
+}
