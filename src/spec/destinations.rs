@@ -318,7 +318,8 @@ fn rate(text: &str) -> Option<f64> {
         "h" => 3600.0,
         _ => return None,
     };
-    Some(count / seconds)
+    // Slower than one a day is no pace anyone means (and no wait a timer can hold).
+    Some(count / seconds).filter(|r| *r >= 1.0 / 86_400.0)
 }
 
 /// A duration from `500ms`, `30s`, `2m`.

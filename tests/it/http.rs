@@ -508,3 +508,60 @@ fn with_on_failure_stop_a_refused_row_holds_the_destination_at_its_version() {
     // s001 was taken before the refusal and is not applied again.
     assert_eq!(server.board().applied.len(), 3);
 }
+
+#[test]
+fn a_row_whose_remote_id_was_never_given_waits_in_the_dead_letters() {
+    let server = BoardServer::start(TOKEN);
+    let w = workdir(&server);
+    // The answers hold the id at /data/id: this pointer finds nothing.
+    w.write(
+        "p.yaml",
+        pipeline(&server.url()).replace("remember: {id: /data/id}", "remember: {id: /id}"),
+    );
+    let mut items: Vec<Item> = (1..=3).map(|n| item(n, Some(n as i64))).collect();
+    write_items(&w, &items);
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    items.remove(1);
+    write_items(&w, &items);
+    let day2 = w.run(&["run", "p.yaml"]);
+    assert_code(&day2, 5);
+    let letters = dead_letters(&w);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        (&letters[0]["change"], &letters[0]["status"]),
+        (&json!("DELETED"), &json!(0))
+    );
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("its URL needs remote.id, which no answer of the server has given for this key yet (remember: id: /id)"),
+        "{letters:?}"
+    );
+    assert_eq!(server.board().items.len(), 3, "the item was not deleted");
+}
+
+#[test]
+fn a_first_delivery_cut_off_goes_on_with_its_snapshot_after_a_new_commit() {
+    let server = BoardServer::start(TOKEN);
+    server.board().delay = Duration::from_millis(5);
+    let w = workdir(&server);
+    let mut items: Vec<Item> = (1..=300).map(|n| item(n, Some(n as i64))).collect();
+    write_items(&w, &items);
+    assert_code(&w.run(&["run", "p.yaml", "--no-deliver"]), 0);
+    let mut child = w.spawn_quiet(&["deliver", "p.yaml"]);
+    while server.board().applied.len() < 40 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let sent = server.board().applied.len();
+    assert!(sent < 300, "the delivery was not cut off");
+    items[0].qty = Some(1000);
+    items.push(item(301, Some(1)));
+    write_items(&w, &items);
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    assert_eq!(on_board(&server), expected(&items));
+    // No item twice: v1's rows already taken are not created again under v2's keys.
+    assert_eq!(server.board().items.len(), items.len());
+}

@@ -106,6 +106,11 @@ impl DeadLetters {
         let Some(mut letter) = self.letters.remove(&held) else {
             return Some((row, idempotency_key));
         };
+        // Already folded in (a delivery cut off before it saved the row's confirmation).
+        if letter.row.version >= row.version {
+            self.letters.insert(held, letter);
+            return None;
+        }
         self.changed = true;
         let earlier = letter.row;
         let folded = match (earlier.kind, row.kind) {
@@ -139,8 +144,11 @@ impl DeadLetters {
             }
         };
         if let Some(row) = folded {
+            // A NEW the server may have taken after all keeps the key it was sent with.
+            if row.kind != ChangeKind::New {
+                letter.idempotency_key = idempotency_key;
+            }
             letter.row = row;
-            letter.idempotency_key = idempotency_key;
             self.letters.insert(letter.row.key_text(), letter);
         }
         None

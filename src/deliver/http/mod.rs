@@ -8,7 +8,7 @@
 //! server that honours it applies each change once. What is learnt on the way (the rows the
 //! server confirmed, the response fields `remember:` keeps) is saved in the store as it goes
 //! ([`progress`]), so a resumed delivery sends only what was not confirmed. A row the server
-//! refuses for good (a 4xx other than 408 and 429, or a 5xx after the retries) goes to the
+//! refuses for good (a 4xx other than 408, 409 and 429, or a 5xx after the retries) goes to the
 //! dead-letter file ([`dead_letters`]) and delivery goes on (`on_failure: stop` halts at that
 //! version instead); a server that does not answer, or still answers 429, stops delivery at
 //! the version. A destination that has nothing yet receives the latest snapshot whole, as NEW
@@ -28,7 +28,7 @@ use futures::stream::FuturesUnordered;
 use serde_json::{Map, Value as Json};
 
 use dead_letters::DeadLetters;
-use progress::{Pending, Progress, refused};
+use progress::{Pending, Progress};
 pub use request::check_template;
 use request::{Row, Sources, Templates};
 use send::Pace;
@@ -184,7 +184,14 @@ async fn deliver_versions(
     }
     let pending: Vec<u64> = match position {
         Some(at) => versions.iter().copied().filter(|v| *v > at).collect(),
-        None => versions.last().copied().into_iter().collect(),
+        // A first delivery cut off goes on with the snapshot it began (its rows were sent
+        // with that version's keys), then the versions after it.
+        None => match progress.version_in_progress() {
+            Some(begun) if versions.contains(&begun) => {
+                versions.iter().copied().filter(|v| *v >= begun).collect()
+            }
+            _ => versions.last().copied().into_iter().collect(),
+        },
     };
     for version in pending {
         let failed = |e: Error| (Some(version), e);
@@ -205,6 +212,9 @@ async fn deliver_versions(
             None => stored::snapshot_as_new(store, &record).await,
         }
         .map_err(failed)?;
+        if delivery.cursor.is_none() {
+            progress.begin_first(store, version).await.map_err(failed)?;
+        }
         let confirmed = progress
             .confirmed_of(store, version)
             .await
@@ -258,10 +268,26 @@ async fn send_all(
                 .templates
                 .request(link.plan, &pending.row, key, &remote)
             {
-                None => continue,
+                // Not sent (its change type has no method): a dead letter of it has nothing
+                // left to send either.
+                None => {
+                    if version.is_none() {
+                        progress.dead.clear(&pending.row.key_text());
+                    }
+                    continue;
+                }
+                // A row that cannot be made into a request is that row's failure.
                 Some(Err(why)) => {
-                    stop = Some(refused(&pending.row, why));
-                    break;
+                    let response = String::new();
+                    let sent = send::Sent::Refused {
+                        status: 0,
+                        response,
+                        why,
+                    };
+                    if let Err(e) = progress.outcome(link.plan, pending, sent, version) {
+                        stop = Some(e);
+                    }
+                    continue;
                 }
                 Some(Ok(request)) => request,
             };

@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::spec::{ChangeKind, HttpPlan, OnFailure};
 use crate::store::Store;
 
+/// The entry of [`Progress::begin_first`]; a key as text never holds a `/`.
+const BEGUN: &str = "begun/";
+
 /// How often what was learnt is saved during a delivery (and always at its end).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -62,6 +65,22 @@ impl Progress {
             }
         }
         Ok(keys)
+    }
+
+    /// Save, before any row of it is sent, that the first delivery sends `version`'s snapshot:
+    /// its rows carry that version's keys, so a delivery resumed after a newer commit must
+    /// finish this snapshot rather than begin another.
+    pub async fn begin_first(&mut self, store: &Store, version: u64) -> Result<()> {
+        self.confirmed
+            .set(format!("{version}/{BEGUN}"), Json::Bool(true));
+        self.save(store).await
+    }
+
+    /// The version whose rows were being confirmed when a delivery stopped, if any.
+    pub fn version_in_progress(&self) -> Option<u64> {
+        (self.confirmed.keys())
+            .filter_map(|k| k.split_once('/')?.0.parse().ok())
+            .min()
     }
 
     /// `version` was delivered whole: forget which of its rows were confirmed.

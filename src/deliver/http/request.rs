@@ -144,6 +144,9 @@ impl<'s> Templates<'s> {
     ) -> Option<std::result::Result<Request, String>> {
         let method = plan.method.of(row.kind)?;
         let kind = row.kind_name();
+        if let Some(why) = unknown_remote(plan, row, remote) {
+            return Some(Err(why));
+        }
         let made = || {
             let context = Value::from_serialize(serde_json::json!({
                 "row": row.values,
@@ -185,6 +188,19 @@ impl<'s> Templates<'s> {
         };
         Some(made())
     }
+}
+
+/// Why `row` cannot be addressed yet: its URL reads a `remote` field no answer has given for
+/// its key (rendered empty, a DELETE to `/items/` would pass for done).
+fn unknown_remote(plan: &HttpPlan, row: &Row, remote: &Map<String, Json>) -> Option<String> {
+    let url = plan.url.of(row.kind)?;
+    let (name, pointer) = plan.remember.iter().find(|(name, _)| {
+        remote.get(name.as_str()).is_none_or(Json::is_null)
+            && (url.contains(&format!("remote.{name}")) || url.contains("remote["))
+    })?;
+    Some(format!(
+        "its URL needs remote.{name}, which no answer of the server has given for this key yet (remember: {name}: {pointer}); was the row created by an earlier delivery?"
+    ))
 }
 
 fn url_kind(plan: &HttpPlan, kind: ChangeKind) -> &'static str {

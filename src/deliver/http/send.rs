@@ -22,7 +22,7 @@ const RESPONSE_EXCERPT: usize = 2000;
 pub enum Sent {
     /// The server took it (2xx; for DELETE also 404 and 410: the item is gone); its body.
     Accepted(String),
-    /// The server refused it for good (a 4xx other than 408 and 429), or still answered 5xx
+    /// The server refused it for good (a 4xx other than 408, 409 and 429), or still answered 5xx
     /// after the retries: the row's own failure.
     Refused {
         status: u16,
@@ -163,7 +163,8 @@ async fn try_once(client: &reqwest::Client, plan: &HttpPlan, request: &Request) 
     let response: String = body.chars().take(RESPONSE_EXCERPT).collect();
     let why = format!("the server answered {status}: {response}");
     let code = status.as_u16();
-    match code == 429 || code == 408 || status.is_server_error() {
+    // 409: the server is still busy with an earlier try of the same Idempotency-Key.
+    match code == 429 || code == 408 || code == 409 || status.is_server_error() {
         true => Try::Again {
             why,
             retry_after,
