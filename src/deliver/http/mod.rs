@@ -203,7 +203,7 @@ async fn deliver_versions(
             Some(at) => {
                 if let Some(read) = record.previous_version.filter(|read| *read > at) {
                     return Err(failed(destination_error(format!(
-                        "it has v{at}, but the versions after it up to v{read} were removed (vacuum) before it received them; to send it the latest snapshot whole, remove its folder under {}/_deliveries/ in the store",
+                        "it has v{at}, but the versions after it up to v{read} were removed (vacuum) before it received them; to send it the latest snapshot whole, remove its folder under {}/_deliveries/ in the store (every row is then sent as NEW, and the remembered ids and dead letters kept there go with it: clear the API's items first)",
                         table.name
                     ))));
                 }
