@@ -52,7 +52,7 @@ impl Journal {
             files: Vec::new(),
         };
         for number in files {
-            let relative = format!("{}/{}", journal.folder, file_name(number));
+            let relative = journal.relative(number);
             let bytes = store.read_file(table, &relative).await?;
             let file: JournalFile = serde_json::from_slice(&bytes).map_err(|e| Error::Store {
                 location: store.file_url(table, &relative),
@@ -67,6 +67,11 @@ impl Journal {
             journal.files.push(number);
         }
         Ok(journal)
+    }
+
+    /// The path of file `number` within the table's folder.
+    fn relative(&self, number: u64) -> String {
+        format!("{}/{}", self.folder, file_name(number))
     }
 
     fn fold(&mut self, entries: BTreeMap<String, Json>) {
@@ -119,7 +124,7 @@ impl Journal {
         entries: BTreeMap<String, Json>,
     ) -> Result<()> {
         let number = self.files.last().map_or(1, |n| n + 1);
-        let relative = format!("{}/{}", self.folder, file_name(number));
+        let relative = self.relative(number);
         let bytes =
             serde_json::to_vec(&JournalFile { base, entries }).map_err(|e| Error::Store {
                 location: store.file_url(&self.table, &relative),
@@ -146,7 +151,7 @@ impl Journal {
         self.write(store, true, all).await?;
         self.files.remove(0);
         for number in older {
-            let relative = format!("{}/{}", self.folder, file_name(number));
+            let relative = self.relative(number);
             store.remove_record(&self.table, &relative).await?;
         }
         Ok(())
@@ -155,7 +160,7 @@ impl Journal {
     /// Remove every entry and file.
     pub async fn remove(&mut self, store: &Store) -> Result<()> {
         for number in std::mem::take(&mut self.files) {
-            let relative = format!("{}/{}", self.folder, file_name(number));
+            let relative = self.relative(number);
             store.remove_record(&self.table, &relative).await?;
         }
         self.entries.clear();
