@@ -16,6 +16,7 @@ pub mod cursor;
 pub mod database;
 pub mod files;
 pub mod http;
+mod lease;
 pub mod postgres;
 pub mod sqlite;
 pub mod stored;

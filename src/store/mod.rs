@@ -617,6 +617,19 @@ impl Store {
             .map_err(|e| store_error(&location, e))
     }
 
+    /// A file's bytes, or `None` when there is no such file.
+    pub async fn read_file_if_present(&self, table: &str, relative: &str) -> Result<Option<Bytes>> {
+        let path = Path::from(format!("{table}/{relative}"));
+        let location = format!("{}/{path}", self.location);
+        match self.objects()?.get(&path).await {
+            Ok(found) => Ok(Some(
+                found.bytes().await.map_err(|e| store_error(&location, e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(location, e)),
+        }
+    }
+
     /// Record a table run (committed, failed or refused).
     pub async fn write_run(&self, run: &RunRecord, run_id: &str) -> Result<()> {
         let name = format!(

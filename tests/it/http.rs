@@ -565,3 +565,42 @@ fn a_first_delivery_cut_off_goes_on_with_its_snapshot_after_a_new_commit() {
     // No item twice: v1's rows already taken are not created again under v2's keys.
     assert_eq!(server.board().items.len(), items.len());
 }
+
+#[test]
+fn a_second_delivery_to_the_same_api_at_once_is_refused_and_sends_nothing() {
+    let server = BoardServer::start(TOKEN);
+    server.board().delay = Duration::from_millis(100);
+    let w = workdir(&server);
+    let items: Vec<Item> = (1..=30).map(|n| item(n, Some(n as i64))).collect();
+    write_items(&w, &items);
+    assert_code(&w.run(&["run", "p.yaml", "--no-deliver"]), 0);
+    let mut first = w.spawn_quiet(&["deliver", "p.yaml"]);
+    let started = Instant::now();
+    while server.board().received.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no request");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = w.run(&["deliver", "p.yaml"]);
+    assert_code(&second, 5);
+    assert!(
+        stdout(&second)
+            .contains("not delivered to board: another delivery to it is under way (process "),
+        "{}{}",
+        stdout(&second),
+        stderr(&second)
+    );
+    assert!(first.wait().unwrap().success());
+    assert_eq!(on_board(&server), expected(&items));
+    let keys: Vec<String> = (server.board().received.iter())
+        .map(|r| r.idempotency_key.clone())
+        .collect();
+    let distinct: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!((keys.len(), distinct.len()), (30, 30), "each row sent once");
+    assert!(
+        !files_under(w.root())
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == "lease.json")),
+        "the lease is given up"
+    );
+    assert_code(&w.run(&["deliver", "p.yaml"]), 0);
+}

@@ -130,9 +130,16 @@ impl Journal {
                 location: store.file_url(&self.table, &relative),
                 message: e.to_string(),
             })?;
-        store
-            .put_plain(&self.table, &relative, bytes.into())
-            .await?;
+        // Created only if absent: a second delivery writing this destination's state at the
+        // same time (see [`crate::deliver::lease`]) stops here rather than overwrite it.
+        if !store.create_record(&self.table, &relative, bytes).await? {
+            return Err(Error::Destination {
+                message: format!(
+                    "another delivery wrote {} while this one ran, so this one stopped",
+                    store.file_url(&self.table, &relative)
+                ),
+            });
+        }
         self.files.push(number);
         Ok(())
     }

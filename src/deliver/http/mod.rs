@@ -33,6 +33,7 @@ pub use request::check_template;
 use request::{Row, Sources, Templates};
 use send::Pace;
 
+use super::lease::Lease;
 use super::{Delivery, cursor, stored};
 use crate::diff::{CHANGE_REASON_COLUMN, CHANGE_TYPE_COLUMN, Delta, previous_key_column};
 use crate::error::{Error, Result};
@@ -126,13 +127,32 @@ async fn deliver_one(
         templates: Templates::new(plan, &sources, name).map_err(|e| (None, e))?,
     };
     let folder = cursor::folder(name);
+    let what = format!("{}: destination {name}", table.name);
+    let lease = (Lease::take(store, &table.name, &folder, &what).await).map_err(|e| (None, e))?;
+    let outcome = deliver_held(store, table, name, &link, retry_failed, delivery).await;
+    let released = lease.release().await;
+    let dead_now = outcome?;
+    released.map_err(|e| (None, e))?;
+    Ok(dead_now)
+}
+
+/// [`deliver_one`] once the destination's lease is held.
+async fn deliver_held(
+    store: &Store,
+    table: &TablePlan,
+    name: &str,
+    link: &Link<'_>,
+    retry_failed: bool,
+    delivery: &mut Delivery,
+) -> std::result::Result<usize, (Option<u64>, Error)> {
+    let folder = cursor::folder(name);
     let mut progress =
         (Progress::open(store, &table.name, &folder).await).map_err(|e| (None, e))?;
     let outcome = deliver_versions(
         store,
         table,
         name,
-        &link,
+        link,
         &mut progress,
         retry_failed,
         delivery,
