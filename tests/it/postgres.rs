@@ -226,6 +226,12 @@ fn a_table_converges_to_the_latest_snapshot_over_random_runs() {
          WHERE i.indrelid = 'items'::regclass AND i.indisprimary",
     );
     assert_eq!(key, [[Some("id".to_string())]]);
+    // Room on each page for a changed row's new version.
+    let options = query(
+        &url,
+        "SELECT reloptions::text FROM pg_class WHERE oid = 'items'::regclass",
+    );
+    assert_eq!(options, [[Some("{fillfactor=90}".to_string())]]);
 }
 
 #[test]
