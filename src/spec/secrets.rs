@@ -34,12 +34,17 @@ impl Secret {
     }
 }
 
-/// The names of the variables `template` uses, in order.
+/// The names of the variables `template` uses, in order. A `$` before a template's `{{ … }}`
+/// (`"${{ row.price }}"`) is a dollar sign, not a variable.
 pub fn variables(template: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find("${") {
         let after = &rest[start + 2..];
+        if after.starts_with('{') {
+            rest = after;
+            continue;
+        }
         match after.find('}') {
             Some(end) => {
                 names.push(after[..end].to_string());
@@ -53,7 +58,7 @@ pub fn variables(template: &str) -> Vec<String> {
 
 /// What is wrong with the `${VAR}`s of `template`, if anything.
 pub fn problem(template: &str) -> Option<String> {
-    let opened = template.matches("${").count();
+    let opened = template.matches("${").count() - template.matches("${{").count();
     let names = variables(template);
     if names.len() != opened {
         return Some("a `${` has no closing `}`: write `${VARIABLE}`.".to_string());
@@ -104,6 +109,11 @@ mod tests {
         assert!(problem("postgres://${X}").is_none());
         assert!(problem("postgres://${X").unwrap().contains("no closing"));
         assert!(problem("${1X}").unwrap().contains("not a variable name"));
+        assert_eq!(
+            variables(r#"{"price": "${{ row.price }}", "t": "${T}"}"#),
+            ["T"]
+        );
+        assert!(problem("${{ row.price }}").is_none());
         // SAFETY: tests that set this variable run only here.
         unsafe { std::env::set_var("TIDEMARK_TEST_SECRET_A", "pa55") };
         let secret = expand("postgres://u:${TIDEMARK_TEST_SECRET_A}@h/db", "url").unwrap();

@@ -489,7 +489,7 @@ fn with_on_failure_stop_a_refused_row_holds_the_destination_at_its_version() {
     let stopped = w.run(&["run", "p.yaml"]);
     assert_code(&stopped, 5);
     assert!(
-        stdout(&stopped).contains("the NEW row s002 was not accepted: POST")
+        stdout(&stopped).contains("the NEW row sku=s002 was not accepted: POST")
             && stdout(&stopped).contains("422"),
         "{}",
         stdout(&stopped)
@@ -603,4 +603,60 @@ fn a_second_delivery_to_the_same_api_at_once_is_refused_and_sends_nothing() {
         "the lease is given up"
     );
     assert_code(&w.run(&["deliver", "p.yaml"]), 0);
+}
+
+#[test]
+fn a_damaged_state_file_is_named_with_what_removing_it_costs() {
+    let server = BoardServer::start(TOKEN);
+    let w = workdir(&server);
+    write_items(&w, &[item(1, Some(1)), item(2, Some(2))]);
+    assert_code(&w.run(&["run", "p.yaml"]), 0);
+    let remembered = (files_under(w.root()).into_iter())
+        .find(|p| p.parent().is_some_and(|d| d.ends_with("remembered")))
+        .expect("a file of remembered ids");
+    std::fs::write(&remembered, "{").unwrap();
+    write_items(&w, &[item(1, Some(5)), item(2, Some(2))]);
+    let run = w.run(&["run", "p.yaml"]);
+    assert_code(&run, 5);
+    let out = stdout(&run);
+    assert!(
+        out.contains(&format!("{}: this delivery state file is damaged", remembered.display()))
+            && out.contains("restore it from a copy of the store if there is one; removing it forgets the remote ids it kept"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_body_that_renders_as_no_json_sends_nothing_and_says_how_to_write_it() {
+    let server = BoardServer::start(TOKEN);
+    let w = workdir(&server);
+    // As SPEC section 7 writes it: a null qty renders as nothing. `${{ … }}` is a dollar sign
+    // before a template's value, not a variable.
+    let body = r#"body: '{"sku": {{ row.sku | tojson }}, "name": "${{ row.name }}", "qty": {{ row.qty }}}'"#;
+    let yaml = pipeline(&server.url());
+    let start = yaml.find("body: ").unwrap();
+    let end = start + yaml[start..].find('\n').unwrap();
+    w.write(
+        "p.yaml",
+        format!("{}{body}{}", &yaml[..start], &yaml[end..]),
+    );
+    write_items(&w, &[item(1, Some(4)), item(2, None)]);
+    assert_code(&w.run(&["check", "p.yaml"]), 0);
+    assert_code(&w.run(&["run", "p.yaml"]), 5);
+    let letters = dead_letters(&w);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["row"]["sku"], json!("s002"));
+    assert_eq!(
+        letters[0]["error"],
+        json!(
+            "body new: it is sent as JSON but is not JSON (line 1, column 43); write each value as `{{ row.x | tojson }}`, which quotes a text and writes a null, or give a Content-Type header of another kind"
+        )
+    );
+    let items = server.items_by_sku();
+    assert_eq!(items["s001"]["name"], json!("$Item 1"));
+    assert_eq!(
+        server.board().received.len(),
+        1,
+        "the bad body was not sent"
+    );
 }

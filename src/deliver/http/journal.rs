@@ -39,7 +39,13 @@ fn file_name(number: u64) -> String {
 
 impl Journal {
     /// Read the journal in `<table>/<folder>` (none there: an empty one).
-    pub async fn open(store: &Store, table: &str, folder: String) -> Result<Journal> {
+    /// `if_damaged` says what to do about a damaged file, and what removing it costs.
+    pub async fn open(
+        store: &Store,
+        table: &str,
+        folder: String,
+        if_damaged: &str,
+    ) -> Result<Journal> {
         let mut files: Vec<u64> = (store.file_names(table, &folder).await?.iter())
             .filter_map(|name| name.strip_prefix('j')?.strip_suffix(".json")?.parse().ok())
             .collect();
@@ -56,9 +62,7 @@ impl Journal {
             let bytes = store.read_file(table, &relative).await?;
             let file: JournalFile = serde_json::from_slice(&bytes).map_err(|e| Error::Store {
                 location: store.file_url(table, &relative),
-                message: format!(
-                    "this delivery state file is damaged ({e}); remove it: the rows it confirmed are sent again (with the same Idempotency-Key)"
-                ),
+                message: format!("this delivery state file is damaged ({e}); {if_damaged}"),
             })?;
             if file.base {
                 journal.entries.clear();

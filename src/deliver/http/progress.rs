@@ -19,6 +19,11 @@ use crate::store::Store;
 /// The entry of [`Progress::begin_first`]; a key as text never holds a `/`.
 const BEGUN: &str = "begun/";
 
+/// What removing a damaged file of each journal costs, for the message that names it.
+const FORGETS_IDS: &str = "restore it from a copy of the store if there is one; removing it forgets the remote ids it kept, and later changes of those rows then wait in the dead letters (their URL needs an id no answer gave)";
+const SENDS_AGAIN: &str =
+    "remove it: the rows it confirmed are sent again (with the same Idempotency-Key)";
+
 /// How often what was learnt is saved during a delivery (and always at its end).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -42,8 +47,10 @@ impl Progress {
     /// Read the progress of the destination whose records are in `<table>/<folder>`.
     pub async fn open(store: &Store, table: &str, folder: &str) -> Result<Progress> {
         Ok(Progress {
-            remembered: Journal::open(store, table, format!("{folder}/remembered")).await?,
-            confirmed: Journal::open(store, table, format!("{folder}/confirmed")).await?,
+            remembered: Journal::open(store, table, format!("{folder}/remembered"), FORGETS_IDS)
+                .await?,
+            confirmed: Journal::open(store, table, format!("{folder}/confirmed"), SENDS_AGAIN)
+                .await?,
             dead: DeadLetters::open(store, table, folder).await?,
             dead_now: 0,
             saved_at: Instant::now(),
@@ -140,8 +147,9 @@ impl Progress {
                 why,
             } if plan.on_failure == OnFailure::DeadLetter => {
                 tracing::warn!(
-                    "{}: row {key} went to the dead letters: {why}",
-                    pending.row.table
+                    "{}: the row {} went to the dead letters: {why}",
+                    pending.row.table,
+                    pending.row.key_shown()
                 );
                 self.dead.put(DeadLetter {
                     row: pending.row,
@@ -226,7 +234,7 @@ pub fn refused(row: &Row, why: String) -> Error {
         message: format!(
             "the {} row {} was not accepted: {why}",
             row.kind.canonical(),
-            row.key_text()
+            row.key_shown()
         ),
     }
 }

@@ -178,6 +178,13 @@ impl<'s> Templates<'s> {
                     .map_err(|_| format!("header {name}: its value is not a header's text"))?;
                 headers.insert(header.clone(), value);
             }
+            if let Some(body) = &body
+                && headers
+                    .get(CONTENT_TYPE)
+                    .is_some_and(|t| t == "application/json")
+            {
+                not_json(body, body_kind(plan, row.kind))?;
+            }
             Ok(Request {
                 method,
                 url,
@@ -188,6 +195,21 @@ impl<'s> Templates<'s> {
         };
         Some(made())
     }
+}
+
+/// Why a body sent as JSON is not JSON, if it is not: most often a value written as
+/// `{{ row.x }}`, which renders a null as nothing and a text without quotes.
+fn not_json(body: &str, template: Option<&str>) -> std::result::Result<(), String> {
+    let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(body) else {
+        return Ok(());
+    };
+    // The body itself is not shown: a `${VAR}` may have put a secret in it.
+    Err(format!(
+        "body {}: it is sent as JSON but is not JSON (line {}, column {}); write each value as `{{{{ row.x | tojson }}}}`, which quotes a text and writes a null, or give a Content-Type header of another kind",
+        template.unwrap_or("(the row's values)"),
+        e.line(),
+        e.column()
+    ))
 }
 
 /// Why `row` cannot be addressed yet: its URL reads a `remote` field no answer has given for
@@ -256,6 +278,18 @@ impl Row {
     /// JSON) percent-encoded, joined by `,`.
     pub fn key_text(&self) -> String {
         key_text(&self.key)
+    }
+
+    /// The key for messages: `sku=AB 1`, or `store=3, sku=AB 1` (a text as it is, another
+    /// value as JSON).
+    pub fn key_shown(&self) -> String {
+        (self.key.iter())
+            .map(|(column, value)| match value {
+                Json::String(text) => format!("{column}={text}"),
+                other => format!("{column}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
